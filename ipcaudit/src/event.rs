@@ -1,0 +1,292 @@
+//! The domain events: what happened, decoded from the kernel's records (`decode`) or parsed back
+//! from a recorded NDJSON stream (`sink::json::parse_line`). The model consumes these; sinks
+//! encode them. No IO here.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Identity of a process across PID reuse: its tgid and its start time in clock ticks since
+/// boot (field 22 of /proc/PID/stat, `start_boottime / (NSEC_PER_SEC / USER_HZ)`). The eBPF
+/// records and /proc agree on both, so processes seen at bootstrap and in events match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessKey {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+impl fmt::Display for ProcessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.pid, self.start_ticks)
+    }
+}
+
+/// The task an event came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub process: ProcessKey,
+    /// Thread id.
+    pub tid: u32,
+    /// `comm`, lossily decoded (invalid UTF-8 becomes U+FFFD; sinks escape the rest).
+    pub comm: String,
+    pub uid: u32,
+}
+
+/// A kernel error number, as returned by a failed syscall (positive: `EINVAL` is 22).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// The symbolic name (`EINVAL`), or `E<number>` for one this table does not know.
+    pub fn name(self) -> String {
+        crate::names::errno_name(self.0).map_or_else(|| format!("E{}", self.0), str::to_owned)
+    }
+}
+
+/// A syscall's outcome.
+pub type SysResult<T> = Result<T, Errno>;
+
+/// The three System V IPC families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpcType {
+    Shm,
+    Sem,
+    Msg,
+}
+
+impl IpcType {
+    pub const ALL: [Self; 3] = [Self::Shm, Self::Sem, Self::Msg];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shm => "shm",
+            Self::Sem => "sem",
+            Self::Msg => "msg",
+        }
+    }
+
+    /// The `ipcrm` option that removes an object of this type by id.
+    pub fn ipcrm_flag(self) -> &'static str {
+        match self {
+            Self::Shm => "-m",
+            Self::Sem => "-s",
+            Self::Msg => "-q",
+        }
+    }
+}
+
+impl fmt::Display for IpcType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `struct sembuf`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemOp {
+    pub num: u16,
+    pub op: i16,
+    /// Raw `sem_flg`: `IPC_NOWAIT` (0o4000) and `SEM_UNDO` (0x1000).
+    pub flags: i16,
+}
+
+impl SemOp {
+    pub const IPC_NOWAIT: i16 = 0o4000;
+    pub const SEM_UNDO: i16 = 0x1000;
+
+    pub fn undo(self) -> bool {
+        self.flags & Self::SEM_UNDO != 0
+    }
+
+    pub fn nowait(self) -> bool {
+        self.flags & Self::IPC_NOWAIT != 0
+    }
+}
+
+/// What happened. Arguments are as the task passed them; results as the kernel returned them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    ShmGet { key: i32, size: u64, flags: i32, result: SysResult<i32> },
+    /// `result` is the attach address.
+    ShmAt { shmid: i32, addr: u64, flags: i32, result: SysResult<u64> },
+    ShmDt { addr: u64, result: SysResult<()> },
+    ShmCtl { shmid: i32, cmd: i32, result: SysResult<i64> },
+    SemGet { key: i32, nsems: i32, flags: i32, result: SysResult<i32> },
+    /// `semop` or `semtimedop`. `ops` holds the first operations (at most
+    /// `ipcaudit_ebpf::MAX_SEM_OPS`); `nsops` how many were passed.
+    SemOp { semid: i32, ops: Vec<SemOp>, nsops: u32, timed: bool, result: SysResult<()> },
+    /// `arg` is the fourth argument as passed (the value for SETVAL).
+    SemCtl { semid: i32, semnum: i32, cmd: i32, arg: u64, result: SysResult<i64> },
+    MsgGet { key: i32, flags: i32, result: SysResult<i32> },
+    MsgSnd { msqid: i32, size: u64, flags: i32, mtype: Option<i64>, result: SysResult<()> },
+    /// `result` is the size of the message received; `mtype` its type.
+    MsgRcv {
+        msqid: i32,
+        max_size: u64,
+        want_type: i64,
+        flags: i32,
+        mtype: Option<i64>,
+        result: SysResult<u64>,
+    },
+    MsgCtl { msqid: i32, cmd: i32, result: SysResult<i64> },
+    /// Only recorded for processes that hold (or held) a SysV attachment.
+    Munmap { addr: u64, len: u64, result: SysResult<()> },
+    /// Only recorded for processes that hold (or held) a SysV attachment. `result` is the new
+    /// address of the mapping.
+    Mremap { old_addr: u64, old_len: u64, new_len: u64, flags: u32, result: SysResult<u64> },
+    /// `task` forked a new process (not a thread).
+    Fork { child: ProcessKey },
+    /// `task` is the process after a successful exec; `old_tid` the thread that called it.
+    Exec { filename: String, old_tid: u32 },
+    /// The last thread of `task`'s process exited. `code` is `task->exit_code`: the signal
+    /// number in the low 7 bits, or the exit status shifted left by 8.
+    Exit { code: u32 },
+    /// Records the kernel could not deliver (ring buffer full) since the previous such event.
+    Lost { count: u64 },
+}
+
+/// One event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Wall-clock time, nanoseconds since the Unix epoch (UTC).
+    pub time_ns: u64,
+    /// Inode number of the IPC namespace the task was in (0 if unknown).
+    pub ipc_ns: u32,
+    pub task: Task,
+    pub kind: EventKind,
+}
+
+impl EventKind {
+    /// The IPC family an event concerns, if any (munmap/mremap/lifecycle: none).
+    pub fn ipc_type(&self) -> Option<IpcType> {
+        match self {
+            Self::ShmGet { .. } | Self::ShmAt { .. } | Self::ShmDt { .. } | Self::ShmCtl { .. } => {
+                Some(IpcType::Shm)
+            }
+            Self::SemGet { .. } | Self::SemOp { .. } | Self::SemCtl { .. } => Some(IpcType::Sem),
+            Self::MsgGet { .. } | Self::MsgSnd { .. } | Self::MsgRcv { .. } | Self::MsgCtl { .. } => {
+                Some(IpcType::Msg)
+            }
+            Self::Munmap { .. }
+            | Self::Mremap { .. }
+            | Self::Fork { .. }
+            | Self::Exec { .. }
+            | Self::Exit { .. }
+            | Self::Lost { .. } => None,
+        }
+    }
+
+    /// Whether the syscall failed.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Self::ShmGet { result, .. }
+            | Self::SemGet { result, .. }
+            | Self::MsgGet { result, .. } => result.err(),
+            Self::ShmAt { result, .. } | Self::Mremap { result, .. } => result.err(),
+            Self::ShmDt { result, .. }
+            | Self::SemOp { result, .. }
+            | Self::MsgSnd { result, .. }
+            | Self::Munmap { result, .. } => result.err(),
+            Self::ShmCtl { result, .. } | Self::SemCtl { result, .. } | Self::MsgCtl { result, .. } => {
+                result.err()
+            }
+            Self::MsgRcv { result, .. } => result.err(),
+            Self::Fork { .. } | Self::Exec { .. } | Self::Exit { .. } | Self::Lost { .. } => None,
+        }
+    }
+}
+
+/// `event.action` values. Which one an IPC syscall gets can depend on state (a get of a key
+/// that created the object or opened an existing one; an RMID or detach that really freed the
+/// segment), so the model assigns them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    ShmCreate,
+    ShmOpen,
+    ShmAttach,
+    ShmDetach,
+    ShmRemove,
+    ShmDestroy,
+    ShmControl,
+    SemCreate,
+    SemOpen,
+    SemOp,
+    SemControl,
+    SemRemove,
+    MsgCreate,
+    MsgOpen,
+    MsgSend,
+    MsgReceive,
+    MsgControl,
+    MsgRemove,
+    ProcessFork,
+    ProcessExec,
+    ProcessExit,
+    EventsLost,
+}
+
+impl Action {
+    pub const ALL: [Self; 22] = [
+        Self::ShmCreate,
+        Self::ShmOpen,
+        Self::ShmAttach,
+        Self::ShmDetach,
+        Self::ShmRemove,
+        Self::ShmDestroy,
+        Self::ShmControl,
+        Self::SemCreate,
+        Self::SemOpen,
+        Self::SemOp,
+        Self::SemControl,
+        Self::SemRemove,
+        Self::MsgCreate,
+        Self::MsgOpen,
+        Self::MsgSend,
+        Self::MsgReceive,
+        Self::MsgControl,
+        Self::MsgRemove,
+        Self::ProcessFork,
+        Self::ProcessExec,
+        Self::ProcessExit,
+        Self::EventsLost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ShmCreate => "shm-create",
+            Self::ShmOpen => "shm-open",
+            Self::ShmAttach => "shm-attach",
+            Self::ShmDetach => "shm-detach",
+            Self::ShmRemove => "shm-remove",
+            Self::ShmDestroy => "shm-destroy",
+            Self::ShmControl => "shm-control",
+            Self::SemCreate => "sem-create",
+            Self::SemOpen => "sem-open",
+            Self::SemOp => "sem-op",
+            Self::SemControl => "sem-control",
+            Self::SemRemove => "sem-remove",
+            Self::MsgCreate => "msg-create",
+            Self::MsgOpen => "msg-open",
+            Self::MsgSend => "msg-send",
+            Self::MsgReceive => "msg-receive",
+            Self::MsgControl => "msg-control",
+            Self::MsgRemove => "msg-remove",
+            Self::ProcessFork => "process-fork",
+            Self::ProcessExec => "process-exec",
+            Self::ProcessExit => "process-exit",
+            Self::EventsLost => "events-lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,22 @@
+//! ipcaudit: who owns which System V IPC object, right now, and what leaked.
+//!
+//! Data flows one way, and the modules follow it:
+//!
+//! ```text
+//! kernel (ipcaudit-ebpf) ─► probe (aya: load, attach, ring buffer) ─► decode (bytes → Event)
+//!   ─► model (pure: ownership, actions, findings) ─► sink (json / text)
+//! snapshot (/proc/sysvipc, /proc/PID/maps, semctl) ─► model (bootstrap, resync)
+//! ```
+//!
+//! Everything but `probe`, `snapshot::read` and the command runners is pure: no IO, no clock.
+
+pub mod cli;
+pub mod clock;
+pub mod decode;
+pub mod event;
+pub mod model;
+pub mod names;
+pub mod probe;
+pub mod sink;
+pub mod snapshot;
+// pub mod trace;

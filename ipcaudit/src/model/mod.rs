@@ -1,0 +1,1 @@
+//! The ownership model (being written).

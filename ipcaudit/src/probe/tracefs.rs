@@ -1,0 +1,95 @@
+//! tracefs: where it is, mounting it when it is missing, and tracepoint formats.
+
+use std::path::{Path, PathBuf};
+
+use super::ProbeError;
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// The tracefs root, mounting it at /sys/kernel/tracing when it is missing.
+pub fn ensure_mounted() -> Result<PathBuf, ProbeError> {
+    for root in [TRACEFS, DEBUGFS_TRACING] {
+        if Path::new(root).join("events").is_dir() {
+            return Ok(PathBuf::from(root));
+        }
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: valid NUL-terminated strings; a null data pointer is allowed.
+    let rc = unsafe {
+        libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
+    }
+    log::info!("mounted tracefs at {TRACEFS}");
+    Ok(PathBuf::from(TRACEFS))
+}
+
+/// A field of a tracepoint's `format` file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub offset: u32,
+    pub size: u32,
+}
+
+/// Parses the `field:` lines of a tracepoint `format` file.
+pub fn parse_format(text: &str) -> Vec<Field> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim().strip_prefix("field:")?;
+            let mut decl = None;
+            let mut offset = None;
+            let mut size = None;
+            for part in line.split(';').map(str::trim) {
+                if let Some(v) = part.strip_prefix("offset:") {
+                    offset = v.parse().ok();
+                } else if let Some(v) = part.strip_prefix("size:") {
+                    size = v.parse().ok();
+                } else if decl.is_none() && !part.is_empty() {
+                    decl = Some(part);
+                }
+            }
+            // "unsigned char comm[16]" → "comm"
+            let name = decl?.rsplit(' ').next()?.split('[').next()?.to_owned();
+            Some(Field { name, offset: offset?, size: size? })
+        })
+        .collect()
+}
+
+/// The offset of `field` in tracepoint `category/name`, if the kernel has that field.
+pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(root.join("events").join(category).join(name).join("format")).ok()?;
+    parse_format(&text).into_iter().find(|f| f.name == field).map(|f| f.offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXIT_FORMAT: &str = "name: sched_process_exit
+ID: 369
+format:
+	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
+	field:unsigned char common_flags;	offset:2;	size:1;	signed:0;
+	field:unsigned char common_preempt_count;	offset:3;	size:1;	signed:0;
+	field:int common_pid;	offset:4;	size:4;	signed:1;
+
+	field:char comm[16];	offset:8;	size:16;	signed:0;
+	field:pid_t pid;	offset:24;	size:4;	signed:1;
+	field:int prio;	offset:28;	size:4;	signed:1;
+	field:bool group_dead;	offset:32;	size:1;	signed:0;
+
+print fmt: \"comm=%s pid=%d prio=%d group_dead=%s\", REC->comm, REC->pid, REC->prio, REC->group_dead ? \"true\" : \"false\"
+";
+
+    #[test]
+    fn parses_fields() {
+        let fields = parse_format(EXIT_FORMAT);
+        assert_eq!(fields.len(), 8);
+        assert_eq!(fields[4], Field { name: "comm".into(), offset: 8, size: 16 });
+        assert_eq!(fields[7], Field { name: "group_dead".into(), offset: 32, size: 1 });
+        assert!(parse_format("garbage\nfield:;;\nfield:int x; offset:zz; size:4;").is_empty());
+    }
+}

@@ -1,0 +1,632 @@
+//! NDJSON with Elastic Common Schema field names (nested objects: `{"event":{"action":…}}`).
+//!
+//! Every event record also carries `ipcaudit.syscall` (the raw arguments and return value), so
+//! that `replay` rebuilds exactly the event the live collector saw: [`parse_event`] is the
+//! inverse of [`encode_event`].
+
+use serde::{Deserialize, Serialize};
+
+use super::{ObjectInfo, Session, Summary, parse_entity_id};
+use crate::{
+    clock::{parse_rfc3339, rfc3339_nanos},
+    decode::syscall_kind,
+    event::{Action, Errno, Event, EventKind, IpcType, ProcessKey, SemOp, Task},
+    names::{errno_name, errno_value, ipc_command_name},
+};
+
+#[derive(Serialize, Deserialize, Default)]
+pub struct EcsEvent {
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub outcome: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsError {
+    pub code: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsThread {
+    pub id: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsParent {
+    pub pid: u32,
+    pub entity_id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsProcess {
+    pub pid: u32,
+    pub thread: EcsThread,
+    pub name: String,
+    pub entity_id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub parent: Option<EcsParent>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub executable: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exit_code: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsUser {
+    pub id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsShm {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub address: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsSemOp {
+    pub num: u16,
+    pub op: i16,
+    pub flags: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsSem {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nsems: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ops: Option<Vec<EcsSemOp>>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsMsg {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none", default)]
+    pub mtype: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub size: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsIpc {
+    #[serde(rename = "type")]
+    pub ty: IpcType,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub key: Option<String>,
+    pub namespace: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub shm: Option<EcsShm>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sem: Option<EcsSem>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub msg: Option<EcsMsg>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub command: Option<String>,
+}
+
+/// The raw syscall, for exact replay.
+#[derive(Serialize, Deserialize)]
+pub struct RawSyscall {
+    pub name: String,
+    pub args: [u64; 6],
+    pub ret: i64,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+pub struct Extra {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub syscall: Option<RawSyscall>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lost: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub timed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub exec_tid: Option<u32>,
+}
+
+/// One event record.
+#[derive(Serialize, Deserialize)]
+pub struct EcsRecord {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EcsEvent,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<EcsError>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub process: Option<EcsProcess>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user: Option<EcsUser>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ipc: Option<EcsIpc>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ipcaudit: Option<Extra>,
+}
+
+/// `ipc.key` as ECS keyword: `0x0000abcd`.
+pub fn key_hex(key: i32) -> String {
+    format!("0x{key:08x}")
+}
+
+fn syscall_name(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::ShmGet { .. } => "shmget",
+        EventKind::ShmAt { .. } => "shmat",
+        EventKind::ShmDt { .. } => "shmdt",
+        EventKind::ShmCtl { .. } => "shmctl",
+        EventKind::SemGet { .. } => "semget",
+        EventKind::SemOp { timed: false, .. } => "semop",
+        EventKind::SemOp { timed: true, .. } => "semtimedop",
+        EventKind::SemCtl { .. } => "semctl",
+        EventKind::MsgGet { .. } => "msgget",
+        EventKind::MsgSnd { .. } => "msgsnd",
+        EventKind::MsgRcv { .. } => "msgrcv",
+        EventKind::MsgCtl { .. } => "msgctl",
+        EventKind::Munmap { .. } => "munmap",
+        EventKind::Mremap { .. } => "mremap",
+        EventKind::Fork { .. } | EventKind::Exec { .. } | EventKind::Exit { .. } | EventKind::Lost { .. } => "",
+    }
+}
+
+fn abi_kind(name: &str) -> Option<u16> {
+    use ipcaudit_ebpf::kind;
+    Some(match name {
+        "shmget" => kind::SHMGET,
+        "shmat" => kind::SHMAT,
+        "shmdt" => kind::SHMDT,
+        "shmctl" => kind::SHMCTL,
+        "semget" => kind::SEMGET,
+        "semop" | "semtimedop" => kind::SEMOP,
+        "semctl" => kind::SEMCTL,
+        "msgget" => kind::MSGGET,
+        "msgsnd" => kind::MSGSND,
+        "msgrcv" => kind::MSGRCV,
+        "msgctl" => kind::MSGCTL,
+        "munmap" => kind::MUNMAP,
+        "mremap" => kind::MREMAP,
+        _ => return None,
+    })
+}
+
+#[expect(clippy::cast_sign_loss, clippy::cast_possible_wrap, reason = "registers carry C ints and longs as u64")]
+fn raw_syscall(kind: &EventKind) -> Option<RawSyscall> {
+    fn ret<T>(r: &Result<T, Errno>, ok: impl Fn(&T) -> i64) -> i64 {
+        match r {
+            Ok(v) => ok(v),
+            Err(e) => -i64::from(e.0),
+        }
+    }
+    let i = |v: i32| u64::from(v as u32);
+    let (args, ret) = match kind {
+        EventKind::ShmGet { key, size, flags, result } => {
+            ([i(*key), *size, i(*flags), 0, 0, 0], ret(result, |v| i64::from(*v)))
+        }
+        EventKind::ShmAt { shmid, addr, flags, result } => {
+            ([i(*shmid), *addr, i(*flags), 0, 0, 0], ret(result, |v| *v as i64))
+        }
+        EventKind::ShmDt { addr, result } => ([*addr, 0, 0, 0, 0, 0], ret(result, |()| 0)),
+        EventKind::ShmCtl { shmid, cmd, result } => ([i(*shmid), i(*cmd), 0, 0, 0, 0], ret(result, |v| *v)),
+        EventKind::SemGet { key, nsems, flags, result } => {
+            ([i(*key), i(*nsems), i(*flags), 0, 0, 0], ret(result, |v| i64::from(*v)))
+        }
+        EventKind::SemOp { semid, nsops, result, .. } => {
+            ([i(*semid), 0, u64::from(*nsops), 0, 0, 0], ret(result, |()| 0))
+        }
+        EventKind::SemCtl { semid, semnum, cmd, arg, result } => {
+            ([i(*semid), i(*semnum), i(*cmd), *arg, 0, 0], ret(result, |v| *v))
+        }
+        EventKind::MsgGet { key, flags, result } => ([i(*key), i(*flags), 0, 0, 0, 0], ret(result, |v| i64::from(*v))),
+        EventKind::MsgSnd { msqid, size, flags, result, .. } => {
+            ([i(*msqid), 0, *size, i(*flags), 0, 0], ret(result, |()| 0))
+        }
+        EventKind::MsgRcv { msqid, max_size, want_type, flags, result, .. } => {
+            ([i(*msqid), 0, *max_size, *want_type as u64, i(*flags), 0], ret(result, |v| *v as i64))
+        }
+        EventKind::MsgCtl { msqid, cmd, result } => ([i(*msqid), i(*cmd), 0, 0, 0, 0], ret(result, |v| *v)),
+        EventKind::Munmap { addr, len, result } => ([*addr, *len, 0, 0, 0, 0], ret(result, |()| 0)),
+        EventKind::Mremap { old_addr, old_len, new_len, flags, result } => {
+            ([*old_addr, *old_len, *new_len, u64::from(*flags), 0, 0], ret(result, |v| *v as i64))
+        }
+        EventKind::Fork { .. } | EventKind::Exec { .. } | EventKind::Exit { .. } | EventKind::Lost { .. } => {
+            return None;
+        }
+    };
+    Some(RawSyscall { name: syscall_name(kind).to_owned(), args, ret })
+}
+
+fn sem_flag_names(op: SemOp) -> Vec<String> {
+    let mut flags = Vec::new();
+    if op.undo() {
+        flags.push("undo".to_owned());
+    }
+    if op.nowait() {
+        flags.push("nowait".to_owned());
+    }
+    flags
+}
+
+/// The ECS record of an event.
+pub fn event_record(session: &Session, ev: &Event, action: Action, object: Option<&ObjectInfo>) -> EcsRecord {
+    let mut timestamp = String::with_capacity(32);
+    rfc3339_nanos(ev.time_ns, &mut timestamp);
+    let k = &ev.kind;
+    let errno = k.errno();
+    let is_lost = matches!(k, EventKind::Lost { .. });
+    let mut process = EcsProcess {
+        pid: ev.task.process.pid,
+        thread: EcsThread { id: ev.task.tid },
+        name: ev.task.comm.clone(),
+        entity_id: session.entity_id(ev.task.process),
+        parent: None,
+        executable: None,
+        exit_code: None,
+    };
+    match k {
+        // The record is about the new process; the forking one is its parent.
+        EventKind::Fork { child } => {
+            process.parent = Some(EcsParent { pid: process.pid, entity_id: process.entity_id.clone() });
+            process.pid = child.pid;
+            process.thread.id = child.pid;
+            process.entity_id = session.entity_id(*child);
+        }
+        EventKind::Exec { filename, .. } => process.executable = Some(filename.clone()),
+        EventKind::Exit { code } => process.exit_code = Some(*code),
+        _ => {}
+    }
+    let ipc = k.ipc_type().map(|ty| {
+        let (id, command) = match k {
+            EventKind::ShmGet { result, .. } | EventKind::SemGet { result, .. } | EventKind::MsgGet { result, .. } => {
+                (result.ok(), None)
+            }
+            EventKind::ShmAt { shmid, .. } => (Some(*shmid), None),
+            EventKind::ShmCtl { shmid: id, cmd, .. }
+            | EventKind::SemCtl { semid: id, cmd, .. }
+            | EventKind::MsgCtl { msqid: id, cmd, .. } => (
+                Some(*id),
+                Some(ipc_command_name(ty, *cmd).map_or_else(|| cmd.to_string(), str::to_owned)),
+            ),
+            EventKind::SemOp { semid, .. } => (Some(*semid), None),
+            EventKind::MsgSnd { msqid, .. } | EventKind::MsgRcv { msqid, .. } => (Some(*msqid), None),
+            _ => (object.map(|o| o.id), None),
+        };
+        let key = match k {
+            EventKind::ShmGet { key, .. } | EventKind::SemGet { key, .. } | EventKind::MsgGet { key, .. } => Some(*key),
+            _ => object.and_then(|o| o.key),
+        };
+        let shm = match k {
+            EventKind::ShmGet { size, .. } => Some(EcsShm { size: Some(*size), address: None }),
+            EventKind::ShmAt { result, .. } => Some(EcsShm {
+                size: object.and_then(|o| o.size),
+                address: result.as_ref().ok().map(|a| format!("0x{a:x}")),
+            }),
+            EventKind::ShmDt { addr, .. } => {
+                Some(EcsShm { size: object.and_then(|o| o.size), address: Some(format!("0x{addr:x}")) })
+            }
+            _ => None,
+        };
+        let sem = match k {
+            EventKind::SemGet { nsems, .. } => Some(EcsSem { nsems: u64::try_from(*nsems).ok(), ops: None }),
+            EventKind::SemOp { ops, .. } => Some(EcsSem {
+                nsems: None,
+                ops: Some(ops.iter().map(|&o| EcsSemOp { num: o.num, op: o.op, flags: sem_flag_names(o) }).collect()),
+            }),
+            _ => None,
+        };
+        let msg = match k {
+            EventKind::MsgSnd { size, mtype, .. } => Some(EcsMsg { mtype: *mtype, size: Some(*size) }),
+            EventKind::MsgRcv { result, mtype, .. } => Some(EcsMsg { mtype: *mtype, size: result.ok() }),
+            _ => None,
+        };
+        EcsIpc { ty, id, key: key.map(key_hex), namespace: ev.ipc_ns, shm, sem, msg, command }
+    });
+    // munmap/mremap of an attachment: name the segment.
+    let ipc = ipc.or_else(|| {
+        object.map(|o| EcsIpc {
+            ty: o.ty,
+            id: Some(o.id),
+            key: o.key.map(key_hex),
+            namespace: ev.ipc_ns,
+            shm: match k {
+                EventKind::Munmap { addr, .. } | EventKind::Mremap { old_addr: addr, .. } => {
+                    Some(EcsShm { size: o.size, address: Some(format!("0x{addr:x}")) })
+                }
+                _ => None,
+            },
+            sem: None,
+            msg: None,
+            command: None,
+        })
+    });
+    let extra = Extra {
+        syscall: raw_syscall(k),
+        lost: match k {
+            EventKind::Lost { count } => Some(*count),
+            _ => None,
+        },
+        timed: None,
+        exec_tid: match k {
+            EventKind::Exec { old_tid, .. } if *old_tid != ev.task.process.pid => Some(*old_tid),
+            _ => None,
+        },
+    };
+    let has_extra = extra.syscall.is_some() || extra.lost.is_some() || extra.exec_tid.is_some();
+    EcsRecord {
+        timestamp,
+        event: EcsEvent {
+            kind: "event".into(),
+            action: Some(action.as_str().into()),
+            outcome: (!is_lost).then(|| if errno.is_some() { "failure" } else { "success" }.into()),
+        },
+        error: errno.map(|e| EcsError { code: errno_name(e.0).map_or_else(|| e.name(), str::to_owned) }),
+        process: (!is_lost).then_some(process),
+        user: (!is_lost).then(|| EcsUser { id: ev.task.uid.to_string() }),
+        ipc,
+        ipcaudit: has_extra.then_some(extra),
+    }
+}
+
+/// Appends the NDJSON line of an event (no newline).
+pub fn encode_event(session: &Session, ev: &Event, action: Action, object: Option<&ObjectInfo>, out: &mut String) {
+    let record = event_record(session, ev, action, object);
+    // Serializing a struct of strings and numbers into a String cannot fail.
+    if let Ok(s) = serde_json::to_string(&record) {
+        out.push_str(&s);
+    }
+}
+
+/// The final `metric` line.
+pub fn encode_summary(time_ns: u64, summary: &Summary, out: &mut String) {
+    let mut timestamp = String::new();
+    rfc3339_nanos(time_ns, &mut timestamp);
+    let counts: serde_json::Map<String, serde_json::Value> =
+        summary.counts.iter().map(|(a, n)| (a.as_str().to_owned(), (*n).into())).collect();
+    let value = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {"kind": "metric", "action": "session-summary", "duration": summary.duration_ns},
+        "ipcaudit": {
+            "records": {"by_action": counts, "total": summary.counts.values().sum::<u64>()},
+            "lost": summary.lost,
+            "undecodable": summary.undecodable,
+        }
+    });
+    out.push_str(&value.to_string());
+}
+
+/// Why a recorded line could not be turned back into an event.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("not JSON: {0}")]
+    Json(String),
+    #[error("bad `{field}`: {why}")]
+    Field { field: &'static str, why: String },
+}
+
+fn field(field: &'static str, why: impl Into<String>) -> ParseError {
+    ParseError::Field { field, why: why.into() }
+}
+
+/// A recorded line: an event to replay, or another kind of record (alert, metric, state) that
+/// replay skips.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Event(Event, Action),
+    Other(String),
+}
+
+/// Parses one NDJSON line written by [`encode_event`] back into the event.
+pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
+    let record: EcsRecord = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => {
+            // A valid record of another kind (alert, metric) has no process/ipc shape we need:
+            // find its kind leniently.
+            let value: serde_json::Value = serde_json::from_str(line).map_err(|e2| ParseError::Json(e2.to_string()))?;
+            let kind = value.pointer("/event/kind").and_then(|v| v.as_str()).unwrap_or_default();
+            if kind != "event" && !kind.is_empty() {
+                return Ok(Parsed::Other(kind.to_owned()));
+            }
+            return Err(ParseError::Json(e.to_string()));
+        }
+    };
+    if record.event.kind != "event" {
+        return Ok(Parsed::Other(record.event.kind));
+    }
+    let action_name = record.event.action.as_deref().ok_or_else(|| field("event.action", "missing"))?;
+    let action = Action::parse(action_name).ok_or_else(|| field("event.action", format!("unknown {action_name:?}")))?;
+    let time_ns = parse_rfc3339(&record.timestamp).ok_or_else(|| field("@timestamp", "not RFC 3339 UTC"))?;
+    let ipc_ns = record.ipc.as_ref().map_or(0, |i| i.namespace);
+    if action == Action::EventsLost {
+        let count = record.ipcaudit.and_then(|x| x.lost).ok_or_else(|| field("ipcaudit.lost", "missing"))?;
+        let task = Task { process: ProcessKey { pid: 0, start_ticks: 0 }, tid: 0, comm: String::new(), uid: 0 };
+        return Ok(Parsed::Event(Event { time_ns, ipc_ns, task, kind: EventKind::Lost { count } }, action));
+    }
+    let p = record.process.ok_or_else(|| field("process", "missing"))?;
+    let key = parse_entity_id(&p.entity_id).ok_or_else(|| field("process.entity_id", "not <boot>-<pid>-<ticks>"))?;
+    let uid = record.user.and_then(|u| u.id.parse().ok()).ok_or_else(|| field("user.id", "missing or not a number"))?;
+    let mut task = Task { process: key, tid: p.thread.id, comm: p.name, uid };
+    let kind = match action {
+        Action::ProcessFork => {
+            let parent = p.parent.ok_or_else(|| field("process.parent", "missing on process-fork"))?;
+            let parent_key = parse_entity_id(&parent.entity_id)
+                .ok_or_else(|| field("process.parent.entity_id", "not <boot>-<pid>-<ticks>"))?;
+            task.process = parent_key;
+            task.tid = parent.pid;
+            EventKind::Fork { child: key }
+        }
+        Action::ProcessExec => EventKind::Exec {
+            filename: p.executable.unwrap_or_default(),
+            old_tid: record.ipcaudit.as_ref().and_then(|x| x.exec_tid).unwrap_or(key.pid),
+        },
+        Action::ProcessExit => EventKind::Exit { code: p.exit_code.unwrap_or(0) },
+        _ => {
+            let raw = record
+                .ipcaudit
+                .as_ref()
+                .and_then(|x| x.syscall.as_ref())
+                .ok_or_else(|| field("ipcaudit.syscall", "missing"))?;
+            let abi = abi_kind(&raw.name).ok_or_else(|| field("ipcaudit.syscall.name", format!("unknown {:?}", raw.name)))?;
+            let mtype = record.ipc.as_ref().and_then(|i| i.msg.as_ref()).and_then(|m| m.mtype);
+            let ops = record.ipc.as_ref().and_then(|i| i.sem.as_ref()).and_then(|s| s.ops.as_ref()).map(|ops| {
+                let ops = ops
+                    .iter()
+                    .map(|o| SemOp {
+                        num: o.num,
+                        op: o.op,
+                        flags: o.flags.iter().fold(0, |acc, f| match f.as_str() {
+                            "undo" => acc | SemOp::SEM_UNDO,
+                            "nowait" => acc | SemOp::IPC_NOWAIT,
+                            _ => acc,
+                        }),
+                    })
+                    .collect();
+                (ops, raw.name == "semtimedop")
+            });
+            syscall_kind(abi, raw.args, raw.ret, mtype, ops).ok_or_else(|| field("ipcaudit.syscall", "unusable"))?
+        }
+    };
+    // Errors named by string must agree with the raw return value.
+    if let (Some(err), Some(e)) = (record.error.as_ref(), kind.errno())
+        && errno_value(&err.code) != Some(e.0)
+    {
+        return Err(field("error.code", format!("{} does not match the return value", err.code)));
+    }
+    Ok(Parsed::Event(Event { time_ns, ipc_ns, task, kind }, action))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session { boot: "abcdef01".into() }
+    }
+
+    fn task() -> Task {
+        Task { process: ProcessKey { pid: 4711, start_ticks: 990 }, tid: 4713, comm: "we\"ird\n\u{1}".into(), uid: 1000 }
+    }
+
+    fn ev(kind: EventKind) -> Event {
+        Event { time_ns: 1_795_449_784_123_456_789, ipc_ns: 4_026_531_839, task: task(), kind }
+    }
+
+    fn json(ev: &Event, action: Action, object: Option<&ObjectInfo>) -> serde_json::Value {
+        let mut s = String::new();
+        encode_event(&session(), ev, action, object, &mut s);
+        assert!(!s.contains('\n'));
+        serde_json::from_str(&s).unwrap()
+    }
+
+    #[test]
+    fn shm_create_has_ecs_fields() {
+        let e = ev(EventKind::ShmGet { key: 0x1234, size: 8192, flags: 0o1600, result: Ok(42) });
+        let v = json(&e, Action::ShmCreate, None);
+        assert_eq!(v["@timestamp"], "2026-11-22T13:23:04.123456789Z");
+        assert_eq!(v["event"]["kind"], "event");
+        assert_eq!(v["event"]["action"], "shm-create");
+        assert_eq!(v["event"]["outcome"], "success");
+        assert_eq!(v["process"]["pid"], 4711);
+        assert_eq!(v["process"]["thread"]["id"], 4713);
+        assert_eq!(v["process"]["name"], "we\"ird\n\u{1}");
+        assert_eq!(v["process"]["entity_id"], "abcdef01-4711-990");
+        assert_eq!(v["user"]["id"], "1000");
+        assert_eq!(v["ipc"]["type"], "shm");
+        assert_eq!(v["ipc"]["id"], 42);
+        assert_eq!(v["ipc"]["key"], "0x00001234");
+        assert_eq!(v["ipc"]["namespace"], 4_026_531_839u32);
+        assert_eq!(v["ipc"]["shm"]["size"], 8192);
+        assert!(v.get("error").is_none());
+    }
+
+    #[test]
+    fn failures_carry_the_errno_name() {
+        let e = ev(EventKind::ShmAt { shmid: 999_999, addr: 0, flags: 0, result: Err(Errno(22)) });
+        let v = json(&e, Action::ShmAttach, None);
+        assert_eq!(v["event"]["outcome"], "failure");
+        assert_eq!(v["error"]["code"], "EINVAL");
+        assert_eq!(v["ipc"]["id"], 999_999);
+    }
+
+    #[test]
+    fn semop_and_ctl_fields() {
+        let e = ev(EventKind::SemOp {
+            semid: 3,
+            ops: vec![SemOp { num: 0, op: -1, flags: SemOp::SEM_UNDO | SemOp::IPC_NOWAIT }],
+            nsops: 1,
+            timed: true,
+            result: Ok(()),
+        });
+        let v = json(&e, Action::SemOp, None);
+        assert_eq!(v["ipc"]["sem"]["ops"], serde_json::json!([{"num":0,"op":-1,"flags":["undo","nowait"]}]));
+        let e = ev(EventKind::SemCtl { semid: 3, semnum: 0, cmd: 16 | 0x100, arg: 1, result: Ok(0) });
+        assert_eq!(json(&e, Action::SemControl, None)["ipc"]["command"], "SETVAL");
+    }
+
+    #[test]
+    fn fork_record_is_about_the_child() {
+        let e = ev(EventKind::Fork { child: ProcessKey { pid: 5000, start_ticks: 1000 } });
+        let v = json(&e, Action::ProcessFork, None);
+        assert_eq!(v["process"]["pid"], 5000);
+        assert_eq!(v["process"]["entity_id"], "abcdef01-5000-1000");
+        assert_eq!(v["process"]["parent"]["pid"], 4711);
+        assert_eq!(v["process"]["parent"]["entity_id"], "abcdef01-4711-990");
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_replay() {
+        let cases = vec![
+            (EventKind::ShmGet { key: -1, size: 1 << 40, flags: 0o1777, result: Ok(7) }, Action::ShmCreate),
+            (EventKind::ShmAt { shmid: 7, addr: 0, flags: 0o10000, result: Ok(0x7f00_0000_0000) }, Action::ShmAttach),
+            (EventKind::ShmDt { addr: 0x7f00_0000_0000, result: Err(Errno(22)) }, Action::ShmDetach),
+            (EventKind::ShmCtl { shmid: 7, cmd: 0, result: Ok(0) }, Action::ShmRemove),
+            (EventKind::SemGet { key: 5, nsems: 2, flags: 0o600, result: Err(Errno(2)) }, Action::SemOpen),
+            (
+                EventKind::SemOp {
+                    semid: 1,
+                    ops: vec![SemOp { num: 1, op: 2, flags: SemOp::SEM_UNDO }],
+                    nsops: 1,
+                    timed: true,
+                    result: Ok(()),
+                },
+                Action::SemOp,
+            ),
+            (EventKind::SemCtl { semid: 1, semnum: 1, cmd: 16, arg: 5, result: Ok(0) }, Action::SemControl),
+            (EventKind::MsgGet { key: 9, flags: 0o1600, result: Ok(3) }, Action::MsgCreate),
+            (EventKind::MsgSnd { msqid: 3, size: 10, flags: 0, mtype: Some(2), result: Ok(()) }, Action::MsgSend),
+            (
+                EventKind::MsgRcv { msqid: 3, max_size: 64, want_type: -5, flags: 0o4000, mtype: Some(2), result: Ok(10) },
+                Action::MsgReceive,
+            ),
+            (EventKind::MsgCtl { msqid: 3, cmd: 2, result: Ok(0) }, Action::MsgControl),
+            (EventKind::Munmap { addr: 0x1000, len: 4096, result: Ok(()) }, Action::ShmDetach),
+            (
+                EventKind::Mremap { old_addr: 0x1000, old_len: 4096, new_len: 8192, flags: 1, result: Ok(0x5000) },
+                Action::ShmDetach,
+            ),
+            (EventKind::Fork { child: ProcessKey { pid: 9, start_ticks: 1 } }, Action::ProcessFork),
+            (EventKind::Exec { filename: "/usr/bin/x y".into(), old_tid: 4713 }, Action::ProcessExec),
+            (EventKind::Exit { code: 9 }, Action::ProcessExit),
+        ];
+        for (kind, action) in cases {
+            let e = ev(kind);
+            let mut line = String::new();
+            encode_event(&session(), &e, action, None, &mut line);
+            assert_eq!(parse_event(&line), Ok(Parsed::Event(e.clone(), action)), "{line}");
+        }
+    }
+
+    #[test]
+    fn replay_errors_name_the_field() {
+        assert!(matches!(parse_event("{"), Err(ParseError::Json(_))));
+        assert_eq!(parse_event(r#"{"event":{"kind":"alert"}}"#), Ok(Parsed::Other("alert".into())));
+        let e = ev(EventKind::ShmDt { addr: 1, result: Ok(()) });
+        let mut line = String::new();
+        encode_event(&session(), &e, Action::ShmDetach, None, &mut line);
+        let bad = line.replace("shm-detach", "shm-explode");
+        assert!(matches!(parse_event(&bad), Err(ParseError::Field { field: "event.action", .. })));
+        let bad = line.replace("2026-11-22T", "yesterday-");
+        assert!(matches!(parse_event(&bad), Err(ParseError::Field { field: "@timestamp", .. })));
+    }
+}

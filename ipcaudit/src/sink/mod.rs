@@ -1,0 +1,157 @@
+//! Sinks: encoders (one per format) and the writer they write through. Encoders are pure
+//! (`Record` in, bytes out); writers only move bytes.
+
+pub mod json;
+pub mod text;
+
+use std::io::{self, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Action, Event, IpcType};
+
+/// What the sinks know about the object an event concerned (from the model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    #[serde(rename = "type")]
+    pub ty: IpcType,
+    pub id: i32,
+    pub key: Option<i32>,
+    /// Segment size in bytes (shm) or number of semaphores (sem).
+    pub size: Option<u64>,
+}
+
+/// Context every record of a session shares.
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// First 8 hex digits of /proc/sys/kernel/random/boot_id: makes entity ids unique across boots.
+    pub boot: String,
+}
+
+impl Session {
+    /// Reads the boot id.
+    pub fn from_system() -> Self {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().chars().filter(char::is_ascii_hexdigit).take(8).collect())
+            .unwrap_or_default();
+        Self { boot }
+    }
+
+    /// `process.entity_id`: stable across PID reuse (`<boot>-<pid>-<start ticks>`).
+    pub fn entity_id(&self, key: crate::event::ProcessKey) -> String {
+        format!("{}-{}-{}", self.boot, key.pid, key.start_ticks)
+    }
+}
+
+/// Parses an entity id back into a process key (for replay).
+pub fn parse_entity_id(s: &str) -> Option<crate::event::ProcessKey> {
+    let mut parts = s.rsplitn(3, '-');
+    let start_ticks = parts.next()?.parse().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    Some(crate::event::ProcessKey { pid, start_ticks })
+}
+
+/// Per-action counts and losses: the final `metric` record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub counts: std::collections::BTreeMap<Action, u64>,
+    /// Records the kernel could not deliver (ring buffer full).
+    pub lost: u64,
+    /// Records that could not be decoded.
+    pub undecodable: u64,
+    pub duration_ns: u64,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line (NDJSON), Elastic Common Schema field names.
+    Json,
+    /// One aligned line per record, for people.
+    Text,
+}
+
+/// Encodes records in one format into a line buffer.
+pub struct Encoder {
+    pub format: Format,
+    pub session: Session,
+}
+
+impl Encoder {
+    pub fn event(&self, ev: &Event, action: Action, object: Option<&ObjectInfo>, out: &mut String) {
+        match self.format {
+            Format::Json => json::encode_event(&self.session, ev, action, object, out),
+            Format::Text => text::encode_event(&self.session, ev, action, object, out),
+        }
+    }
+
+    pub fn summary(&self, time_ns: u64, summary: &Summary, out: &mut String) {
+        match self.format {
+            Format::Json => json::encode_summary(time_ns, summary, out),
+            Format::Text => text::encode_summary(summary, out),
+        }
+    }
+
+    /// A header line for formats that have one.
+    pub fn header(&self, out: &mut String) {
+        if self.format == Format::Text {
+            text::header(out);
+        }
+    }
+}
+
+/// Writes encoded lines to stdout or a file, flushing each line.
+pub struct LineWriter {
+    inner: Box<dyn Write + Send>,
+    /// Bytes that could not be written (the writer reports once and carries on).
+    pub failed_writes: u64,
+    reported: bool,
+}
+
+impl LineWriter {
+    pub fn stdout() -> Self {
+        Self { inner: Box::new(io::stdout()), failed_writes: 0, reported: false }
+    }
+
+    /// Appends to `path`, creating it with mode 0600.
+    pub fn file(path: &std::path::Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        Ok(Self { inner: Box::new(file), failed_writes: 0, reported: false })
+    }
+
+    pub fn from_writer(inner: Box<dyn Write + Send>) -> Self {
+        Self { inner, failed_writes: 0, reported: false }
+    }
+
+    /// Writes one line (`line` has no trailing newline) and flushes.
+    pub fn line(&mut self, line: &str) {
+        let result = self
+            .inner
+            .write_all(line.as_bytes())
+            .and_then(|()| self.inner.write_all(b"\n"))
+            .and_then(|()| self.inner.flush());
+        if let Err(e) = result {
+            self.failed_writes += 1;
+            if !self.reported {
+                self.reported = true;
+                log::error!("output write failed ({e}); counting lost lines and carrying on");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_ids_round_trip() {
+        let s = Session { boot: "3f2a9c1d".into() };
+        let key = crate::event::ProcessKey { pid: 4711, start_ticks: 123_456 };
+        assert_eq!(s.entity_id(key), "3f2a9c1d-4711-123456");
+        assert_eq!(parse_entity_id(&s.entity_id(key)), Some(key));
+        assert_eq!(parse_entity_id("4711-9"), Some(crate::event::ProcessKey { pid: 4711, start_ticks: 9 }));
+        assert_eq!(parse_entity_id("x"), None);
+    }
+}
