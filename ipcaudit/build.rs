@@ -16,8 +16,14 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: ebpf.name.as_str(), root_dir: root_dir.as_str(), ..Default::default() }],
+        [aya_build::Package {
+            name: ebpf.name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
-    .context("building the eBPF programs (needs `cargo xtask setup`: nightly rust-src and bpf-linker)")
+    .context(
+        "building the eBPF programs (needs `cargo xtask setup`: nightly rust-src and bpf-linker)",
+    )
 }

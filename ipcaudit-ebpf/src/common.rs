@@ -17,7 +17,9 @@ use aya_ebpf::{
 use ipcaudit_ebpf::{Config, Header, NO_OFFSET, SyscallRecord, stat};
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
-compile_error!("ipcaudit reads syscall arguments from x86_64 pt_regs; other architectures are not supported yet");
+compile_error!(
+    "ipcaudit reads syscall arguments from x86_64 pt_regs; other architectures are not supported yet"
+);
 
 /// Written by the loader before the programs are loaded (`EbpfLoader::set_global`).
 #[unsafe(no_mangle)]
@@ -61,13 +63,11 @@ pub fn read_field<T: Copy>(base: u64, offset: u32) -> Option<T> {
         return None;
     }
     // SAFETY: bpf_probe_read_kernel checks the address and returns an error instead of faulting.
-    match unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) } {
-        Ok(value) => Some(value),
-        Err(_) => {
-            count(stat::READ_FAILED);
-            None
-        }
+    let value = unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok();
+    if value.is_none() {
+        count(stat::READ_FAILED);
     }
+    value
 }
 
 /// `task->group_leader->start_boottime`: with the tgid, the identity of a process.
@@ -99,7 +99,7 @@ pub fn fill_header(header: &mut Header, kind: u16, flags: u16) {
     header.tid = pid_tgid as u32;
     header.uid = bpf_get_current_uid_gid() as u32;
     header.ipc_ns = ipc_ns_inum(task);
-    header._pad0 = 0;
+    header.pad0 = 0;
     // SAFETY: no preconditions.
     header.ts_ns = unsafe { bpf_ktime_get_ns() };
     header.start_ns = process_start_ns(task);
@@ -111,8 +111,12 @@ pub fn fill_header(header: &mut Header, kind: u16, flags: u16) {
 #[inline(always)]
 pub fn submit_flags() -> u64 {
     // SAFETY: EVENTS is a ring buffer map; the helper only reads its positions.
-    let waiting =
-        unsafe { bpf_ringbuf_query((&raw const EVENTS).cast_mut().cast::<c_void>(), BPF_RB_AVAIL_DATA.into()) };
+    let waiting = unsafe {
+        bpf_ringbuf_query(
+            (&raw const EVENTS).cast_mut().cast::<c_void>(),
+            BPF_RB_AVAIL_DATA.into(),
+        )
+    };
     if waiting >= u64::from(config!(wakeup_bytes)) {
         BPF_RB_FORCE_WAKEUP.into()
     } else {
@@ -130,8 +134,8 @@ pub fn filtered_out() -> bool {
 /// The return value of a `syscalls:sys_exit_*` tracepoint.
 ///
 /// ```text
-/// field:int __syscall_nr;	offset:8;	size:4;	signed:1;
-/// field:long ret;	offset:16;	size:8;	signed:1;
+/// field:int __syscall_nr;    offset:8;    size:4;    signed:1;
+/// field:long ret;    offset:16;    size:8;    signed:1;
 /// ```
 const SYS_EXIT_RET: usize = 16;
 

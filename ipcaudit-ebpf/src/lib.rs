@@ -70,7 +70,8 @@ pub struct Header {
     pub uid: u32,
     /// Inode number of the task's IPC namespace (0 when the task has no namespaces left).
     pub ipc_ns: u32,
-    pub _pad0: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
     pub ts_ns: u64,
     /// `group_leader->start_boottime` in ns: with the pid, the identity of the process.
@@ -116,7 +117,8 @@ pub struct SemOpRecord {
 pub struct ForkRecord {
     pub header: Header,
     pub child_tgid: u32,
-    pub _pad0: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
     pub child_start_ns: u64,
 }
 
@@ -127,7 +129,8 @@ pub struct ExecRecord {
     pub header: Header,
     /// The tid that called exec (it becomes the tgid).
     pub old_tid: u32,
-    pub _pad0: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
     pub filename: [u8; EXEC_PATH_LEN],
 }
 
@@ -138,7 +141,8 @@ pub struct ExitRecord {
     pub header: Header,
     /// `task->exit_code`: `status << 8` for exit(), or the signal number.
     pub exit_code: u32,
-    pub _pad0: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
 }
 
 /// "Not found" value for an optional offset in [`Config`].
@@ -172,7 +176,8 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// Only trace this thread group (0: all). Set by the integration tests and `--pid` with one pid.
     pub only_tgid: u32,
-    pub _pad0: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
 }
 
 impl Config {
@@ -190,7 +195,7 @@ impl Config {
             exit_group_dead: NO_OFFSET,
             wakeup_bytes: 256 * 1024,
             only_tgid: 0,
-            _pad0: 0,
+            pad0: 0,
         }
     }
 }

@@ -6,6 +6,25 @@
 //! are read back from the task's saved user registers (`bpf_task_pt_regs`), so each traced call
 //! costs one program run, not two.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        clippy::inline_always,
+        reason = "helpers are inlined into each program: BPF-to-BPF calls cost on the hot path and constrain the verifier"
+    ),
+    expect(
+        clippy::cast_possible_truncation,
+        reason = "helpers pack two u32s in a u64 (pid_tgid, uid_gid): the casts take a half"
+    ),
+    expect(
+        clippy::cast_sign_loss,
+        reason = "kernel pointers and registers handled as integers"
+    ),
+    expect(
+        clippy::needless_pass_by_value,
+        reason = "the aya program macros hand each entry point its context by value"
+    )
+)]
 
 #[cfg(target_arch = "bpf")]
 mod common;

@@ -43,7 +43,7 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<i32, i32> {
     unsafe {
         fill_header(&mut (*record).header, kind::FORK, 0);
         (*record).child_tgid = child_tgid;
-        (*record)._pad0 = 0;
+        (*record).pad0 = 0;
         (*record).child_start_ns = process_start_ns(child);
     }
     entry.submit(submit_flags());
@@ -53,9 +53,9 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<i32, i32> {
 /// `sched:sched_process_exec`, after a successful exec; runs in the new image.
 ///
 /// ```text
-/// field:__data_loc char[] filename;	offset:8;	size:4;	signed:0;
-/// field:pid_t pid;	offset:12;	size:4;	signed:1;
-/// field:pid_t old_pid;	offset:16;	size:4;	signed:1;
+/// field:__data_loc char[] filename;    offset:8;    size:4;    signed:0;
+/// field:pid_t pid;    offset:12;    size:4;    signed:1;
+/// field:pid_t old_pid;    offset:16;    size:4;    signed:1;
 /// ```
 #[repr(C)]
 struct SchedProcessExec {
@@ -89,7 +89,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<u32, u32> {
     unsafe {
         fill_header(&mut (*record).header, kind::EXEC, 0);
         (*record).old_tid = args.old_pid as u32;
-        (*record)._pad0 = 0;
+        (*record).pad0 = 0;
         (*record).filename[0] = 0;
         let loc_offset = (args.filename_loc & 0xffff) as usize;
         let src = (ctx_ptr(ctx) as *const u8).add(loc_offset);
@@ -109,10 +109,10 @@ fn ctx_ptr(ctx: &TracePointContext) -> *mut core::ffi::c_void {
 /// whole process is gone; its offset comes from tracefs at load time.
 ///
 /// ```text
-/// field:char comm[16];	offset:8;	size:16;	signed:0;
-/// field:pid_t pid;	offset:24;	size:4;	signed:1;
-/// field:int prio;	offset:28;	size:4;	signed:1;
-/// field:bool group_dead;	offset:32;	size:1;	signed:0;
+/// field:char comm[16];    offset:8;    size:16;    signed:0;
+/// field:pid_t pid;    offset:24;    size:4;    signed:1;
+/// field:int prio;    offset:28;    size:4;    signed:1;
+/// field:bool group_dead;    offset:32;    size:1;    signed:0;
 /// ```
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -147,7 +147,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     unsafe {
         fill_header(&mut (*record).header, kind::EXIT, 0);
         (*record).exit_code = exit_code;
-        (*record)._pad0 = 0;
+        (*record).pad0 = 0;
     }
     entry.submit(submit_flags());
     Ok(0)

@@ -4,10 +4,10 @@
 //! For reference, the entry format of semtimedop, whose arguments are recorded:
 //!
 //! ```text
-//! field:int semid;	offset:16;	size:8;	signed:0;
-//! field:struct sembuf * tsops;	offset:24;	size:8;	signed:0;
-//! field:unsigned int nsops;	offset:32;	size:8;	signed:0;
-//! field:const struct __kernel_timespec * timeout;	offset:40;	size:8;	signed:0;
+//! field:int semid;    offset:16;    size:8;    signed:0;
+//! field:struct sembuf * tsops;    offset:24;    size:8;    signed:0;
+//! field:unsigned int nsops;    offset:32;    size:8;    signed:0;
+//! field:const struct __kernel_timespec * timeout;    offset:40;    size:8;    signed:0;
 //! ```
 
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};

@@ -4,21 +4,19 @@
 //! Every program here is on a `syscalls:sys_exit_*` tracepoint, whose format is
 //!
 //! ```text
-//! field:unsigned short common_type;	offset:0;	size:2;	signed:0;
-//! field:unsigned char common_flags;	offset:2;	size:1;	signed:0;
-//! field:unsigned char common_preempt_count;	offset:3;	size:1;	signed:0;
-//! field:int common_pid;	offset:4;	size:4;	signed:1;
+//! field:unsigned short common_type;    offset:0;    size:2;    signed:0;
+//! field:unsigned char common_flags;    offset:2;    size:1;    signed:0;
+//! field:unsigned char common_preempt_count;    offset:3;    size:1;    signed:0;
+//! field:int common_pid;    offset:4;    size:4;    signed:1;
 //!
-//! field:int __syscall_nr;	offset:8;	size:4;	signed:1;
-//! field:long ret;	offset:16;	size:8;	signed:1;
+//! field:int __syscall_nr;    offset:8;    size:4;    signed:1;
+//! field:long ret;    offset:16;    size:8;    signed:1;
 //! ```
 //!
 //! and whose arguments come from the saved user registers (`common::syscall_exit`).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use ipcaudit_ebpf::{SyscallRecord, kind};
 
@@ -50,7 +48,7 @@ fn try_sys_exit_shmat(ctx: &TracePointContext) -> Result<u32, u32> {
     // The attachment makes this process's munmap/mremap worth recording, traced or not.
     // SAFETY: reading the tracepoint's `ret` field.
     let ret: i64 = unsafe { ctx.read_at(16) }.map_err(|_| 1u32)?;
-    if ret >= 0 || ret < -4095 {
+    if !(-4095..0).contains(&ret) {
         let _ = SHM_TASKS.insert(tgid, 1, 0);
     }
     emit_plain(ctx, kind::SHMAT)

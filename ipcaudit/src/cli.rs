@@ -106,22 +106,32 @@ fn parse_ipc_type(s: &str) -> Result<IpcType, String> {
         "shm" => Ok(IpcType::Shm),
         "sem" => Ok(IpcType::Sem),
         "msg" => Ok(IpcType::Msg),
-        other => Err(format!("unknown IPC type {other:?}: expected shm, sem or msg")),
+        other => Err(format!(
+            "unknown IPC type {other:?}: expected shm, sem or msg"
+        )),
     }
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
-        return Err(format!("{s:?} is not a duration between 0 and 10^9 seconds"));
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!(
+            "{s:?} is not a duration between 0 and 10^9 seconds"
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
-    let mib: u32 = s.parse().map_err(|_| format!("{s:?} is not a number of MiB"))?;
+    let mib: u32 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of MiB"))?;
     if !mib.is_power_of_two() || mib > 1024 {
-        return Err(format!("{mib} MiB: the ring buffer size must be a power of two up to 1024"));
+        return Err(format!(
+            "{mib} MiB: the ring buffer size must be a power of two up to 1024"
+        ));
     }
     Ok(mib)
 }
@@ -139,10 +149,23 @@ mod tests {
     #[test]
     fn parses_trace_filters() {
         let cli = Cli::try_parse_from([
-            "ipcaudit", "trace", "--pid", "1", "--pid", "2", "--type", "sem", "--duration", "1.5", "--format", "json",
+            "ipcaudit",
+            "trace",
+            "--pid",
+            "1",
+            "--pid",
+            "2",
+            "--type",
+            "sem",
+            "--duration",
+            "1.5",
+            "--format",
+            "json",
         ])
         .unwrap();
-        let Command::Trace(t) = cli.command else { panic!() };
+        let Command::Trace(t) = cli.command else {
+            panic!()
+        };
         assert_eq!(t.filter.pids, vec![1, 2]);
         assert_eq!(t.filter.types, vec![IpcType::Sem]);
         assert_eq!(t.output.duration, Some(Duration::from_millis(1500)));
@@ -151,11 +174,17 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = Cli::try_parse_from(["ipcaudit", "trace", "--type", "pipe"]).unwrap_err().to_string();
+        let err = Cli::try_parse_from(["ipcaudit", "trace", "--type", "pipe"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown IPC type \"pipe\""), "{err}");
-        let err = Cli::try_parse_from(["ipcaudit", "trace", "--duration", "-3"]).unwrap_err().to_string();
+        let err = Cli::try_parse_from(["ipcaudit", "trace", "--duration=-3"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--duration"), "{err}");
-        let err = Cli::try_parse_from(["ipcaudit", "trace", "--ring-mib", "3"]).unwrap_err().to_string();
+        let err = Cli::try_parse_from(["ipcaudit", "trace", "--ring-mib", "3"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("power of two"), "{err}");
     }
 }

@@ -32,11 +32,27 @@ pub struct RawRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RawBody {
-    Syscall { ret: i64, args: [u64; 6], aux: i64 },
-    SemOp { ret: i64, args: [u64; 6], ops: Vec<SemBuf> },
-    Fork { child_tgid: u32, child_start_ns: u64 },
-    Exec { old_tid: u32, filename: Vec<u8> },
-    Exit { exit_code: u32 },
+    Syscall {
+        ret: i64,
+        args: [u64; 6],
+        aux: i64,
+    },
+    SemOp {
+        ret: i64,
+        args: [u64; 6],
+        ops: Vec<SemBuf>,
+    },
+    Fork {
+        child_tgid: u32,
+        child_start_ns: u64,
+    },
+    Exec {
+        old_tid: u32,
+        filename: Vec<u8>,
+    },
+    Exit {
+        exit_code: u32,
+    },
 }
 
 fn array<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
@@ -70,7 +86,7 @@ fn header(b: &[u8]) -> Header {
         tid: u32_at(b, offset_of!(Header, tid)),
         uid: u32_at(b, offset_of!(Header, uid)),
         ipc_ns: u32_at(b, offset_of!(Header, ipc_ns)),
-        _pad0: 0,
+        pad0: 0,
         ts_ns: u64_at(b, offset_of!(Header, ts_ns)),
         start_ns: u64_at(b, offset_of!(Header, start_ns)),
         comm: array::<COMM_LEN>(b, offset_of!(Header, comm)),
@@ -104,17 +120,27 @@ impl TryFrom<&[u8]> for RawRecord {
     fn try_from(b: &[u8]) -> Result<Self, DecodeError> {
         if b.len() < size_of::<Header>() {
             let kind = if b.len() >= 2 { u16_at(b, 0) } else { 0 };
-            return Err(DecodeError::Short { kind, len: b.len(), need: size_of::<Header>() });
+            return Err(DecodeError::Short {
+                kind,
+                len: b.len(),
+                need: size_of::<Header>(),
+            });
         }
         let header = header(b);
         let need = needed(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
         if b.len() < need {
-            return Err(DecodeError::Short { kind: header.kind, len: b.len(), need });
+            return Err(DecodeError::Short {
+                kind: header.kind,
+                len: b.len(),
+                need,
+            });
         }
         let body = match header.kind {
             kind::SEMOP => {
                 let (ret, args) = syscall_fields(b);
-                let count = usize::try_from(args[2]).unwrap_or(usize::MAX).min(MAX_SEM_OPS);
+                let count = usize::try_from(args[2])
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_SEM_OPS);
                 let ops_off = offset_of!(SemOpRecord, ops);
                 let ops = (0..count)
                     .map(|i| {
@@ -134,17 +160,25 @@ impl TryFrom<&[u8]> for RawRecord {
             },
             kind::EXEC => {
                 let off = offset_of!(ExecRecord, filename);
-                let raw = b.get(off..off + ipcaudit_ebpf::EXEC_PATH_LEN).unwrap_or_default();
+                let raw = b
+                    .get(off..off + ipcaudit_ebpf::EXEC_PATH_LEN)
+                    .unwrap_or_default();
                 let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
                 RawBody::Exec {
                     old_tid: u32_at(b, offset_of!(ExecRecord, old_tid)),
                     filename: raw[..end].to_vec(),
                 }
             }
-            kind::EXIT => RawBody::Exit { exit_code: u32_at(b, offset_of!(ExitRecord, exit_code)) },
+            kind::EXIT => RawBody::Exit {
+                exit_code: u32_at(b, offset_of!(ExitRecord, exit_code)),
+            },
             _ => {
                 let (ret, args) = syscall_fields(b);
-                RawBody::Syscall { ret, args, aux: i64_at(b, offset_of!(SyscallRecord, aux)) }
+                RawBody::Syscall {
+                    ret,
+                    args,
+                    aux: i64_at(b, offset_of!(SyscallRecord, aux)),
+                }
             }
         };
         Ok(Self { header, body })
@@ -167,9 +201,12 @@ fn result(ret: i64) -> SysResult<i64> {
 }
 
 /// Syscall arguments are C ints/longs passed in 64-bit registers: take the low 32 bits.
-#[expect(clippy::cast_possible_truncation, reason = "an int argument is the register's low 32 bits")]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "an int argument is the register's low 32 bits"
+)]
 fn int(arg: u64) -> i32 {
-    arg as u32 as i32
+    (arg as u32).cast_signed()
 }
 
 /// Builds the domain event of a syscall record from its kind, arguments and result.
@@ -182,7 +219,10 @@ pub fn syscall_kind(
     ops: Option<(Vec<SemOp>, bool)>,
 ) -> Option<EventKind> {
     let r = result(ret);
-    #[expect(clippy::cast_sign_loss, reason = "non-negative results of these syscalls are sizes and addresses")]
+    #[expect(
+        clippy::cast_sign_loss,
+        reason = "non-negative results of these syscalls are sizes and addresses"
+    )]
     let unsigned = |v: i64| v as u64;
     Some(match kind {
         kind::SHMGET => EventKind::ShmGet {
@@ -197,8 +237,15 @@ pub fn syscall_kind(
             flags: int(args[2]),
             result: r.map(unsigned),
         },
-        kind::SHMDT => EventKind::ShmDt { addr: args[0], result: r.map(drop) },
-        kind::SHMCTL => EventKind::ShmCtl { shmid: int(args[0]), cmd: int(args[1]), result: r },
+        kind::SHMDT => EventKind::ShmDt {
+            addr: args[0],
+            result: r.map(drop),
+        },
+        kind::SHMCTL => EventKind::ShmCtl {
+            shmid: int(args[0]),
+            cmd: int(args[1]),
+            result: r,
+        },
         kind::SEMGET => EventKind::SemGet {
             key: int(args[0]),
             nsems: int(args[1]),
@@ -222,9 +269,11 @@ pub fn syscall_kind(
             arg: args[3],
             result: r,
         },
-        kind::MSGGET => {
-            EventKind::MsgGet { key: int(args[0]), flags: int(args[1]), result: r.map(|v| i32::try_from(v).unwrap_or(-1)) }
-        }
+        kind::MSGGET => EventKind::MsgGet {
+            key: int(args[0]),
+            flags: int(args[1]),
+            result: r.map(|v| i32::try_from(v).unwrap_or(-1)),
+        },
         kind::MSGSND => EventKind::MsgSnd {
             msqid: int(args[0]),
             size: args[2],
@@ -241,8 +290,16 @@ pub fn syscall_kind(
             mtype,
             result: r.map(unsigned),
         },
-        kind::MSGCTL => EventKind::MsgCtl { msqid: int(args[0]), cmd: int(args[1]), result: r },
-        kind::MUNMAP => EventKind::Munmap { addr: args[0], len: args[1], result: r.map(drop) },
+        kind::MSGCTL => EventKind::MsgCtl {
+            msqid: int(args[0]),
+            cmd: int(args[1]),
+            result: r,
+        },
+        kind::MUNMAP => EventKind::Munmap {
+            addr: args[0],
+            len: args[1],
+            result: r.map(drop),
+        },
         kind::MREMAP => EventKind::Mremap {
             old_addr: args[0],
             old_len: args[1],
@@ -259,7 +316,10 @@ impl RawRecord {
     pub fn into_event(self, clocks: &Clocks) -> Event {
         let h = self.header;
         let task = Task {
-            process: ProcessKey { pid: h.tgid, start_ticks: clocks.start_ticks(h.start_ns) },
+            process: ProcessKey {
+                pid: h.tgid,
+                start_ticks: clocks.start_ticks(h.start_ns),
+            },
             tid: h.tid,
             comm: cstr_lossy(&h.comm),
             uid: h.uid,
@@ -272,12 +332,28 @@ impl RawRecord {
             RawBody::SemOp { ret, args, ops } => {
                 let ops = ops
                     .into_iter()
-                    .map(|o| SemOp { num: o.sem_num, op: o.sem_op, flags: o.sem_flg })
+                    .map(|o| SemOp {
+                        num: o.sem_num,
+                        op: o.sem_op,
+                        flags: o.sem_flg,
+                    })
                     .collect();
-                syscall_kind(h.kind, args, ret, None, Some((ops, h.flags & flag::TIMED != 0)))
+                syscall_kind(
+                    h.kind,
+                    args,
+                    ret,
+                    None,
+                    Some((ops, h.flags & flag::TIMED != 0)),
+                )
             }
-            RawBody::Fork { child_tgid, child_start_ns } => Some(EventKind::Fork {
-                child: ProcessKey { pid: child_tgid, start_ticks: clocks.start_ticks(child_start_ns) },
+            RawBody::Fork {
+                child_tgid,
+                child_start_ns,
+            } => Some(EventKind::Fork {
+                child: ProcessKey {
+                    pid: child_tgid,
+                    start_ticks: clocks.start_ticks(child_start_ns),
+                },
             }),
             RawBody::Exec { old_tid, filename } => Some(EventKind::Exec {
                 filename: String::from_utf8_lossy(&filename).into_owned(),
@@ -305,8 +381,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CLOCKS: Clocks =
-        Clocks { mono_to_wall: 1_000_000_000_000, boot_wall_ns: 0, ticks_per_sec: 100 };
+    const CLOCKS: Clocks = Clocks {
+        mono_to_wall: 1_000_000_000_000,
+        boot_wall_ns: 0,
+        ticks_per_sec: 100,
+    };
 
     fn put<const N: usize>(buf: &mut [u8], off: usize, bytes: [u8; N]) {
         buf[off..off + N].copy_from_slice(&bytes);
@@ -318,10 +397,22 @@ mod tests {
         put(buf, offset_of!(Header, tgid), 4711u32.to_ne_bytes());
         put(buf, offset_of!(Header, tid), 4712u32.to_ne_bytes());
         put(buf, offset_of!(Header, uid), 1000u32.to_ne_bytes());
-        put(buf, offset_of!(Header, ipc_ns), 4_026_531_839u32.to_ne_bytes());
+        put(
+            buf,
+            offset_of!(Header, ipc_ns),
+            4_026_531_839u32.to_ne_bytes(),
+        );
         put(buf, offset_of!(Header, ts_ns), 5_000u64.to_ne_bytes());
-        put(buf, offset_of!(Header, start_ns), 2_500_000_000u64.to_ne_bytes());
-        put(buf, offset_of!(Header, comm), *b"worker\0\0\0\0\0\0\0\0\0\0");
+        put(
+            buf,
+            offset_of!(Header, start_ns),
+            2_500_000_000u64.to_ne_bytes(),
+        );
+        put(
+            buf,
+            offset_of!(Header, comm),
+            *b"worker\0\0\0\0\0\0\0\0\0\0",
+        );
     }
 
     fn syscall_bytes(kind: u16, flags: u16, args: [u64; 6], ret: i64, aux: i64) -> Vec<u8> {
@@ -329,7 +420,11 @@ mod tests {
         header_bytes(&mut b, kind, flags);
         put(&mut b, offset_of!(SyscallRecord, ret), ret.to_ne_bytes());
         for (i, a) in args.iter().enumerate() {
-            put(&mut b, offset_of!(SyscallRecord, args) + i * 8, a.to_ne_bytes());
+            put(
+                &mut b,
+                offset_of!(SyscallRecord, args) + i * 8,
+                a.to_ne_bytes(),
+            );
         }
         put(&mut b, offset_of!(SyscallRecord, aux), aux.to_ne_bytes());
         b
@@ -341,13 +436,24 @@ mod tests {
         let ev = decode(&b, &CLOCKS).unwrap();
         assert_eq!(ev.time_ns, 1_000_000_005_000);
         assert_eq!(ev.ipc_ns, 4_026_531_839);
-        assert_eq!(ev.task.process, ProcessKey { pid: 4711, start_ticks: 250 });
+        assert_eq!(
+            ev.task.process,
+            ProcessKey {
+                pid: 4711,
+                start_ticks: 250
+            }
+        );
         assert_eq!(ev.task.tid, 4712);
         assert_eq!(ev.task.comm, "worker");
         assert_eq!(ev.task.uid, 1000);
         assert_eq!(
             ev.kind,
-            EventKind::ShmGet { key: 0x1234, size: 4096, flags: 0o1600, result: Ok(32769) }
+            EventKind::ShmGet {
+                key: 0x1234,
+                size: 4096,
+                flags: 0o1600,
+                result: Ok(32769)
+            }
         );
     }
 
@@ -355,47 +461,107 @@ mod tests {
     fn negative_returns_are_errnos() {
         let b = syscall_bytes(kind::SHMAT, 0, [99, 0, 0, 0, 0, 0], -22, 0);
         let ev = decode(&b, &CLOCKS).unwrap();
-        assert_eq!(ev.kind, EventKind::ShmAt { shmid: 99, addr: 0, flags: 0, result: Err(Errno(22)) });
+        assert_eq!(
+            ev.kind,
+            EventKind::ShmAt {
+                shmid: 99,
+                addr: 0,
+                flags: 0,
+                result: Err(Errno(22))
+            }
+        );
         assert_eq!(ev.kind.errno().unwrap().name(), "EINVAL");
     }
 
     #[test]
     fn int_arguments_take_the_low_32_bits() {
         // shmget(IPC_PRIVATE = 0) with garbage in the upper half of the register.
-        let b = syscall_bytes(kind::SHMGET, 0, [0xdead_beef_0000_0000, 1, 0, 0, 0, 0], 1, 0);
-        let EventKind::ShmGet { key, .. } = decode(&b, &CLOCKS).unwrap().kind else { panic!() };
+        let b = syscall_bytes(
+            kind::SHMGET,
+            0,
+            [0xdead_beef_0000_0000, 1, 0, 0, 0, 0],
+            1,
+            0,
+        );
+        let EventKind::ShmGet { key, .. } = decode(&b, &CLOCKS).unwrap().kind else {
+            panic!()
+        };
         assert_eq!(key, 0);
         let b = syscall_bytes(kind::SHMGET, 0, [0xffff_ffff, 1, 0, 0, 0, 0], 1, 0);
-        let EventKind::ShmGet { key, .. } = decode(&b, &CLOCKS).unwrap().kind else { panic!() };
+        let EventKind::ShmGet { key, .. } = decode(&b, &CLOCKS).unwrap().kind else {
+            panic!()
+        };
         assert_eq!(key, -1);
     }
 
     #[test]
     fn msg_type_only_when_flagged() {
-        let b = syscall_bytes(kind::MSGSND, flag::HAS_MTYPE, [7, 0x1000, 64, 0, 0, 0], 0, 3);
-        let EventKind::MsgSnd { mtype, size, .. } = decode(&b, &CLOCKS).unwrap().kind else { panic!() };
+        let b = syscall_bytes(
+            kind::MSGSND,
+            flag::HAS_MTYPE,
+            [7, 0x1000, 64, 0, 0, 0],
+            0,
+            3,
+        );
+        let EventKind::MsgSnd { mtype, size, .. } = decode(&b, &CLOCKS).unwrap().kind else {
+            panic!()
+        };
         assert_eq!((mtype, size), (Some(3), 64));
         let b = syscall_bytes(kind::MSGRCV, 0, [7, 0x1000, 64, 0, 0o4000, 0], -42, 99);
-        let EventKind::MsgRcv { mtype, result, flags, .. } = decode(&b, &CLOCKS).unwrap().kind else { panic!() };
+        let EventKind::MsgRcv {
+            mtype,
+            result,
+            flags,
+            ..
+        } = decode(&b, &CLOCKS).unwrap().kind
+        else {
+            panic!()
+        };
         assert_eq!((mtype, result, flags), (None, Err(Errno(42)), 0o4000));
     }
 
     #[test]
     fn decodes_semop_ops_up_to_nsops() {
         let mut b = vec![0u8; size_of::<SemOpRecord>()];
-        b[..size_of::<SyscallRecord>()]
-            .copy_from_slice(&syscall_bytes(kind::SEMOP, flag::TIMED, [5, 0x1000, 2, 0, 0, 0], 0, 0));
+        b[..size_of::<SyscallRecord>()].copy_from_slice(&syscall_bytes(
+            kind::SEMOP,
+            flag::TIMED,
+            [5, 0x1000, 2, 0, 0, 0],
+            0,
+            0,
+        ));
         let ops = offset_of!(SemOpRecord, ops);
         put(&mut b, ops, 1u16.to_ne_bytes());
         put(&mut b, ops + 2, (-1i16).to_ne_bytes());
         put(&mut b, ops + 4, 0x1000i16.to_ne_bytes());
         put(&mut b, ops + 6, 0u16.to_ne_bytes());
         put(&mut b, ops + 8, 1i16.to_ne_bytes());
-        let EventKind::SemOp { semid, ops, nsops, timed, result } = decode(&b, &CLOCKS).unwrap().kind else {
+        let EventKind::SemOp {
+            semid,
+            ops,
+            nsops,
+            timed,
+            result,
+        } = decode(&b, &CLOCKS).unwrap().kind
+        else {
             panic!()
         };
         assert_eq!((semid, nsops, timed, result), (5, 2, true, Ok(())));
-        assert_eq!(ops, vec![SemOp { num: 1, op: -1, flags: 0x1000 }, SemOp { num: 0, op: 1, flags: 0 }]);
+        assert_eq!(
+            ops,
+            vec![
+                SemOp {
+                    num: 1,
+                    op: -1,
+                    flags: 0x1000
+                },
+                SemOp {
+                    num: 0,
+                    op: 1,
+                    flags: 0
+                }
+            ]
+        );
         assert!(ops[0].undo());
     }
 
@@ -403,44 +569,83 @@ mod tests {
     fn decodes_lifecycle() {
         let mut b = vec![0u8; size_of::<ForkRecord>()];
         header_bytes(&mut b, kind::FORK, 0);
-        put(&mut b, offset_of!(ForkRecord, child_tgid), 5000u32.to_ne_bytes());
-        put(&mut b, offset_of!(ForkRecord, child_start_ns), 3_000_000_000u64.to_ne_bytes());
+        put(
+            &mut b,
+            offset_of!(ForkRecord, child_tgid),
+            5000u32.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            offset_of!(ForkRecord, child_start_ns),
+            3_000_000_000u64.to_ne_bytes(),
+        );
         assert_eq!(
             decode(&b, &CLOCKS).unwrap().kind,
-            EventKind::Fork { child: ProcessKey { pid: 5000, start_ticks: 300 } }
+            EventKind::Fork {
+                child: ProcessKey {
+                    pid: 5000,
+                    start_ticks: 300
+                }
+            }
         );
 
         let mut b = vec![0u8; size_of::<ExecRecord>()];
         header_bytes(&mut b, kind::EXEC, 0);
-        put(&mut b, offset_of!(ExecRecord, old_tid), 4712u32.to_ne_bytes());
+        put(
+            &mut b,
+            offset_of!(ExecRecord, old_tid),
+            4712u32.to_ne_bytes(),
+        );
         b[offset_of!(ExecRecord, filename)..][..9].copy_from_slice(b"/bin/tr\xff\0");
         assert_eq!(
             decode(&b, &CLOCKS).unwrap().kind,
-            EventKind::Exec { filename: "/bin/tr\u{fffd}".into(), old_tid: 4712 }
+            EventKind::Exec {
+                filename: "/bin/tr\u{fffd}".into(),
+                old_tid: 4712
+            }
         );
 
         let mut b = vec![0u8; size_of::<ExitRecord>()];
         header_bytes(&mut b, kind::EXIT, 0);
-        put(&mut b, offset_of!(ExitRecord, exit_code), 9u32.to_ne_bytes());
-        assert_eq!(decode(&b, &CLOCKS).unwrap().kind, EventKind::Exit { code: 9 });
+        put(
+            &mut b,
+            offset_of!(ExitRecord, exit_code),
+            9u32.to_ne_bytes(),
+        );
+        assert_eq!(
+            decode(&b, &CLOCKS).unwrap().kind,
+            EventKind::Exit { code: 9 }
+        );
     }
 
     #[test]
     fn short_and_unknown_records_are_errors() {
         assert_eq!(
             decode(&[], &CLOCKS),
-            Err(DecodeError::Short { kind: 0, len: 0, need: 56 })
+            Err(DecodeError::Short {
+                kind: 0,
+                len: 0,
+                need: 56
+            })
         );
         let b = syscall_bytes(kind::SHMDT, 0, [0; 6], 0, 0);
         assert_eq!(
             decode(&b[..100], &CLOCKS),
-            Err(DecodeError::Short { kind: kind::SHMDT, len: 100, need: 120 })
+            Err(DecodeError::Short {
+                kind: kind::SHMDT,
+                len: 100,
+                need: 120
+            })
         );
         // A semop record needs its ops.
         let b = syscall_bytes(kind::SEMOP, 0, [0; 6], 0, 0);
         assert_eq!(
             decode(&b, &CLOCKS),
-            Err(DecodeError::Short { kind: kind::SEMOP, len: 120, need: 168 })
+            Err(DecodeError::Short {
+                kind: kind::SEMOP,
+                len: 120,
+                need: 168
+            })
         );
         for k in [0, kind::MAX + 1, u16::MAX] {
             let b = syscall_bytes(k, 0, [0; 6], 0, 0);

@@ -107,19 +107,63 @@ impl SemOp {
 /// What happened. Arguments are as the task passed them; results as the kernel returned them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    ShmGet { key: i32, size: u64, flags: i32, result: SysResult<i32> },
+    ShmGet {
+        key: i32,
+        size: u64,
+        flags: i32,
+        result: SysResult<i32>,
+    },
     /// `result` is the attach address.
-    ShmAt { shmid: i32, addr: u64, flags: i32, result: SysResult<u64> },
-    ShmDt { addr: u64, result: SysResult<()> },
-    ShmCtl { shmid: i32, cmd: i32, result: SysResult<i64> },
-    SemGet { key: i32, nsems: i32, flags: i32, result: SysResult<i32> },
+    ShmAt {
+        shmid: i32,
+        addr: u64,
+        flags: i32,
+        result: SysResult<u64>,
+    },
+    ShmDt {
+        addr: u64,
+        result: SysResult<()>,
+    },
+    ShmCtl {
+        shmid: i32,
+        cmd: i32,
+        result: SysResult<i64>,
+    },
+    SemGet {
+        key: i32,
+        nsems: i32,
+        flags: i32,
+        result: SysResult<i32>,
+    },
     /// `semop` or `semtimedop`. `ops` holds the first operations (at most
     /// `ipcaudit_ebpf::MAX_SEM_OPS`); `nsops` how many were passed.
-    SemOp { semid: i32, ops: Vec<SemOp>, nsops: u32, timed: bool, result: SysResult<()> },
+    SemOp {
+        semid: i32,
+        ops: Vec<SemOp>,
+        nsops: u32,
+        timed: bool,
+        result: SysResult<()>,
+    },
     /// `arg` is the fourth argument as passed (the value for SETVAL).
-    SemCtl { semid: i32, semnum: i32, cmd: i32, arg: u64, result: SysResult<i64> },
-    MsgGet { key: i32, flags: i32, result: SysResult<i32> },
-    MsgSnd { msqid: i32, size: u64, flags: i32, mtype: Option<i64>, result: SysResult<()> },
+    SemCtl {
+        semid: i32,
+        semnum: i32,
+        cmd: i32,
+        arg: u64,
+        result: SysResult<i64>,
+    },
+    MsgGet {
+        key: i32,
+        flags: i32,
+        result: SysResult<i32>,
+    },
+    MsgSnd {
+        msqid: i32,
+        size: u64,
+        flags: i32,
+        mtype: Option<i64>,
+        result: SysResult<()>,
+    },
     /// `result` is the size of the message received; `mtype` its type.
     MsgRcv {
         msqid: i32,
@@ -129,21 +173,44 @@ pub enum EventKind {
         mtype: Option<i64>,
         result: SysResult<u64>,
     },
-    MsgCtl { msqid: i32, cmd: i32, result: SysResult<i64> },
+    MsgCtl {
+        msqid: i32,
+        cmd: i32,
+        result: SysResult<i64>,
+    },
     /// Only recorded for processes that hold (or held) a SysV attachment.
-    Munmap { addr: u64, len: u64, result: SysResult<()> },
+    Munmap {
+        addr: u64,
+        len: u64,
+        result: SysResult<()>,
+    },
     /// Only recorded for processes that hold (or held) a SysV attachment. `result` is the new
     /// address of the mapping.
-    Mremap { old_addr: u64, old_len: u64, new_len: u64, flags: u32, result: SysResult<u64> },
+    Mremap {
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u32,
+        result: SysResult<u64>,
+    },
     /// `task` forked a new process (not a thread).
-    Fork { child: ProcessKey },
+    Fork {
+        child: ProcessKey,
+    },
     /// `task` is the process after a successful exec; `old_tid` the thread that called it.
-    Exec { filename: String, old_tid: u32 },
+    Exec {
+        filename: String,
+        old_tid: u32,
+    },
     /// The last thread of `task`'s process exited. `code` is `task->exit_code`: the signal
     /// number in the low 7 bits, or the exit status shifted left by 8.
-    Exit { code: u32 },
+    Exit {
+        code: u32,
+    },
     /// Records the kernel could not deliver (ring buffer full) since the previous such event.
-    Lost { count: u64 },
+    Lost {
+        count: u64,
+    },
 }
 
 /// One event.
@@ -165,9 +232,10 @@ impl EventKind {
                 Some(IpcType::Shm)
             }
             Self::SemGet { .. } | Self::SemOp { .. } | Self::SemCtl { .. } => Some(IpcType::Sem),
-            Self::MsgGet { .. } | Self::MsgSnd { .. } | Self::MsgRcv { .. } | Self::MsgCtl { .. } => {
-                Some(IpcType::Msg)
-            }
+            Self::MsgGet { .. }
+            | Self::MsgSnd { .. }
+            | Self::MsgRcv { .. }
+            | Self::MsgCtl { .. } => Some(IpcType::Msg),
             Self::Munmap { .. }
             | Self::Mremap { .. }
             | Self::Fork { .. }
@@ -183,15 +251,16 @@ impl EventKind {
             Self::ShmGet { result, .. }
             | Self::SemGet { result, .. }
             | Self::MsgGet { result, .. } => result.err(),
-            Self::ShmAt { result, .. } | Self::Mremap { result, .. } => result.err(),
+            Self::ShmAt { result, .. }
+            | Self::Mremap { result, .. }
+            | Self::MsgRcv { result, .. } => result.err(),
             Self::ShmDt { result, .. }
             | Self::SemOp { result, .. }
             | Self::MsgSnd { result, .. }
             | Self::Munmap { result, .. } => result.err(),
-            Self::ShmCtl { result, .. } | Self::SemCtl { result, .. } | Self::MsgCtl { result, .. } => {
-                result.err()
-            }
-            Self::MsgRcv { result, .. } => result.err(),
+            Self::ShmCtl { result, .. }
+            | Self::SemCtl { result, .. }
+            | Self::MsgCtl { result, .. } => result.err(),
             Self::Fork { .. } | Self::Exec { .. } | Self::Exit { .. } | Self::Lost { .. } => None,
         }
     }

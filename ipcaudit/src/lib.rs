@@ -12,11 +12,14 @@
 
 pub mod cli;
 pub mod clock;
+pub mod collector;
+pub mod control;
 pub mod decode;
 pub mod event;
+pub mod filter;
 pub mod model;
 pub mod names;
 pub mod probe;
+pub mod replay;
 pub mod sink;
 pub mod snapshot;
-// pub mod trace;

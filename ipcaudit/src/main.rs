@@ -1,1 +1,83 @@
-fn main() {}
+//! `ipcaudit`: parse the command line, run the command, report errors in one line.
+
+use std::{io::IsTerminal as _, process::ExitCode};
+
+use anyhow::Result;
+use clap::Parser as _;
+use ipcaudit::{
+    cli::{Cli, Command, OutputArgs, TraceArgs},
+    collector::{self, Mode, Options},
+    sink::Format,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ipcaudit: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Text on a terminal, JSON when piped or written to a file.
+fn format_for(output: &OutputArgs) -> Format {
+    output.format.unwrap_or(
+        if output.output.is_none() && std::io::stdout().is_terminal() {
+            Format::Text
+        } else {
+            Format::Json
+        },
+    )
+}
+
+fn session_options(t: &TraceArgs, mode: Mode) -> Options {
+    Options {
+        filter: (&t.filter).into(),
+        format: format_for(&t.output),
+        output: t.output.output.clone(),
+        duration: t.output.duration,
+        ring_bytes: t.ring_mib << 20,
+        mode,
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Trace(t) => {
+            runtime()?.block_on(collector::run(session_options(&t, Mode::Trace)))?;
+        }
+        Command::Watch(w) => {
+            let mode = Mode::Watch {
+                grace: w.grace,
+                resync: w.resync,
+                snapshot_every: w.snapshot_every,
+            };
+            runtime()?.block_on(collector::run(session_options(&w.trace, mode)))?;
+        }
+        Command::Replay(r) => {
+            let format = r.format.unwrap_or(if std::io::stdout().is_terminal() {
+                Format::Text
+            } else {
+                Format::Json
+            });
+            return Ok(ipcaudit::replay::run(&r, format)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,186 @@
-fn main() {}
+//! `cargo xtask`: set up a machine, build, run, test, lint. Every command runs `setup` first,
+//! which is idempotent and installs only what is missing.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "ipcaudit's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what this machine lacks: nightly rust-src, bpf-linker (built against nightly's
+    /// LLVM), a tracefs mount. Idempotent.
+    Setup,
+    /// Build ipcaudit (release).
+    Build,
+    /// Build, then run ipcaudit with ARGS (as root), e.g. `cargo xtask run -- watch`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every test: unit, model and property tests, then the root integration tests on the real
+    /// kernel. Under CI=true a missing capability is a failure, never a skip.
+    Test {
+        /// Only run tests whose name contains this (passed to the test harnesses).
+        filter: Option<String>,
+    },
+    /// rustfmt --check, clippy (pedantic) on the workspace and on the eBPF crate.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::run()?;
+            build_release()
+        }
+        Task::Run { args } => {
+            setup::run()?;
+            build_release()?;
+            let bin = root.join("target/release/ipcaudit");
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { filter } => {
+            setup::run()?;
+            test(filter.as_deref())
+        }
+        Task::Lint => {
+            setup::run()?;
+            lint()
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {}", display(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {}", display(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", display(cmd));
+    }
+    Ok(())
+}
+
+fn display(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build_release() -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "ipcaudit"]))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+fn test(filter: Option<&str>) -> Result<()> {
+    let with_filter = |cmd: &mut Command| {
+        if let Some(f) = filter {
+            cmd.args(["--", f]);
+        }
+    };
+    // Tier 1 and 2: unit, model and property tests (no root needed).
+    let mut unit = cargo();
+    unit.args(["test", "-p", "ipcaudit", "-p", "xtask"]);
+    with_filter(&mut unit);
+    run(&mut unit)?;
+
+    // Tier 3: root integration tests against the real kernel.
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if !is_root() {
+        let msg =
+            "root integration tests need root (eBPF, tracefs): run `sudo -E cargo xtask test`";
+        if ci {
+            bail!("CI=true and not root: {msg}");
+        }
+        eprintln!("xtask: SKIPPED {msg}");
+        return Ok(());
+    }
+    build_release()?;
+    let bin = std::env::current_dir()?.join("target/release/ipcaudit");
+    let mut root_tests = cargo();
+    root_tests
+        .args(["test", "-p", "ipcaudit-tests"])
+        .env("IPCAUDIT_BIN", &bin);
+    let mut args = vec!["--test-threads=1".to_owned()];
+    if let Some(f) = filter {
+        args.push(f.to_owned());
+    }
+    root_tests.arg("--").args(&args);
+    run(&mut root_tests)
+}
+
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The kernel programs, for the BPF target they are built for.
+    run(Command::new("rustup").args([
+        "run",
+        "nightly",
+        "cargo",
+        "clippy",
+        "-p",
+        "ipcaudit-ebpf",
+        "--bins",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}

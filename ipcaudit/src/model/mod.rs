@@ -1,1 +1,300 @@
-//! The ownership model (being written).
+//! The ownership model: a pure, in-memory account of every System V IPC object, which
+//! processes hold or use it, and what leaked. No IO, no clock: time comes in through
+//! `Event::time_ns`, `Snapshot::taken_ns` and the `now_ns` argument of [`Model::tick`].
+//!
+//! # Feeding it
+//!
+//! * [`Model::bootstrap`] with a [`Snapshot`] of each IPC namespace: objects that predate the
+//!   model, the processes, their mappings, semaphore values, waiters and limits.
+//! * [`Model::apply`] for every [`Event`], in order: returns the `event.action` the event
+//!   gets, the object it concerned, the actions it caused (a segment destroyed by the detach,
+//!   exit or exec that dropped its last attachment) and the findings it raised or cleared.
+//! * [`Model::tick`] periodically: grace periods expire there (and bootstrap's findings come
+//!   out of the first tick), dead processes and destroyed objects are forgotten.
+//! * [`Model::reconcile`] with a fresh snapshot: corrects the model and reports what differed.
+//!
+//! # Objects
+//!
+//! Objects are keyed by [`ObjectKey`] (namespace, type, id, generation): the kernel reuses ids,
+//! so every object the model learns of gets a new generation (unique in the model). An event
+//! for an id the model never saw creates the object lazily with unknown fields.
+//!
+//! Shared memory attachments are kept as the kernel's vmas: mapped ranges with their offset
+//! into the segment (`shm.rs`). An experiment on Linux 6.18 (shmat 4 pages, munmap the middle
+//! one, read `shm_nattch`) showed nattch go from 1 to 2: nattch counts vmas, so the model's
+//! nattch is the number of mapped ranges. The same experiment confirmed: `shmdt(addr)` detaches
+//! every fragment of the attach made at `addr` (even when the first page was unmapped), a fork
+//! copies every vma, `mremap` moves/shrinks/grows a range (moving a fragment back next to its
+//! neighbour merges them), `MREMAP_DONTUNMAP` leaves the old range mapped (nattch + 1), and a
+//! segment removed while attached can still be attached by id.
+//!
+//! # What events cannot show
+//!
+//! Blocked tasks (semop / msgrcv waiters) are only known from snapshots: `reconcile` stores
+//! them, a completed semop or msgrcv by a waiter removes it, and the `semaphore-held-by-dead-
+//! process` rule uses them for its critical case. mmap over an attachment, mprotect splits,
+//! `IPC_SET` (new mode/owner) and `SETALL` values are not in the event stream either: the next
+//! reconcile corrects them.
+
+mod apply;
+mod core;
+mod object;
+mod process;
+mod reconcile;
+mod rules;
+mod shm;
+mod view;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::event::{Action, Event, IpcType, ProcessKey};
+use crate::snapshot::{Limits, Snapshot};
+
+pub use object::{ObjectKey, ObjectRef, ObjectStatus, Peer, SemAdj, SemSlot};
+pub use reconcile::{Difference, MappedRange, Reconciled};
+pub use rules::{Finding, FindingChange, LimitKind, ProcessEvidence, Role, Rule, Severity};
+pub use view::{
+    AttachmentView, MsgView, ObjectView, PeerView, ProcessRef, ProcessView, SemHoldingView,
+    SemView, ShmView,
+};
+
+use object::Object;
+use process::Process;
+use rules::FindingKey;
+
+/// Tunables. `Default` gives the documented defaults (boot time 0: set it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelConfig {
+    /// How long a leak condition must hold before it is reported (default 60 s).
+    pub grace_ns: u64,
+    /// Wall-clock time of boot, ns since the epoch: converts process start ticks to wall time.
+    pub boot_time_ns: u64,
+    /// `USER_HZ` (100).
+    pub ticks_per_sec: u64,
+    /// `leaky-process`: more than this many objects created and not removed ... (default 100)
+    pub leaky_threshold: u32,
+    /// ... within this window (default 60 s).
+    pub leaky_window_ns: u64,
+    /// Page size (4096).
+    pub page_size: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            grace_ns: 60 * NS_PER_SEC,
+            boot_time_ns: 0,
+            ticks_per_sec: 100,
+            leaky_threshold: 100,
+            leaky_window_ns: 60 * NS_PER_SEC,
+            page_size: 4096,
+        }
+    }
+}
+
+pub(crate) const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// What [`Model::apply`] returns: what the sinks need about one event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    /// The `event.action` of this event. Always `Some` for IPC syscalls and process lifecycle
+    /// events; for munmap `Some(ShmDetach)` when it unmapped (part of) an attachment, else
+    /// `None`; `None` for mremap.
+    pub action: Option<Action>,
+    /// The object the event concerned (for `ipc.*` fields: key, id, size/nsems).
+    pub object: Option<ObjectRef>,
+    /// Further actions the event caused: `ShmDestroy` for each removed segment whose last
+    /// attachment it dropped (or an `IPC_RMID` of an unattached segment).
+    pub derived: Vec<(Action, ObjectRef)>,
+    pub findings: Vec<FindingChange>,
+}
+
+/// Per-namespace usage and limits (for `near-limit`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Namespace {
+    pub limits: Option<Limits>,
+    /// Segments that exist (live or removed-but-attached).
+    pub shm_count: u64,
+    /// Their pages.
+    pub shm_pages: u64,
+    pub sem_sets: u64,
+    pub sem_total: u64,
+    pub msg_count: u64,
+}
+
+/// Objects a program created recently and did not remove (for `leaky-process`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Program {
+    /// Creations in the window, oldest first.
+    pub window: VecDeque<(u64, ObjectKey)>,
+    /// Those not removed yet, with their creator.
+    pub unremoved: HashMap<ObjectKey, ProcessKey>,
+}
+
+/// What one call produces besides its return value.
+#[derive(Debug)]
+pub(crate) struct Cx {
+    /// Time of the event / snapshot.
+    pub now: u64,
+    pub derived: Vec<(Action, ObjectRef)>,
+    pub findings: Vec<FindingChange>,
+    /// Inside a reconcile: the kernel decides statuses, no derived destroys.
+    pub sync: bool,
+}
+
+impl Cx {
+    pub fn new(now: u64) -> Self {
+        Self {
+            now,
+            derived: Vec::new(),
+            findings: Vec::new(),
+            sync: false,
+        }
+    }
+}
+
+/// The model. See the module documentation.
+#[derive(Debug)]
+pub struct Model {
+    cfg: ModelConfig,
+    objects: BTreeMap<ObjectKey, Object>,
+    /// Latest generation per (ns, type, id).
+    by_id: HashMap<(u32, IpcType, i32), ObjectKey>,
+    /// Live objects by (ns, type, IPC key), private keys excluded.
+    by_key: HashMap<(u32, IpcType, i32), ObjectKey>,
+    next_generation: u32,
+    processes: HashMap<ProcessKey, Process>,
+    /// Live processes by pid.
+    live_by_pid: HashMap<u32, ProcessKey>,
+    next_attach: u64,
+    findings: BTreeMap<FindingKey, Finding>,
+    /// Conditions that hold and wait for their grace period: since when.
+    pending: HashMap<FindingKey, u64>,
+    /// Findings produced outside apply/tick/reconcile (bootstrap), returned by the next tick.
+    outbox: Vec<FindingChange>,
+    namespaces: HashMap<u32, Namespace>,
+    programs: HashMap<String, Program>,
+    now_ns: u64,
+    last_sweep_ns: u64,
+    lost_events: u64,
+    needs_reconcile: bool,
+}
+
+impl Model {
+    pub fn new(cfg: ModelConfig) -> Self {
+        Self {
+            cfg,
+            objects: BTreeMap::new(),
+            by_id: HashMap::new(),
+            by_key: HashMap::new(),
+            next_generation: 0,
+            processes: HashMap::new(),
+            live_by_pid: HashMap::new(),
+            next_attach: 0,
+            findings: BTreeMap::new(),
+            pending: HashMap::new(),
+            outbox: Vec::new(),
+            namespaces: HashMap::new(),
+            programs: HashMap::new(),
+            now_ns: 0,
+            last_sweep_ns: 0,
+            lost_events: 0,
+            needs_reconcile: false,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Initial state from the kernel's truth (one namespace per call): objects that predate
+    /// the model get an unknown creator unless the snapshot's `cpid` is a process whose start
+    /// precedes the object's `ctime`. Findings it implies come out of the next [`Self::tick`].
+    pub fn bootstrap(&mut self, snap: &Snapshot) {
+        let mut cx = Cx::new(snap.taken_ns);
+        cx.sync = true;
+        self.sync(snap, None, &mut cx);
+        self.outbox.append(&mut cx.findings);
+    }
+
+    /// Applies one event; returns what the sinks need.
+    pub fn apply(&mut self, ev: &Event) -> Applied {
+        self.apply_event(ev)
+    }
+
+    /// Time-driven rules: conditions that held for their grace period are raised, the
+    /// `leaky-process` window slides, and (at most once per grace period) dead processes and
+    /// destroyed objects nothing refers to are forgotten. Call periodically with the current
+    /// time (or, replaying, with event times).
+    pub fn tick(&mut self, now_ns: u64) -> Vec<FindingChange> {
+        self.tick_inner(now_ns)
+    }
+
+    /// Compares the model with a fresh snapshot of namespace `snap.ipc_ns`, corrects it and
+    /// reports the differences (a second reconcile with the same snapshot reports none).
+    pub fn reconcile(&mut self, snap: &Snapshot) -> Reconciled {
+        let mut cx = Cx::new(snap.taken_ns);
+        cx.sync = true;
+        let mut differences = Vec::new();
+        self.sync(snap, Some(&mut differences), &mut cx);
+        let mut findings = cx.findings;
+        findings.extend(self.tick_inner(snap.taken_ns));
+        self.needs_reconcile = false;
+        Reconciled {
+            differences,
+            findings,
+        }
+    }
+
+    /// Every object the model holds (destroyed ones until they are forgotten), in key order.
+    pub fn objects(&self) -> impl Iterator<Item = ObjectView<'_>> {
+        self.objects.values().map(|o| self.view(o))
+    }
+
+    /// The latest object with this id.
+    pub fn object(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectView<'_>> {
+        let key = self.by_id.get(&(ns, ty, id))?;
+        self.objects.get(key).map(|o| self.view(o))
+    }
+
+    /// One object by its full key.
+    pub fn object_by_key(&self, key: ObjectKey) -> Option<ObjectView<'_>> {
+        self.objects.get(&key).map(|o| self.view(o))
+    }
+
+    /// Active findings.
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.values()
+    }
+
+    /// Every process the model remembers (live ones, and dead ones still referred to).
+    pub fn processes(&self) -> impl Iterator<Item = ProcessView<'_>> {
+        self.processes.values().map(|p| self.process_view(p))
+    }
+
+    pub fn process(&self, key: ProcessKey) -> Option<ProcessView<'_>> {
+        self.processes.get(&key).map(|p| self.process_view(p))
+    }
+
+    /// Records the kernel could not deliver, in total.
+    pub fn lost_events(&self) -> u64 {
+        self.lost_events
+    }
+
+    /// Whether events were lost since the last reconcile (the model may be wrong).
+    pub fn needs_reconcile(&self) -> bool {
+        self.needs_reconcile
+    }
+
+    /// The newest time the model has seen.
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+}

@@ -13,7 +13,11 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 fn resolve(btf: &Btf, mut ty: Type) -> Option<Type> {
     for _ in 0..16 {
         match ty {
-            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+            Type::Typedef(_)
+            | Type::Const(_)
+            | Type::Volatile(_)
+            | Type::Restrict(_)
+            | Type::TypeTag(_) => {
                 ty = btf.resolve_chained_type(ty.as_btf_type()?).ok()?;
             }
             other => return Some(other),
@@ -25,7 +29,9 @@ fn resolve(btf: &Btf, mut ty: Type) -> Option<Type> {
 /// Byte offset of member `name` in struct/union `ty`, looking through anonymous members.
 /// Returns the offset and the member's type.
 fn member(btf: &Btf, ty: &Type, name: &str) -> Option<(u32, Type)> {
-    let (Type::Struct(s) | Type::Union(s)) = ty else { return None };
+    let (Type::Struct(s) | Type::Union(s)) = ty else {
+        return None;
+    };
     for m in &s.members {
         let member_name = btf.resolve_name(m).unwrap_or_default();
         let member_ty = btf.resolve_type_by_id(m.get_type_id()?).ok()?;
@@ -64,8 +70,10 @@ pub fn offset_of(btf: &Btf, root: &str, path: &[&str]) -> Result<u32, ProbeError
 
 /// Reads the kernel's BTF and fills the struct offsets of `config`.
 pub fn resolve_offsets(config: &mut Config) -> Result<(), ProbeError> {
-    let btf = Btf::from_file(VMLINUX_BTF)
-        .map_err(|e| ProbeError::Btf { path: VMLINUX_BTF, reason: e.to_string() })?;
+    let btf = Btf::from_file(VMLINUX_BTF).map_err(|e| ProbeError::Btf {
+        path: VMLINUX_BTF,
+        reason: e.to_string(),
+    })?;
     config.task_group_leader = offset_of(&btf, "task_struct", &["group_leader"])?;
     config.task_start_boottime = offset_of(&btf, "task_struct", &["start_boottime"])?;
     config.task_nsproxy = offset_of(&btf, "task_struct", &["nsproxy"])?;
@@ -101,7 +109,10 @@ mod tests {
         }
         assert!(config.ipc_ns_inum < 4096);
         let btf = Btf::from_file(VMLINUX_BTF).unwrap();
-        assert!(matches!(offset_of(&btf, "task_struct", &["no_such_field"]), Err(ProbeError::BtfMember(_))));
+        assert!(matches!(
+            offset_of(&btf, "task_struct", &["no_such_field"]),
+            Err(ProbeError::BtfMember(_))
+        ));
         assert!(offset_of(&btf, "no_such_struct", &["x"]).is_err());
     }
 }

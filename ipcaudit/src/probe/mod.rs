@@ -28,9 +28,13 @@ pub enum ProbeError {
          (the snapshot commands `ls`, `limits` and `leaks` work without it)"
     )]
     NotPrivileged,
-    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({0}): run `mount -t tracefs tracefs /sys/kernel/tracing` as root")]
+    #[error(
+        "tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({0}): run `mount -t tracefs tracefs /sys/kernel/tracing` as root"
+    )]
     Tracefs(#[source] io::Error),
-    #[error("cannot read kernel BTF at {path}: {reason} (a kernel built with CONFIG_DEBUG_INFO_BTF=y is required)")]
+    #[error(
+        "cannot read kernel BTF at {path}: {reason} (a kernel built with CONFIG_DEBUG_INFO_BTF=y is required)"
+    )]
     Btf { path: &'static str, reason: String },
     #[error("kernel BTF has no `{0}`: this kernel's layout is not supported")]
     BtfMember(String),
@@ -82,8 +86,14 @@ const SYSCALL_EXITS: &[&str] = &[
 ];
 
 const SCHED: &[Attachment] = &[
-    Attachment { program: "sched_process_exec", category: "sched" },
-    Attachment { program: "sched_process_exit", category: "sched" },
+    Attachment {
+        program: "sched_process_exec",
+        category: "sched",
+    },
+    Attachment {
+        program: "sched_process_exit",
+        category: "sched",
+    },
 ];
 
 /// `tp_btf` programs (program name = BTF tracepoint name).
@@ -100,7 +110,8 @@ pub struct ProbeOptions {
 
 /// Loaded and attached programs plus their maps.
 pub struct Probe {
-    ebpf: Ebpf,
+    /// The programs and their links; `None` once detached.
+    ebpf: Option<Ebpf>,
     ring: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
     pub tracefs: PathBuf,
@@ -122,7 +133,11 @@ fn is_root_or_capable() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim().to_owned();
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
             u64::from_str_radix(&hex, 16).ok()
         })
         .is_some_and(|caps| caps & (1 << 39) != 0 && caps & (1 << 38) != 0)
@@ -146,18 +161,27 @@ impl Probe {
             );
         }
         config.only_tgid = options.only_tgid;
-        let ring_bytes = if options.ring_bytes == 0 { 8 << 20 } else { options.ring_bytes };
+        let ring_bytes = if options.ring_bytes == 0 {
+            8 << 20
+        } else {
+            options.ring_bytes
+        };
         config.wakeup_bytes = ring_bytes / 16;
 
         // Pre-5.11 kernels account BPF memory to RLIMIT_MEMLOCK.
-        let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        let rlim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
         // SAFETY: valid pointer to a rlimit.
         if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const rlim) } != 0 {
             log::debug!("setrlimit(RLIMIT_MEMLOCK): {}", io::Error::last_os_error());
         }
 
-        let kernel_btf = aya::Btf::from_sys_fs()
-            .map_err(|e| ProbeError::Btf { path: btf::VMLINUX_BTF, reason: e.to_string() })?;
+        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Btf {
+            path: btf::VMLINUX_BTF,
+            reason: e.to_string(),
+        })?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel_btf))
             .override_global("CONFIG", &config, true)
@@ -166,7 +190,13 @@ impl Probe {
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
 
         for &name in SYSCALL_EXITS {
-            attach_tracepoint(&mut ebpf, &Attachment { program: name, category: "syscalls" })?;
+            attach_tracepoint(
+                &mut ebpf,
+                &Attachment {
+                    program: name,
+                    category: "syscalls",
+                },
+            )?;
         }
         for attachment in SCHED {
             attach_tracepoint(&mut ebpf, attachment)?;
@@ -177,33 +207,65 @@ impl Probe {
                 .ok_or(ProbeError::MissingProgram(name))?
                 .try_into()
                 .map_err(|e| program_error(name, "type", e))?;
-            program.load(name, &kernel_btf).map_err(|e| program_error(name, "load", e))?;
-            program.attach().map_err(|e| program_error(name, "attach", e))?;
+            program
+                .load(name, &kernel_btf)
+                .map_err(|e| program_error(name, "load", e))?;
+            program
+                .attach()
+                .map_err(|e| program_error(name, "attach", e))?;
         }
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS"))?)
-            .map_err(|e| ProbeError::MapOp { name: "EVENTS", source: Box::new(e) })?;
+            .map_err(|e| ProbeError::MapOp {
+                name: "EVENTS",
+                source: Box::new(e),
+            })?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").ok_or(ProbeError::Map("STATS"))?)
-            .map_err(|e| ProbeError::MapOp { name: "STATS", source: Box::new(e) })?;
+            .map_err(|e| ProbeError::MapOp {
+                name: "STATS",
+                source: Box::new(e),
+            })?;
         log::debug!("ring buffer fd {}", ring.as_raw_fd());
         // SAFETY: the RingBuf owns its map fd, which stays open and the same for as long as the
         // AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| ProbeError::Io(e.into()))?;
-        Ok(Self { ebpf, ring, stats, tracefs })
+        Ok(Self {
+            ebpf: Some(ebpf),
+            ring,
+            stats,
+            tracefs,
+        })
     }
 
     /// Tells the kernel side that these processes hold SysV attachments (found at bootstrap),
     /// so that their munmap and mremap calls are recorded.
-    pub fn seed_attachers(&mut self, pids: impl IntoIterator<Item = u32>) -> Result<(), ProbeError> {
-        let map = self.ebpf.map_mut("SHM_TASKS").ok_or(ProbeError::Map("SHM_TASKS"))?;
-        let mut map: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(map)
-            .map_err(|e| ProbeError::MapOp { name: "SHM_TASKS", source: Box::new(e) })?;
+    pub fn seed_attachers(
+        &mut self,
+        pids: impl IntoIterator<Item = u32>,
+    ) -> Result<(), ProbeError> {
+        let map = self
+            .ebpf
+            .as_mut()
+            .and_then(|ebpf| ebpf.map_mut("SHM_TASKS"))
+            .ok_or(ProbeError::Map("SHM_TASKS"))?;
+        let mut map: BpfHashMap<_, u32, u32> =
+            BpfHashMap::try_from(map).map_err(|e| ProbeError::MapOp {
+                name: "SHM_TASKS",
+                source: Box::new(e),
+            })?;
         for pid in pids {
-            map.insert(pid, 1, 0)
-                .map_err(|e| ProbeError::MapOp { name: "SHM_TASKS", source: Box::new(e) })?;
+            map.insert(pid, 1, 0).map_err(|e| ProbeError::MapOp {
+                name: "SHM_TASKS",
+                source: Box::new(e),
+            })?;
         }
         Ok(())
+    }
+
+    /// Detaches every program (the ring buffer stays readable, so what is in it can be drained).
+    pub fn detach(&mut self) {
+        self.ebpf = None;
     }
 
     /// Waits until the kernel signals records (a batch wakeup) or `timeout` passes, whichever
@@ -231,18 +293,25 @@ impl Probe {
     /// The kernel counters, summed over CPUs.
     pub fn kernel_stats(&self) -> Result<KernelStats, ProbeError> {
         let sum = |index: u32| -> Result<u64, ProbeError> {
-            let values = self
-                .stats
-                .get(&index, 0)
-                .map_err(|e| ProbeError::MapOp { name: "STATS", source: Box::new(e) })?;
+            let values = self.stats.get(&index, 0).map_err(|e| ProbeError::MapOp {
+                name: "STATS",
+                source: Box::new(e),
+            })?;
             Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
         };
-        Ok(KernelStats { lost: sum(stat::LOST)?, read_failed: sum(stat::READ_FAILED)? })
+        Ok(KernelStats {
+            lost: sum(stat::LOST)?,
+            read_failed: sum(stat::READ_FAILED)?,
+        })
     }
 }
 
 fn program_error(name: &'static str, what: &str, e: aya::programs::ProgramError) -> ProbeError {
-    ProbeError::Program { name, what: what.to_owned(), source: Box::new(e) }
+    ProbeError::Program {
+        name,
+        what: what.to_owned(),
+        source: Box::new(e),
+    }
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, a: &Attachment) -> Result<(), ProbeError> {

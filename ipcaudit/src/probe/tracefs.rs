@@ -17,7 +17,13 @@ pub fn ensure_mounted() -> Result<PathBuf, ProbeError> {
     let target = c"/sys/kernel/tracing";
     // SAFETY: valid NUL-terminated strings; a null data pointer is allowed.
     let rc = unsafe {
-        libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
         return Err(ProbeError::Tracefs(std::io::Error::last_os_error()));
@@ -53,15 +59,24 @@ pub fn parse_format(text: &str) -> Vec<Field> {
             }
             // "unsigned char comm[16]" → "comm"
             let name = decl?.rsplit(' ').next()?.split('[').next()?.to_owned();
-            Some(Field { name, offset: offset?, size: size? })
+            Some(Field {
+                name,
+                offset: offset?,
+                size: size?,
+            })
         })
         .collect()
 }
 
 /// The offset of `field` in tracepoint `category/name`, if the kernel has that field.
 pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(root.join("events").join(category).join(name).join("format")).ok()?;
-    parse_format(&text).into_iter().find(|f| f.name == field).map(|f| f.offset)
+    let text =
+        std::fs::read_to_string(root.join("events").join(category).join(name).join("format"))
+            .ok()?;
+    parse_format(&text)
+        .into_iter()
+        .find(|f| f.name == field)
+        .map(|f| f.offset)
 }
 
 #[cfg(test)]
@@ -88,8 +103,22 @@ print fmt: \"comm=%s pid=%d prio=%d group_dead=%s\", REC->comm, REC->pid, REC->p
     fn parses_fields() {
         let fields = parse_format(EXIT_FORMAT);
         assert_eq!(fields.len(), 8);
-        assert_eq!(fields[4], Field { name: "comm".into(), offset: 8, size: 16 });
-        assert_eq!(fields[7], Field { name: "group_dead".into(), offset: 32, size: 1 });
+        assert_eq!(
+            fields[4],
+            Field {
+                name: "comm".into(),
+                offset: 8,
+                size: 16
+            }
+        );
+        assert_eq!(
+            fields[7],
+            Field {
+                name: "group_dead".into(),
+                offset: 32,
+                size: 1
+            }
+        );
         assert!(parse_format("garbage\nfield:;;\nfield:int x; offset:zz; size:4;").is_empty());
     }
 }

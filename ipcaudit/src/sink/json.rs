@@ -6,11 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ObjectInfo, Session, Summary, parse_entity_id};
+use super::{Session, Summary, parse_entity_id};
 use crate::{
     clock::{parse_rfc3339, rfc3339_nanos},
     decode::syscall_kind,
     event::{Action, Errno, Event, EventKind, IpcType, ProcessKey, SemOp, Task},
+    model::{Difference, FindingChange, ObjectRef, Severity},
     names::{errno_name, errno_value, ipc_command_name},
 };
 
@@ -36,6 +37,9 @@ pub struct EcsThread {
 #[derive(Serialize, Deserialize)]
 pub struct EcsParent {
     pub pid: u32,
+    /// The thread that forked.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub thread: Option<EcsThread>,
     pub entity_id: String,
 }
 
@@ -91,8 +95,8 @@ pub struct EcsMsg {
 
 #[derive(Serialize, Deserialize)]
 pub struct EcsIpc {
-    #[serde(rename = "type")]
-    pub ty: IpcType,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none", default)]
+    pub ty: Option<IpcType>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -167,7 +171,10 @@ fn syscall_name(kind: &EventKind) -> &'static str {
         EventKind::MsgCtl { .. } => "msgctl",
         EventKind::Munmap { .. } => "munmap",
         EventKind::Mremap { .. } => "mremap",
-        EventKind::Fork { .. } | EventKind::Exec { .. } | EventKind::Exit { .. } | EventKind::Lost { .. } => "",
+        EventKind::Fork { .. }
+        | EventKind::Exec { .. }
+        | EventKind::Exit { .. }
+        | EventKind::Lost { .. } => "",
     }
 }
 
@@ -191,7 +198,11 @@ fn abi_kind(name: &str) -> Option<u16> {
     })
 }
 
-#[expect(clippy::cast_sign_loss, clippy::cast_possible_wrap, reason = "registers carry C ints and longs as u64")]
+#[expect(
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    reason = "registers carry C ints and longs as u64"
+)]
 fn raw_syscall(kind: &EventKind) -> Option<RawSyscall> {
     fn ret<T>(r: &Result<T, Errno>, ok: impl Fn(&T) -> i64) -> i64 {
         match r {
@@ -201,40 +212,104 @@ fn raw_syscall(kind: &EventKind) -> Option<RawSyscall> {
     }
     let i = |v: i32| u64::from(v as u32);
     let (args, ret) = match kind {
-        EventKind::ShmGet { key, size, flags, result } => {
-            ([i(*key), *size, i(*flags), 0, 0, 0], ret(result, |v| i64::from(*v)))
-        }
-        EventKind::ShmAt { shmid, addr, flags, result } => {
-            ([i(*shmid), *addr, i(*flags), 0, 0, 0], ret(result, |v| *v as i64))
-        }
+        EventKind::ShmGet {
+            key,
+            size,
+            flags,
+            result,
+        } => (
+            [i(*key), *size, i(*flags), 0, 0, 0],
+            ret(result, |v| i64::from(*v)),
+        ),
+        EventKind::ShmAt {
+            shmid,
+            addr,
+            flags,
+            result,
+        } => (
+            [i(*shmid), *addr, i(*flags), 0, 0, 0],
+            ret(result, |v| *v as i64),
+        ),
         EventKind::ShmDt { addr, result } => ([*addr, 0, 0, 0, 0, 0], ret(result, |()| 0)),
-        EventKind::ShmCtl { shmid, cmd, result } => ([i(*shmid), i(*cmd), 0, 0, 0, 0], ret(result, |v| *v)),
-        EventKind::SemGet { key, nsems, flags, result } => {
-            ([i(*key), i(*nsems), i(*flags), 0, 0, 0], ret(result, |v| i64::from(*v)))
+        EventKind::ShmCtl { shmid, cmd, result } => {
+            ([i(*shmid), i(*cmd), 0, 0, 0, 0], ret(result, |v| *v))
         }
-        EventKind::SemOp { semid, nsops, result, .. } => {
-            ([i(*semid), 0, u64::from(*nsops), 0, 0, 0], ret(result, |()| 0))
+        EventKind::SemGet {
+            key,
+            nsems,
+            flags,
+            result,
+        } => (
+            [i(*key), i(*nsems), i(*flags), 0, 0, 0],
+            ret(result, |v| i64::from(*v)),
+        ),
+        EventKind::SemOp {
+            semid,
+            nsops,
+            result,
+            ..
+        } => (
+            [i(*semid), 0, u64::from(*nsops), 0, 0, 0],
+            ret(result, |()| 0),
+        ),
+        EventKind::SemCtl {
+            semid,
+            semnum,
+            cmd,
+            arg,
+            result,
+        } => (
+            [i(*semid), i(*semnum), i(*cmd), *arg, 0, 0],
+            ret(result, |v| *v),
+        ),
+        EventKind::MsgGet { key, flags, result } => (
+            [i(*key), i(*flags), 0, 0, 0, 0],
+            ret(result, |v| i64::from(*v)),
+        ),
+        EventKind::MsgSnd {
+            msqid,
+            size,
+            flags,
+            result,
+            ..
+        } => ([i(*msqid), 0, *size, i(*flags), 0, 0], ret(result, |()| 0)),
+        EventKind::MsgRcv {
+            msqid,
+            max_size,
+            want_type,
+            flags,
+            result,
+            ..
+        } => (
+            [i(*msqid), 0, *max_size, *want_type as u64, i(*flags), 0],
+            ret(result, |v| *v as i64),
+        ),
+        EventKind::MsgCtl { msqid, cmd, result } => {
+            ([i(*msqid), i(*cmd), 0, 0, 0, 0], ret(result, |v| *v))
         }
-        EventKind::SemCtl { semid, semnum, cmd, arg, result } => {
-            ([i(*semid), i(*semnum), i(*cmd), *arg, 0, 0], ret(result, |v| *v))
-        }
-        EventKind::MsgGet { key, flags, result } => ([i(*key), i(*flags), 0, 0, 0, 0], ret(result, |v| i64::from(*v))),
-        EventKind::MsgSnd { msqid, size, flags, result, .. } => {
-            ([i(*msqid), 0, *size, i(*flags), 0, 0], ret(result, |()| 0))
-        }
-        EventKind::MsgRcv { msqid, max_size, want_type, flags, result, .. } => {
-            ([i(*msqid), 0, *max_size, *want_type as u64, i(*flags), 0], ret(result, |v| *v as i64))
-        }
-        EventKind::MsgCtl { msqid, cmd, result } => ([i(*msqid), i(*cmd), 0, 0, 0, 0], ret(result, |v| *v)),
         EventKind::Munmap { addr, len, result } => ([*addr, *len, 0, 0, 0, 0], ret(result, |()| 0)),
-        EventKind::Mremap { old_addr, old_len, new_len, flags, result } => {
-            ([*old_addr, *old_len, *new_len, u64::from(*flags), 0, 0], ret(result, |v| *v as i64))
-        }
-        EventKind::Fork { .. } | EventKind::Exec { .. } | EventKind::Exit { .. } | EventKind::Lost { .. } => {
+        EventKind::Mremap {
+            old_addr,
+            old_len,
+            new_len,
+            flags,
+            result,
+        } => (
+            [*old_addr, *old_len, *new_len, u64::from(*flags), 0, 0],
+            ret(result, |v| *v as i64),
+        ),
+        EventKind::Fork { .. }
+        | EventKind::Exec { .. }
+        | EventKind::Exit { .. }
+        | EventKind::Lost { .. } => {
             return None;
         }
     };
-    Some(RawSyscall { name: syscall_name(kind).to_owned(), args, ret })
+    Some(RawSyscall {
+        name: syscall_name(kind).to_owned(),
+        args,
+        ret,
+    })
 }
 
 fn sem_flag_names(op: SemOp) -> Vec<String> {
@@ -248,8 +323,121 @@ fn sem_flag_names(op: SemOp) -> Vec<String> {
     flags
 }
 
+/// The `ipc` object of an event record.
+fn ipc_fields(ev: &Event, object: Option<&ObjectRef>) -> Option<EcsIpc> {
+    let k = &ev.kind;
+    let ipc = k.ipc_type().map(|ty| {
+        let (id, command) = match k {
+            EventKind::ShmGet { result, .. }
+            | EventKind::SemGet { result, .. }
+            | EventKind::MsgGet { result, .. } => (result.ok(), None),
+            EventKind::ShmAt { shmid, .. } => (Some(*shmid), None),
+            EventKind::ShmCtl { shmid: id, cmd, .. }
+            | EventKind::SemCtl { semid: id, cmd, .. }
+            | EventKind::MsgCtl { msqid: id, cmd, .. } => (
+                Some(*id),
+                Some(ipc_command_name(ty, *cmd).map_or_else(|| cmd.to_string(), str::to_owned)),
+            ),
+            EventKind::SemOp { semid, .. } => (Some(*semid), None),
+            EventKind::MsgSnd { msqid, .. } | EventKind::MsgRcv { msqid, .. } => {
+                (Some(*msqid), None)
+            }
+            _ => (object.map(|o| o.id), None),
+        };
+        let key = match k {
+            EventKind::ShmGet { key, .. }
+            | EventKind::SemGet { key, .. }
+            | EventKind::MsgGet { key, .. } => Some(*key),
+            _ => object.and_then(|o| o.key),
+        };
+        let shm = match k {
+            EventKind::ShmGet { size, .. } => Some(EcsShm {
+                size: Some(*size),
+                address: None,
+            }),
+            EventKind::ShmAt { result, .. } => Some(EcsShm {
+                size: object.and_then(|o| o.size),
+                address: result.as_ref().ok().map(|a| format!("0x{a:x}")),
+            }),
+            EventKind::ShmDt { addr, .. } => Some(EcsShm {
+                size: object.and_then(|o| o.size),
+                address: Some(format!("0x{addr:x}")),
+            }),
+            _ => None,
+        };
+        let sem = match k {
+            EventKind::SemGet { nsems, .. } => Some(EcsSem {
+                nsems: u64::try_from(*nsems).ok(),
+                ops: None,
+            }),
+            EventKind::SemOp { ops, .. } => Some(EcsSem {
+                nsems: None,
+                ops: Some(
+                    ops.iter()
+                        .map(|&o| EcsSemOp {
+                            num: o.num,
+                            op: o.op,
+                            flags: sem_flag_names(o),
+                        })
+                        .collect(),
+                ),
+            }),
+            _ => None,
+        };
+        let msg = match k {
+            EventKind::MsgSnd { size, mtype, .. } => Some(EcsMsg {
+                mtype: *mtype,
+                size: Some(*size),
+            }),
+            EventKind::MsgRcv { result, mtype, .. } => Some(EcsMsg {
+                mtype: *mtype,
+                size: result.ok(),
+            }),
+            _ => None,
+        };
+        EcsIpc {
+            ty: Some(ty),
+            id,
+            key: key.map(key_hex),
+            namespace: ev.ipc_ns,
+            shm,
+            sem,
+            msg,
+            command,
+        }
+    });
+    // munmap/mremap of an attachment (or an exit that destroyed a segment): name the object;
+    // anything else still says which IPC namespace the process was in.
+    ipc.or_else(|| {
+        Some(EcsIpc {
+            ty: object.map(|o| o.ty),
+            id: object.map(|o| o.id),
+            key: object.and_then(|o| o.key).map(key_hex),
+            namespace: ev.ipc_ns,
+            shm: match (k, object) {
+                (
+                    EventKind::Munmap { addr, .. } | EventKind::Mremap { old_addr: addr, .. },
+                    Some(o),
+                ) => Some(EcsShm {
+                    size: o.size,
+                    address: Some(format!("0x{addr:x}")),
+                }),
+                _ => None,
+            },
+            sem: None,
+            msg: None,
+            command: None,
+        })
+    })
+}
+
 /// The ECS record of an event.
-pub fn event_record(session: &Session, ev: &Event, action: Action, object: Option<&ObjectInfo>) -> EcsRecord {
+pub fn event_record(
+    session: &Session,
+    ev: &Event,
+    action: Action,
+    object: Option<&ObjectRef>,
+) -> EcsRecord {
     let mut timestamp = String::with_capacity(32);
     rfc3339_nanos(ev.time_ns, &mut timestamp);
     let k = &ev.kind;
@@ -267,7 +455,11 @@ pub fn event_record(session: &Session, ev: &Event, action: Action, object: Optio
     match k {
         // The record is about the new process; the forking one is its parent.
         EventKind::Fork { child } => {
-            process.parent = Some(EcsParent { pid: process.pid, entity_id: process.entity_id.clone() });
+            process.parent = Some(EcsParent {
+                pid: process.pid,
+                thread: Some(EcsThread { id: ev.task.tid }),
+                entity_id: process.entity_id.clone(),
+            });
             process.pid = child.pid;
             process.thread.id = child.pid;
             process.entity_id = session.entity_id(*child);
@@ -276,70 +468,7 @@ pub fn event_record(session: &Session, ev: &Event, action: Action, object: Optio
         EventKind::Exit { code } => process.exit_code = Some(*code),
         _ => {}
     }
-    let ipc = k.ipc_type().map(|ty| {
-        let (id, command) = match k {
-            EventKind::ShmGet { result, .. } | EventKind::SemGet { result, .. } | EventKind::MsgGet { result, .. } => {
-                (result.ok(), None)
-            }
-            EventKind::ShmAt { shmid, .. } => (Some(*shmid), None),
-            EventKind::ShmCtl { shmid: id, cmd, .. }
-            | EventKind::SemCtl { semid: id, cmd, .. }
-            | EventKind::MsgCtl { msqid: id, cmd, .. } => (
-                Some(*id),
-                Some(ipc_command_name(ty, *cmd).map_or_else(|| cmd.to_string(), str::to_owned)),
-            ),
-            EventKind::SemOp { semid, .. } => (Some(*semid), None),
-            EventKind::MsgSnd { msqid, .. } | EventKind::MsgRcv { msqid, .. } => (Some(*msqid), None),
-            _ => (object.map(|o| o.id), None),
-        };
-        let key = match k {
-            EventKind::ShmGet { key, .. } | EventKind::SemGet { key, .. } | EventKind::MsgGet { key, .. } => Some(*key),
-            _ => object.and_then(|o| o.key),
-        };
-        let shm = match k {
-            EventKind::ShmGet { size, .. } => Some(EcsShm { size: Some(*size), address: None }),
-            EventKind::ShmAt { result, .. } => Some(EcsShm {
-                size: object.and_then(|o| o.size),
-                address: result.as_ref().ok().map(|a| format!("0x{a:x}")),
-            }),
-            EventKind::ShmDt { addr, .. } => {
-                Some(EcsShm { size: object.and_then(|o| o.size), address: Some(format!("0x{addr:x}")) })
-            }
-            _ => None,
-        };
-        let sem = match k {
-            EventKind::SemGet { nsems, .. } => Some(EcsSem { nsems: u64::try_from(*nsems).ok(), ops: None }),
-            EventKind::SemOp { ops, .. } => Some(EcsSem {
-                nsems: None,
-                ops: Some(ops.iter().map(|&o| EcsSemOp { num: o.num, op: o.op, flags: sem_flag_names(o) }).collect()),
-            }),
-            _ => None,
-        };
-        let msg = match k {
-            EventKind::MsgSnd { size, mtype, .. } => Some(EcsMsg { mtype: *mtype, size: Some(*size) }),
-            EventKind::MsgRcv { result, mtype, .. } => Some(EcsMsg { mtype: *mtype, size: result.ok() }),
-            _ => None,
-        };
-        EcsIpc { ty, id, key: key.map(key_hex), namespace: ev.ipc_ns, shm, sem, msg, command }
-    });
-    // munmap/mremap of an attachment: name the segment.
-    let ipc = ipc.or_else(|| {
-        object.map(|o| EcsIpc {
-            ty: o.ty,
-            id: Some(o.id),
-            key: o.key.map(key_hex),
-            namespace: ev.ipc_ns,
-            shm: match k {
-                EventKind::Munmap { addr, .. } | EventKind::Mremap { old_addr: addr, .. } => {
-                    Some(EcsShm { size: o.size, address: Some(format!("0x{addr:x}")) })
-                }
-                _ => None,
-            },
-            sem: None,
-            msg: None,
-            command: None,
-        })
-    });
+    let ipc = ipc_fields(ev, object);
     let extra = Extra {
         syscall: raw_syscall(k),
         lost: match k {
@@ -358,18 +487,35 @@ pub fn event_record(session: &Session, ev: &Event, action: Action, object: Optio
         event: EcsEvent {
             kind: "event".into(),
             action: Some(action.as_str().into()),
-            outcome: (!is_lost).then(|| if errno.is_some() { "failure" } else { "success" }.into()),
+            outcome: (!is_lost).then(|| {
+                if errno.is_some() {
+                    "failure"
+                } else {
+                    "success"
+                }
+                .into()
+            }),
         },
-        error: errno.map(|e| EcsError { code: errno_name(e.0).map_or_else(|| e.name(), str::to_owned) }),
+        error: errno.map(|e| EcsError {
+            code: errno_name(e.0).map_or_else(|| e.name(), str::to_owned),
+        }),
         process: (!is_lost).then_some(process),
-        user: (!is_lost).then(|| EcsUser { id: ev.task.uid.to_string() }),
+        user: (!is_lost).then(|| EcsUser {
+            id: ev.task.uid.to_string(),
+        }),
         ipc,
         ipcaudit: has_extra.then_some(extra),
     }
 }
 
 /// Appends the NDJSON line of an event (no newline).
-pub fn encode_event(session: &Session, ev: &Event, action: Action, object: Option<&ObjectInfo>, out: &mut String) {
+pub fn encode_event(
+    session: &Session,
+    ev: &Event,
+    action: Action,
+    object: Option<&ObjectRef>,
+    out: &mut String,
+) {
     let record = event_record(session, ev, action, object);
     // Serializing a struct of strings and numbers into a String cannot fail.
     if let Ok(s) = serde_json::to_string(&record) {
@@ -381,8 +527,11 @@ pub fn encode_event(session: &Session, ev: &Event, action: Action, object: Optio
 pub fn encode_summary(time_ns: u64, summary: &Summary, out: &mut String) {
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
-    let counts: serde_json::Map<String, serde_json::Value> =
-        summary.counts.iter().map(|(a, n)| (a.as_str().to_owned(), (*n).into())).collect();
+    let counts: serde_json::Map<String, serde_json::Value> = summary
+        .counts
+        .iter()
+        .map(|(a, n)| (a.as_str().to_owned(), (*n).into()))
+        .collect();
     let value = serde_json::json!({
         "@timestamp": timestamp,
         "event": {"kind": "metric", "action": "session-summary", "duration": summary.duration_ns},
@@ -391,6 +540,100 @@ pub fn encode_summary(time_ns: u64, summary: &Summary, out: &mut String) {
             "lost": summary.lost,
             "undecodable": summary.undecodable,
         }
+    });
+    out.push_str(&value.to_string());
+}
+
+/// ECS numeric severity of a finding (`event.severity`); `log.level` carries the name.
+fn severity_number(s: Severity) -> u8 {
+    match s {
+        Severity::Info => 1,
+        Severity::Warning => 2,
+        Severity::Critical => 3,
+    }
+}
+
+fn object_json(o: &ObjectRef) -> serde_json::Value {
+    let mut ipc = serde_json::json!({"type": o.ty, "id": o.id, "namespace": o.ns});
+    if let Some(key) = o.key {
+        ipc["key"] = key_hex(key).into();
+    }
+    if let Some(size) = o.size {
+        ipc["shm"] = serde_json::json!({"size": size});
+    }
+    if let Some(nsems) = o.nsems {
+        ipc["sem"] = serde_json::json!({"nsems": nsems});
+    }
+    ipc
+}
+
+/// An `alert` record: a finding raised (`finding-raised`) or no longer holding (`finding-cleared`).
+pub fn encode_finding(session: &Session, time_ns: u64, change: &FindingChange, out: &mut String) {
+    let f = change.finding();
+    let mut timestamp = String::new();
+    rfc3339_nanos(time_ns, &mut timestamp);
+    let mut since = String::new();
+    rfc3339_nanos(f.since_ns, &mut since);
+    let evidence: Vec<serde_json::Value> = f
+        .evidence
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "pid": e.pid,
+                "name": e.name,
+                "entity_id": e.entity.map(|k| session.entity_id(k)),
+                "alive": e.alive,
+                "role": e.role,
+            })
+        })
+        .collect();
+    let mut value = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {
+            "kind": "alert",
+            "action": if change.is_raised() { "finding-raised" } else { "finding-cleared" },
+            "severity": severity_number(f.severity),
+        },
+        "log": {"level": f.severity.as_str()},
+        "rule": {"name": f.rule.as_str(), "description": f.description},
+        "ipcaudit": {"evidence": evidence, "since": since},
+    });
+    if let Some(o) = &f.object {
+        value["ipc"] = object_json(o);
+    }
+    if let Some(remedy) = &f.remedy {
+        value["ipcaudit"]["remedy"] = remedy.clone().into();
+    }
+    out.push_str(&value.to_string());
+}
+
+/// A `model-resync` record: what the model had wrong and the kernel corrected.
+pub fn encode_resync(time_ns: u64, differences: &[Difference], out: &mut String) {
+    let mut timestamp = String::new();
+    rfc3339_nanos(time_ns, &mut timestamp);
+    let value = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {"kind": "event", "action": "model-resync"},
+        "ipcaudit": {"differences": differences, "corrections": differences.len()},
+    });
+    out.push_str(&value.to_string());
+}
+
+/// A `state` record: the kernel snapshot the model was bootstrapped or reconciled with, so that
+/// `replay` rebuilds exactly the same model.
+pub fn encode_snapshot(
+    time_ns: u64,
+    action: &str,
+    snapshot: &crate::snapshot::Snapshot,
+    out: &mut String,
+) {
+    let mut timestamp = String::new();
+    rfc3339_nanos(time_ns, &mut timestamp);
+    let value = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {"kind": "state", "action": action},
+        "ipc": {"namespace": snapshot.ipc_ns},
+        "ipcaudit": {"snapshot": snapshot},
     });
     out.push_str(&value.to_string());
 }
@@ -405,95 +648,184 @@ pub enum ParseError {
 }
 
 fn field(field: &'static str, why: impl Into<String>) -> ParseError {
-    ParseError::Field { field, why: why.into() }
+    ParseError::Field {
+        field,
+        why: why.into(),
+    }
 }
 
-/// A recorded line: an event to replay, or another kind of record (alert, metric, state) that
-/// replay skips.
+/// A recorded line: an event to replay, a kernel snapshot to bootstrap or reconcile with, or
+/// another kind of record (alert, metric, resync note, derived action) that replay skips.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     Event(Event, Action),
-    Other(String),
+    Snapshot(Box<crate::snapshot::Snapshot>),
+    Other { kind: String, time_ns: Option<u64> },
 }
 
-/// Parses one NDJSON line written by [`encode_event`] back into the event.
+/// Parses one NDJSON line written by this module back into what it recorded.
 pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
-    let record: EcsRecord = match serde_json::from_str(line) {
-        Ok(r) => r,
-        Err(e) => {
-            // A valid record of another kind (alert, metric) has no process/ipc shape we need:
-            // find its kind leniently.
-            let value: serde_json::Value = serde_json::from_str(line).map_err(|e2| ParseError::Json(e2.to_string()))?;
-            let kind = value.pointer("/event/kind").and_then(|v| v.as_str()).unwrap_or_default();
-            if kind != "event" && !kind.is_empty() {
-                return Ok(Parsed::Other(kind.to_owned()));
-            }
-            return Err(ParseError::Json(e.to_string()));
-        }
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| ParseError::Json(e.to_string()))?;
+    let kind = value
+        .pointer("/event/kind")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let action = value
+        .pointer("/event/action")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let other = |kind: &str| {
+        let time_ns = value
+            .get("@timestamp")
+            .and_then(serde_json::Value::as_str)
+            .and_then(parse_rfc3339);
+        Ok(Parsed::Other {
+            kind: kind.to_owned(),
+            time_ns,
+        })
     };
-    if record.event.kind != "event" {
-        return Ok(Parsed::Other(record.event.kind));
+    match (kind, action) {
+        ("state", "snapshot") => {
+            let snap = value
+                .pointer("/ipcaudit/snapshot")
+                .ok_or_else(|| field("ipcaudit.snapshot", "missing"))?;
+            let snap = serde_json::from_value(snap.clone())
+                .map_err(|e| field("ipcaudit.snapshot", e.to_string()))?;
+            return Ok(Parsed::Snapshot(Box::new(snap)));
+        }
+        // Derived records (the model recomputes them) and resync notes are not events to apply.
+        ("event", "shm-destroy" | "model-resync") => return other(action),
+        ("event", _) => {}
+        ("", _) => return Err(field("event.kind", "missing")),
+        (kind, _) => return other(kind),
     }
-    let action_name = record.event.action.as_deref().ok_or_else(|| field("event.action", "missing"))?;
-    let action = Action::parse(action_name).ok_or_else(|| field("event.action", format!("unknown {action_name:?}")))?;
-    let time_ns = parse_rfc3339(&record.timestamp).ok_or_else(|| field("@timestamp", "not RFC 3339 UTC"))?;
+    let record: EcsRecord =
+        serde_json::from_value(value).map_err(|e| ParseError::Json(e.to_string()))?;
+    let action_name = record
+        .event
+        .action
+        .as_deref()
+        .ok_or_else(|| field("event.action", "missing"))?;
+    let action = Action::parse(action_name)
+        .ok_or_else(|| field("event.action", format!("unknown {action_name:?}")))?;
+    let time_ns =
+        parse_rfc3339(&record.timestamp).ok_or_else(|| field("@timestamp", "not RFC 3339 UTC"))?;
     let ipc_ns = record.ipc.as_ref().map_or(0, |i| i.namespace);
     if action == Action::EventsLost {
-        let count = record.ipcaudit.and_then(|x| x.lost).ok_or_else(|| field("ipcaudit.lost", "missing"))?;
-        let task = Task { process: ProcessKey { pid: 0, start_ticks: 0 }, tid: 0, comm: String::new(), uid: 0 };
-        return Ok(Parsed::Event(Event { time_ns, ipc_ns, task, kind: EventKind::Lost { count } }, action));
+        let count = record
+            .ipcaudit
+            .and_then(|x| x.lost)
+            .ok_or_else(|| field("ipcaudit.lost", "missing"))?;
+        let task = Task {
+            process: ProcessKey {
+                pid: 0,
+                start_ticks: 0,
+            },
+            tid: 0,
+            comm: String::new(),
+            uid: 0,
+        };
+        return Ok(Parsed::Event(
+            Event {
+                time_ns,
+                ipc_ns,
+                task,
+                kind: EventKind::Lost { count },
+            },
+            action,
+        ));
     }
     let p = record.process.ok_or_else(|| field("process", "missing"))?;
-    let key = parse_entity_id(&p.entity_id).ok_or_else(|| field("process.entity_id", "not <boot>-<pid>-<ticks>"))?;
-    let uid = record.user.and_then(|u| u.id.parse().ok()).ok_or_else(|| field("user.id", "missing or not a number"))?;
-    let mut task = Task { process: key, tid: p.thread.id, comm: p.name, uid };
+    let key = parse_entity_id(&p.entity_id)
+        .ok_or_else(|| field("process.entity_id", "not <boot>-<pid>-<ticks>"))?;
+    let uid = record
+        .user
+        .and_then(|u| u.id.parse().ok())
+        .ok_or_else(|| field("user.id", "missing or not a number"))?;
+    let mut task = Task {
+        process: key,
+        tid: p.thread.id,
+        comm: p.name,
+        uid,
+    };
     let kind = match action {
         Action::ProcessFork => {
-            let parent = p.parent.ok_or_else(|| field("process.parent", "missing on process-fork"))?;
+            let parent = p
+                .parent
+                .ok_or_else(|| field("process.parent", "missing on process-fork"))?;
             let parent_key = parse_entity_id(&parent.entity_id)
                 .ok_or_else(|| field("process.parent.entity_id", "not <boot>-<pid>-<ticks>"))?;
             task.process = parent_key;
-            task.tid = parent.pid;
+            task.tid = parent.thread.map_or(parent.pid, |t| t.id);
             EventKind::Fork { child: key }
         }
         Action::ProcessExec => EventKind::Exec {
             filename: p.executable.unwrap_or_default(),
-            old_tid: record.ipcaudit.as_ref().and_then(|x| x.exec_tid).unwrap_or(key.pid),
+            old_tid: record
+                .ipcaudit
+                .as_ref()
+                .and_then(|x| x.exec_tid)
+                .unwrap_or(key.pid),
         },
-        Action::ProcessExit => EventKind::Exit { code: p.exit_code.unwrap_or(0) },
+        Action::ProcessExit => EventKind::Exit {
+            code: p.exit_code.unwrap_or(0),
+        },
         _ => {
             let raw = record
                 .ipcaudit
                 .as_ref()
                 .and_then(|x| x.syscall.as_ref())
                 .ok_or_else(|| field("ipcaudit.syscall", "missing"))?;
-            let abi = abi_kind(&raw.name).ok_or_else(|| field("ipcaudit.syscall.name", format!("unknown {:?}", raw.name)))?;
-            let mtype = record.ipc.as_ref().and_then(|i| i.msg.as_ref()).and_then(|m| m.mtype);
-            let ops = record.ipc.as_ref().and_then(|i| i.sem.as_ref()).and_then(|s| s.ops.as_ref()).map(|ops| {
-                let ops = ops
-                    .iter()
-                    .map(|o| SemOp {
-                        num: o.num,
-                        op: o.op,
-                        flags: o.flags.iter().fold(0, |acc, f| match f.as_str() {
-                            "undo" => acc | SemOp::SEM_UNDO,
-                            "nowait" => acc | SemOp::IPC_NOWAIT,
-                            _ => acc,
-                        }),
-                    })
-                    .collect();
-                (ops, raw.name == "semtimedop")
-            });
-            syscall_kind(abi, raw.args, raw.ret, mtype, ops).ok_or_else(|| field("ipcaudit.syscall", "unusable"))?
+            let abi = abi_kind(&raw.name)
+                .ok_or_else(|| field("ipcaudit.syscall.name", format!("unknown {:?}", raw.name)))?;
+            let mtype = record
+                .ipc
+                .as_ref()
+                .and_then(|i| i.msg.as_ref())
+                .and_then(|m| m.mtype);
+            let ops = record
+                .ipc
+                .as_ref()
+                .and_then(|i| i.sem.as_ref())
+                .and_then(|s| s.ops.as_ref())
+                .map(|ops| {
+                    let ops = ops
+                        .iter()
+                        .map(|o| SemOp {
+                            num: o.num,
+                            op: o.op,
+                            flags: o.flags.iter().fold(0, |acc, f| match f.as_str() {
+                                "undo" => acc | SemOp::SEM_UNDO,
+                                "nowait" => acc | SemOp::IPC_NOWAIT,
+                                _ => acc,
+                            }),
+                        })
+                        .collect();
+                    (ops, raw.name == "semtimedop")
+                });
+            syscall_kind(abi, raw.args, raw.ret, mtype, ops)
+                .ok_or_else(|| field("ipcaudit.syscall", "unusable"))?
         }
     };
     // Errors named by string must agree with the raw return value.
     if let (Some(err), Some(e)) = (record.error.as_ref(), kind.errno())
         && errno_value(&err.code) != Some(e.0)
     {
-        return Err(field("error.code", format!("{} does not match the return value", err.code)));
+        return Err(field(
+            "error.code",
+            format!("{} does not match the return value", err.code),
+        ));
     }
-    Ok(Parsed::Event(Event { time_ns, ipc_ns, task, kind }, action))
+    Ok(Parsed::Event(
+        Event {
+            time_ns,
+            ipc_ns,
+            task,
+            kind,
+        },
+        action,
+    ))
 }
 
 #[cfg(test)]
@@ -501,18 +833,33 @@ mod tests {
     use super::*;
 
     fn session() -> Session {
-        Session { boot: "abcdef01".into() }
+        Session {
+            boot: "abcdef01".into(),
+        }
     }
 
     fn task() -> Task {
-        Task { process: ProcessKey { pid: 4711, start_ticks: 990 }, tid: 4713, comm: "we\"ird\n\u{1}".into(), uid: 1000 }
+        Task {
+            process: ProcessKey {
+                pid: 4711,
+                start_ticks: 990,
+            },
+            tid: 4713,
+            comm: "we\"ird\n\u{1}".into(),
+            uid: 1000,
+        }
     }
 
     fn ev(kind: EventKind) -> Event {
-        Event { time_ns: 1_795_449_784_123_456_789, ipc_ns: 4_026_531_839, task: task(), kind }
+        Event {
+            time_ns: 1_795_353_784_123_456_789,
+            ipc_ns: 4_026_531_839,
+            task: task(),
+            kind,
+        }
     }
 
-    fn json(ev: &Event, action: Action, object: Option<&ObjectInfo>) -> serde_json::Value {
+    fn json(ev: &Event, action: Action, object: Option<&ObjectRef>) -> serde_json::Value {
         let mut s = String::new();
         encode_event(&session(), ev, action, object, &mut s);
         assert!(!s.contains('\n'));
@@ -521,7 +868,12 @@ mod tests {
 
     #[test]
     fn shm_create_has_ecs_fields() {
-        let e = ev(EventKind::ShmGet { key: 0x1234, size: 8192, flags: 0o1600, result: Ok(42) });
+        let e = ev(EventKind::ShmGet {
+            key: 0x1234,
+            size: 8192,
+            flags: 0o1600,
+            result: Ok(42),
+        });
         let v = json(&e, Action::ShmCreate, None);
         assert_eq!(v["@timestamp"], "2026-11-22T13:23:04.123456789Z");
         assert_eq!(v["event"]["kind"], "event");
@@ -542,7 +894,12 @@ mod tests {
 
     #[test]
     fn failures_carry_the_errno_name() {
-        let e = ev(EventKind::ShmAt { shmid: 999_999, addr: 0, flags: 0, result: Err(Errno(22)) });
+        let e = ev(EventKind::ShmAt {
+            shmid: 999_999,
+            addr: 0,
+            flags: 0,
+            result: Err(Errno(22)),
+        });
         let v = json(&e, Action::ShmAttach, None);
         assert_eq!(v["event"]["outcome"], "failure");
         assert_eq!(v["error"]["code"], "EINVAL");
@@ -553,20 +910,41 @@ mod tests {
     fn semop_and_ctl_fields() {
         let e = ev(EventKind::SemOp {
             semid: 3,
-            ops: vec![SemOp { num: 0, op: -1, flags: SemOp::SEM_UNDO | SemOp::IPC_NOWAIT }],
+            ops: vec![SemOp {
+                num: 0,
+                op: -1,
+                flags: SemOp::SEM_UNDO | SemOp::IPC_NOWAIT,
+            }],
             nsops: 1,
             timed: true,
             result: Ok(()),
         });
         let v = json(&e, Action::SemOp, None);
-        assert_eq!(v["ipc"]["sem"]["ops"], serde_json::json!([{"num":0,"op":-1,"flags":["undo","nowait"]}]));
-        let e = ev(EventKind::SemCtl { semid: 3, semnum: 0, cmd: 16 | 0x100, arg: 1, result: Ok(0) });
-        assert_eq!(json(&e, Action::SemControl, None)["ipc"]["command"], "SETVAL");
+        assert_eq!(
+            v["ipc"]["sem"]["ops"],
+            serde_json::json!([{"num":0,"op":-1,"flags":["undo","nowait"]}])
+        );
+        let e = ev(EventKind::SemCtl {
+            semid: 3,
+            semnum: 0,
+            cmd: 16 | 0x100,
+            arg: 1,
+            result: Ok(0),
+        });
+        assert_eq!(
+            json(&e, Action::SemControl, None)["ipc"]["command"],
+            "SETVAL"
+        );
     }
 
     #[test]
     fn fork_record_is_about_the_child() {
-        let e = ev(EventKind::Fork { child: ProcessKey { pid: 5000, start_ticks: 1000 } });
+        let e = ev(EventKind::Fork {
+            child: ProcessKey {
+                pid: 5000,
+                start_ticks: 1000,
+            },
+        });
         let v = json(&e, Action::ProcessFork, None);
         assert_eq!(v["process"]["pid"], 5000);
         assert_eq!(v["process"]["entity_id"], "abcdef01-5000-1000");
@@ -577,56 +955,188 @@ mod tests {
     #[test]
     fn every_kind_round_trips_through_replay() {
         let cases = vec![
-            (EventKind::ShmGet { key: -1, size: 1 << 40, flags: 0o1777, result: Ok(7) }, Action::ShmCreate),
-            (EventKind::ShmAt { shmid: 7, addr: 0, flags: 0o10000, result: Ok(0x7f00_0000_0000) }, Action::ShmAttach),
-            (EventKind::ShmDt { addr: 0x7f00_0000_0000, result: Err(Errno(22)) }, Action::ShmDetach),
-            (EventKind::ShmCtl { shmid: 7, cmd: 0, result: Ok(0) }, Action::ShmRemove),
-            (EventKind::SemGet { key: 5, nsems: 2, flags: 0o600, result: Err(Errno(2)) }, Action::SemOpen),
+            (
+                EventKind::ShmGet {
+                    key: -1,
+                    size: 1 << 40,
+                    flags: 0o1777,
+                    result: Ok(7),
+                },
+                Action::ShmCreate,
+            ),
+            (
+                EventKind::ShmAt {
+                    shmid: 7,
+                    addr: 0,
+                    flags: 0o10000,
+                    result: Ok(0x7f00_0000_0000),
+                },
+                Action::ShmAttach,
+            ),
+            (
+                EventKind::ShmDt {
+                    addr: 0x7f00_0000_0000,
+                    result: Err(Errno(22)),
+                },
+                Action::ShmDetach,
+            ),
+            (
+                EventKind::ShmCtl {
+                    shmid: 7,
+                    cmd: 0,
+                    result: Ok(0),
+                },
+                Action::ShmRemove,
+            ),
+            (
+                EventKind::SemGet {
+                    key: 5,
+                    nsems: 2,
+                    flags: 0o600,
+                    result: Err(Errno(2)),
+                },
+                Action::SemOpen,
+            ),
             (
                 EventKind::SemOp {
                     semid: 1,
-                    ops: vec![SemOp { num: 1, op: 2, flags: SemOp::SEM_UNDO }],
+                    ops: vec![SemOp {
+                        num: 1,
+                        op: 2,
+                        flags: SemOp::SEM_UNDO,
+                    }],
                     nsops: 1,
                     timed: true,
                     result: Ok(()),
                 },
                 Action::SemOp,
             ),
-            (EventKind::SemCtl { semid: 1, semnum: 1, cmd: 16, arg: 5, result: Ok(0) }, Action::SemControl),
-            (EventKind::MsgGet { key: 9, flags: 0o1600, result: Ok(3) }, Action::MsgCreate),
-            (EventKind::MsgSnd { msqid: 3, size: 10, flags: 0, mtype: Some(2), result: Ok(()) }, Action::MsgSend),
             (
-                EventKind::MsgRcv { msqid: 3, max_size: 64, want_type: -5, flags: 0o4000, mtype: Some(2), result: Ok(10) },
+                EventKind::SemCtl {
+                    semid: 1,
+                    semnum: 1,
+                    cmd: 16,
+                    arg: 5,
+                    result: Ok(0),
+                },
+                Action::SemControl,
+            ),
+            (
+                EventKind::MsgGet {
+                    key: 9,
+                    flags: 0o1600,
+                    result: Ok(3),
+                },
+                Action::MsgCreate,
+            ),
+            (
+                EventKind::MsgSnd {
+                    msqid: 3,
+                    size: 10,
+                    flags: 0,
+                    mtype: Some(2),
+                    result: Ok(()),
+                },
+                Action::MsgSend,
+            ),
+            (
+                EventKind::MsgRcv {
+                    msqid: 3,
+                    max_size: 64,
+                    want_type: -5,
+                    flags: 0o4000,
+                    mtype: Some(2),
+                    result: Ok(10),
+                },
                 Action::MsgReceive,
             ),
-            (EventKind::MsgCtl { msqid: 3, cmd: 2, result: Ok(0) }, Action::MsgControl),
-            (EventKind::Munmap { addr: 0x1000, len: 4096, result: Ok(()) }, Action::ShmDetach),
             (
-                EventKind::Mremap { old_addr: 0x1000, old_len: 4096, new_len: 8192, flags: 1, result: Ok(0x5000) },
+                EventKind::MsgCtl {
+                    msqid: 3,
+                    cmd: 2,
+                    result: Ok(0),
+                },
+                Action::MsgControl,
+            ),
+            (
+                EventKind::Munmap {
+                    addr: 0x1000,
+                    len: 4096,
+                    result: Ok(()),
+                },
                 Action::ShmDetach,
             ),
-            (EventKind::Fork { child: ProcessKey { pid: 9, start_ticks: 1 } }, Action::ProcessFork),
-            (EventKind::Exec { filename: "/usr/bin/x y".into(), old_tid: 4713 }, Action::ProcessExec),
+            (
+                EventKind::Mremap {
+                    old_addr: 0x1000,
+                    old_len: 4096,
+                    new_len: 8192,
+                    flags: 1,
+                    result: Ok(0x5000),
+                },
+                Action::ShmDetach,
+            ),
+            (
+                EventKind::Fork {
+                    child: ProcessKey {
+                        pid: 9,
+                        start_ticks: 1,
+                    },
+                },
+                Action::ProcessFork,
+            ),
+            (
+                EventKind::Exec {
+                    filename: "/usr/bin/x y".into(),
+                    old_tid: 4713,
+                },
+                Action::ProcessExec,
+            ),
             (EventKind::Exit { code: 9 }, Action::ProcessExit),
         ];
         for (kind, action) in cases {
             let e = ev(kind);
             let mut line = String::new();
             encode_event(&session(), &e, action, None, &mut line);
-            assert_eq!(parse_event(&line), Ok(Parsed::Event(e.clone(), action)), "{line}");
+            assert_eq!(
+                parse_event(&line),
+                Ok(Parsed::Event(e.clone(), action)),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn replay_errors_name_the_field() {
         assert!(matches!(parse_event("{"), Err(ParseError::Json(_))));
-        assert_eq!(parse_event(r#"{"event":{"kind":"alert"}}"#), Ok(Parsed::Other("alert".into())));
-        let e = ev(EventKind::ShmDt { addr: 1, result: Ok(()) });
+        assert_eq!(
+            parse_event(r#"{"event":{"kind":"alert"}}"#),
+            Ok(Parsed::Other {
+                kind: "alert".into(),
+                time_ns: None
+            })
+        );
+        let e = ev(EventKind::ShmDt {
+            addr: 1,
+            result: Ok(()),
+        });
         let mut line = String::new();
         encode_event(&session(), &e, Action::ShmDetach, None, &mut line);
         let bad = line.replace("shm-detach", "shm-explode");
-        assert!(matches!(parse_event(&bad), Err(ParseError::Field { field: "event.action", .. })));
+        assert!(matches!(
+            parse_event(&bad),
+            Err(ParseError::Field {
+                field: "event.action",
+                ..
+            })
+        ));
         let bad = line.replace("2026-11-22T", "yesterday-");
-        assert!(matches!(parse_event(&bad), Err(ParseError::Field { field: "@timestamp", .. })));
+        assert!(matches!(
+            parse_event(&bad),
+            Err(ParseError::Field {
+                field: "@timestamp",
+                ..
+            })
+        ));
     }
 }

@@ -6,20 +6,12 @@ pub mod text;
 
 use std::io::{self, Write};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::event::{Action, Event, IpcType};
-
-/// What the sinks know about the object an event concerned (from the model).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectInfo {
-    #[serde(rename = "type")]
-    pub ty: IpcType,
-    pub id: i32,
-    pub key: Option<i32>,
-    /// Segment size in bytes (shm) or number of semaphores (sem).
-    pub size: Option<u64>,
-}
+use crate::{
+    event::{Action, Event},
+    model::ObjectRef,
+};
 
 /// Context every record of a session shares.
 #[derive(Clone, Debug, Default)]
@@ -32,7 +24,13 @@ impl Session {
     /// Reads the boot id.
     pub fn from_system() -> Self {
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().chars().filter(char::is_ascii_hexdigit).take(8).collect())
+            .map(|s| {
+                s.trim()
+                    .chars()
+                    .filter(char::is_ascii_hexdigit)
+                    .take(8)
+                    .collect()
+            })
             .unwrap_or_default();
         Self { boot }
     }
@@ -78,10 +76,17 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn event(&self, ev: &Event, action: Action, object: Option<&ObjectInfo>, out: &mut String) {
+    pub fn event(&self, ev: &Event, action: Action, object: Option<&ObjectRef>, out: &mut String) {
         match self.format {
             Format::Json => json::encode_event(&self.session, ev, action, object, out),
             Format::Text => text::encode_event(&self.session, ev, action, object, out),
+        }
+    }
+
+    pub fn finding(&self, time_ns: u64, change: &crate::model::FindingChange, out: &mut String) {
+        match self.format {
+            Format::Json => json::encode_finding(&self.session, time_ns, change, out),
+            Format::Text => text::encode_finding(time_ns, change, out),
         }
     }
 
@@ -100,6 +105,40 @@ impl Encoder {
     }
 }
 
+/// An encoder and a writer with a reusable line buffer: what the commands print through.
+pub struct Printer {
+    pub encoder: Encoder,
+    pub writer: LineWriter,
+    line: String,
+}
+
+impl Printer {
+    pub fn new(encoder: Encoder, writer: LineWriter) -> Self {
+        Self {
+            encoder,
+            writer,
+            line: String::with_capacity(1024),
+        }
+    }
+
+    /// Encodes with `f` into the line buffer and writes the line (nothing when `f` wrote nothing).
+    pub fn with(&mut self, f: impl FnOnce(&Encoder, &mut String)) {
+        self.line.clear();
+        f(&self.encoder, &mut self.line);
+        if !self.line.is_empty() {
+            self.writer.line(&self.line);
+        }
+    }
+
+    pub fn event(&mut self, ev: &Event, action: Action, object: Option<&ObjectRef>) {
+        self.with(|e, out| e.event(ev, action, object, out));
+    }
+
+    pub fn finding(&mut self, time_ns: u64, change: &crate::model::FindingChange) {
+        self.with(|e, out| e.finding(time_ns, change, out));
+    }
+}
+
 /// Writes encoded lines to stdout or a file, flushing each line.
 pub struct LineWriter {
     inner: Box<dyn Write + Send>,
@@ -110,18 +149,34 @@ pub struct LineWriter {
 
 impl LineWriter {
     pub fn stdout() -> Self {
-        Self { inner: Box::new(io::stdout()), failed_writes: 0, reported: false }
+        Self {
+            inner: Box::new(io::stdout()),
+            failed_writes: 0,
+            reported: false,
+        }
     }
 
     /// Appends to `path`, creating it with mode 0600.
     pub fn file(path: &std::path::Path) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        Ok(Self { inner: Box::new(file), failed_writes: 0, reported: false })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(Self {
+            inner: Box::new(file),
+            failed_writes: 0,
+            reported: false,
+        })
     }
 
     pub fn from_writer(inner: Box<dyn Write + Send>) -> Self {
-        Self { inner, failed_writes: 0, reported: false }
+        Self {
+            inner,
+            failed_writes: 0,
+            reported: false,
+        }
     }
 
     /// Writes one line (`line` has no trailing newline) and flushes.
@@ -147,11 +202,22 @@ mod tests {
 
     #[test]
     fn entity_ids_round_trip() {
-        let s = Session { boot: "3f2a9c1d".into() };
-        let key = crate::event::ProcessKey { pid: 4711, start_ticks: 123_456 };
+        let s = Session {
+            boot: "3f2a9c1d".into(),
+        };
+        let key = crate::event::ProcessKey {
+            pid: 4711,
+            start_ticks: 123_456,
+        };
         assert_eq!(s.entity_id(key), "3f2a9c1d-4711-123456");
         assert_eq!(parse_entity_id(&s.entity_id(key)), Some(key));
-        assert_eq!(parse_entity_id("4711-9"), Some(crate::event::ProcessKey { pid: 4711, start_ticks: 9 }));
+        assert_eq!(
+            parse_entity_id("4711-9"),
+            Some(crate::event::ProcessKey {
+                pid: 4711,
+                start_ticks: 9
+            })
+        );
         assert_eq!(parse_entity_id("x"), None);
     }
 }

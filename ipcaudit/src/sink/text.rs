@@ -2,9 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::{ObjectInfo, Session, Summary};
+use super::{Session, Summary};
 use crate::{
     event::{Action, Event, EventKind},
+    model::{FindingChange, ObjectRef},
     names::{ipc_command_name, signal_name},
 };
 
@@ -12,7 +13,11 @@ use crate::{
 pub fn printable(s: &str, width: usize, out: &mut String) {
     let mut n = 0;
     for c in s.chars() {
-        let escaped: String = if c.is_control() { c.escape_default().collect() } else { c.to_string() };
+        let escaped: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
         let len = escaped.chars().count();
         if n + len > width {
             break;
@@ -42,7 +47,13 @@ fn time_of_day(ns: u64, out: &mut String) {
     );
 }
 
-pub fn encode_event(_session: &Session, ev: &Event, action: Action, object: Option<&ObjectInfo>, out: &mut String) {
+pub fn encode_event(
+    _session: &Session,
+    ev: &Event,
+    action: Action,
+    object: Option<&ObjectRef>,
+    out: &mut String,
+) {
     time_of_day(ev.time_ns, out);
     out.push_str("     ");
     let _ = write!(out, "{:<14} {:<7} ", action.as_str(), ev.task.process.pid);
@@ -51,9 +62,9 @@ pub fn encode_event(_session: &Session, ev: &Event, action: Action, object: Opti
     let k = &ev.kind;
     let ty = k.ipc_type().or(object.map(|o| o.ty));
     let id = match k {
-        EventKind::ShmGet { result, .. } | EventKind::SemGet { result, .. } | EventKind::MsgGet { result, .. } => {
-            result.ok()
-        }
+        EventKind::ShmGet { result, .. }
+        | EventKind::SemGet { result, .. }
+        | EventKind::MsgGet { result, .. } => result.ok(),
         EventKind::ShmAt { shmid: id, .. }
         | EventKind::ShmCtl { shmid: id, .. }
         | EventKind::SemOp { semid: id, .. }
@@ -64,7 +75,9 @@ pub fn encode_event(_session: &Session, ev: &Event, action: Action, object: Opti
         _ => object.map(|o| o.id),
     };
     let key = match k {
-        EventKind::ShmGet { key, .. } | EventKind::SemGet { key, .. } | EventKind::MsgGet { key, .. } => Some(*key),
+        EventKind::ShmGet { key, .. }
+        | EventKind::SemGet { key, .. }
+        | EventKind::MsgGet { key, .. } => Some(*key),
         _ => object.and_then(|o| o.key),
     };
     let _ = write!(
@@ -75,43 +88,93 @@ pub fn encode_event(_session: &Session, ev: &Event, action: Action, object: Opti
         key.map_or_else(|| "-".to_owned(), |k| format!("0x{k:08x}"))
     );
     match k {
-        EventKind::ShmGet { size, .. } => { let _ = write!(out, "size={size}"); }
-        EventKind::ShmAt { result: Ok(addr), .. } => { let _ = write!(out, "addr=0x{addr:x}"); }
-        EventKind::ShmDt { addr, .. } => { let _ = write!(out, "addr=0x{addr:x}"); }
-        EventKind::Munmap { addr, len, .. } => { let _ = write!(out, "munmap 0x{addr:x}+{len}"); }
-        EventKind::Mremap { old_addr, new_len, result, .. } => {
-            let _ = write!(out, "mremap 0x{old_addr:x} -> {} len {new_len}", result.map_or_else(|_| "-".into(), |a| format!("0x{a:x}")));
+        EventKind::ShmGet { size, .. } => {
+            let _ = write!(out, "size={size}");
         }
-        EventKind::SemGet { nsems, .. } => { let _ = write!(out, "nsems={nsems}"); }
+        EventKind::ShmAt {
+            result: Ok(addr), ..
+        }
+        | EventKind::ShmDt { addr, .. } => {
+            let _ = write!(out, "addr=0x{addr:x}");
+        }
+        EventKind::Munmap { addr, len, .. } => {
+            let _ = write!(out, "munmap 0x{addr:x}+{len}");
+        }
+        EventKind::Mremap {
+            old_addr,
+            new_len,
+            result,
+            ..
+        } => {
+            let _ = write!(
+                out,
+                "mremap 0x{old_addr:x} -> {} len {new_len}",
+                result.map_or_else(|_| "-".into(), |a| format!("0x{a:x}"))
+            );
+        }
+        EventKind::SemGet { nsems, .. } => {
+            let _ = write!(out, "nsems={nsems}");
+        }
         EventKind::SemOp { ops, nsops, .. } => {
             out.push_str("ops=");
             for (i, op) in ops.iter().enumerate() {
-                let _ = write!(out, "{}{}:{:+}{}{}", if i > 0 { "," } else { "" }, op.num, op.op,
-                    if op.undo() { "/undo" } else { "" }, if op.nowait() { "/nowait" } else { "" });
+                let _ = write!(
+                    out,
+                    "{}{}:{:+}{}{}",
+                    if i > 0 { "," } else { "" },
+                    op.num,
+                    op.op,
+                    if op.undo() { "/undo" } else { "" },
+                    if op.nowait() { "/nowait" } else { "" }
+                );
             }
             if usize::try_from(*nsops).unwrap_or(0) > ops.len() {
                 let _ = write!(out, ",…({nsops})");
             }
         }
-        EventKind::ShmCtl { cmd, .. } | EventKind::SemCtl { cmd, .. } | EventKind::MsgCtl { cmd, .. } => {
+        EventKind::ShmCtl { cmd, .. }
+        | EventKind::SemCtl { cmd, .. }
+        | EventKind::MsgCtl { cmd, .. } => {
             if let Some(ty) = ty {
-                let _ = write!(out, "{}", ipc_command_name(ty, *cmd).map_or_else(|| format!("cmd={cmd}"), str::to_owned));
+                let _ = write!(
+                    out,
+                    "{}",
+                    ipc_command_name(ty, *cmd).map_or_else(|| format!("cmd={cmd}"), str::to_owned)
+                );
             }
         }
-        EventKind::MsgSnd { size, mtype, .. } => { let _ = write!(out, "type={} size={size}", mtype.unwrap_or(0)); }
-        EventKind::MsgRcv { result, mtype, .. } => {
-            let _ = write!(out, "type={} size={}", mtype.map_or_else(|| "-".into(), |t| t.to_string()), result.as_ref().map_or(0, |s| *s));
+        EventKind::MsgSnd { size, mtype, .. } => {
+            let _ = write!(out, "type={} size={size}", mtype.unwrap_or(0));
         }
-        EventKind::Fork { child } => { let _ = write!(out, "child={}", child.pid); }
-        EventKind::Exec { filename, .. } => printable(filename, filename.chars().count().min(200), out),
+        EventKind::MsgRcv { result, mtype, .. } => {
+            let _ = write!(
+                out,
+                "type={} size={}",
+                mtype.map_or_else(|| "-".into(), |t| t.to_string()),
+                result.as_ref().map_or(0, |s| *s)
+            );
+        }
+        EventKind::Fork { child } => {
+            let _ = write!(out, "child={}", child.pid);
+        }
+        EventKind::Exec { filename, .. } => {
+            printable(filename, filename.chars().count().min(200), out);
+        }
         EventKind::Exit { code } => {
             if code & 0x7f != 0 {
-                let _ = write!(out, "killed by {}", signal_name(code & 0x7f).map_or_else(|| (code & 0x7f).to_string(), str::to_owned));
+                let _ = write!(
+                    out,
+                    "killed by {}",
+                    signal_name(code & 0x7f)
+                        .map_or_else(|| (code & 0x7f).to_string(), str::to_owned)
+                );
             } else {
                 let _ = write!(out, "status={}", code >> 8);
             }
         }
-        EventKind::Lost { count } => { let _ = write!(out, "{count} records lost"); }
+        EventKind::Lost { count } => {
+            let _ = write!(out, "{count} records lost");
+        }
         _ => {}
     }
     if let Some(e) = k.errno() {
@@ -122,9 +185,46 @@ pub fn encode_event(_session: &Session, ev: &Event, action: Action, object: Opti
     }
 }
 
+/// A finding raised or cleared, on one line.
+pub fn encode_finding(time_ns: u64, change: &FindingChange, out: &mut String) {
+    let f = change.finding();
+    time_of_day(time_ns, out);
+    let _ = write!(
+        out,
+        "     {:<7} {:<8} {}",
+        if change.is_raised() {
+            "ALERT"
+        } else {
+            "CLEARED"
+        },
+        f.severity.as_str(),
+        f.rule.as_str()
+    );
+    if let Some(o) = &f.object {
+        let _ = write!(out, " {} {}", o.ty, o.id);
+        if let Some(key) = o.key {
+            let _ = write!(out, " key 0x{key:08x}");
+        }
+    }
+    out.push_str(": ");
+    printable(&f.description, f.description.chars().count().min(400), out);
+    for e in &f.evidence {
+        let _ = write!(out, " [{:?} {} ", e.role, e.pid);
+        printable(&e.name, e.name.chars().count().min(16), out);
+        out.push_str(if e.alive { " alive]" } else { " dead]" });
+    }
+    if let Some(remedy) = &f.remedy {
+        let _ = write!(out, " -> {remedy}");
+    }
+}
+
 pub fn encode_summary(summary: &Summary, out: &mut String) {
     let total: u64 = summary.counts.values().sum();
-    let _ = write!(out, "-- {total} records, {} lost, {} undecodable:", summary.lost, summary.undecodable);
+    let _ = write!(
+        out,
+        "-- {total} records, {} lost, {} undecodable:",
+        summary.lost, summary.undecodable
+    );
     for (action, n) in &summary.counts {
         let _ = write!(out, " {action}={n}");
     }
@@ -153,11 +253,27 @@ mod tests {
         let ev = Event {
             time_ns: 3_723_000_000_000,
             ipc_ns: 1,
-            task: Task { process: ProcessKey { pid: 42, start_ticks: 1 }, tid: 42, comm: "x\ty".into(), uid: 0 },
-            kind: EventKind::ShmGet { key: 1, size: 4096, flags: 0, result: Ok(7) },
+            task: Task {
+                process: ProcessKey {
+                    pid: 42,
+                    start_ticks: 1,
+                },
+                tid: 42,
+                comm: "x\ty".into(),
+                uid: 0,
+            },
+            kind: EventKind::ShmGet {
+                key: 1,
+                size: 4096,
+                flags: 0,
+                result: Ok(7),
+            },
         };
         let mut s = String::new();
         encode_event(&Session::default(), &ev, Action::ShmCreate, None, &mut s);
-        assert_eq!(s, "01:02:03.000000     shm-create     42      x\\ty             shm  7          0x00000001 size=4096");
+        assert_eq!(
+            s,
+            "01:02:03.000000     shm-create     42      x\\ty             shm  7          0x00000001 size=4096"
+        );
     }
 }

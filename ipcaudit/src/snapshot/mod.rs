@@ -6,7 +6,7 @@
 //! `parse` holds pure parsers (text in, typed rows out, errors naming the line); `read` the thin
 //! readers that feed them from the live system.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::ProcessKey;
 
@@ -14,7 +14,7 @@ pub mod parse;
 pub mod read;
 
 /// `struct ipc64_perm` as /proc/sysvipc shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpcPerm {
     pub key: i32,
     pub id: i32,
@@ -32,7 +32,7 @@ pub const SHM_DEST: u32 = 0o1000;
 pub const SHM_LOCKED: u32 = 0o2000;
 
 /// One line of /proc/sysvipc/shm.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShmSegment {
     pub perm: IpcPerm,
     pub size: u64,
@@ -49,7 +49,7 @@ pub struct ShmSegment {
 }
 
 /// One line of /proc/sysvipc/sem.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SemSet {
     pub perm: IpcPerm,
     pub nsems: u32,
@@ -58,7 +58,7 @@ pub struct SemSet {
 }
 
 /// One line of /proc/sysvipc/msg.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MsgQueue {
     pub perm: IpcPerm,
     pub cbytes: u64,
@@ -71,7 +71,7 @@ pub struct MsgQueue {
 }
 
 /// One semaphore of a set: semctl GETVAL / GETNCNT / GETZCNT / GETPID.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SemValue {
     pub value: i32,
     /// Processes waiting for the value to increase.
@@ -84,7 +84,7 @@ pub struct SemValue {
 
 /// A SysV shared-memory mapping of one process: a `/SYSV<key> (deleted)` line of
 /// /proc/PID/maps, whose inode is the shmid.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShmMapping {
     pub pid: u32,
     pub shmid: i32,
@@ -97,7 +97,7 @@ pub struct ShmMapping {
 }
 
 /// A process as /proc/PID/stat and status show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     pub key: ProcessKey,
     pub ppid: u32,
@@ -117,7 +117,7 @@ impl ProcessInfo {
 }
 
 /// What a process blocked in an IPC syscall waits on (/proc/PID/syscall).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Blocked {
     /// In semop/semtimedop on this set.
     Sem { semid: i32 },
@@ -128,7 +128,7 @@ pub enum Blocked {
 }
 
 /// A task blocked in an IPC syscall.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiter {
     pub pid: u32,
     pub tid: u32,
@@ -136,7 +136,7 @@ pub struct Waiter {
 }
 
 /// Kernel limits of one IPC namespace (/proc/sys/kernel/{shmmax,shmall,shmmni,sem,msgmni,...}).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub shmmax: u64,
     /// In pages.
@@ -154,7 +154,7 @@ pub struct Limits {
 }
 
 /// Everything known about one IPC namespace at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Inode of the IPC namespace this describes.
     pub ipc_ns: u32,

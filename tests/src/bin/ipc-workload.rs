@@ -1,1 +1,229 @@
-fn main() {}
+//! The workload the root integration tests drive: performs real System V IPC and prints what it
+//! did (ids, addresses, pids) as one JSON object per line on stdout, so that a test can expect
+//! exact records from ipcaudit.
+//!
+//! Usage: `ipc-workload SCENARIO [ARG]`. Scenarios are listed in `main`.
+
+use std::{io::Write as _, ptr, time::Duration};
+
+use serde_json::json;
+
+fn say(value: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}
+
+fn fail(what: &str) -> ! {
+    eprintln!("ipc-workload: {what}: {}", std::io::Error::last_os_error());
+    std::process::exit(2);
+}
+
+fn pid() -> i32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::getpid() }
+}
+
+fn shmget(size: usize) -> i32 {
+    // SAFETY: plain syscall wrapper.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, size, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        fail("shmget");
+    }
+    id
+}
+
+fn shmat(id: i32) -> usize {
+    // SAFETY: plain syscall wrapper; the mapping is only touched through raw pointers here.
+    let addr = unsafe { libc::shmat(id, ptr::null(), 0) };
+    if addr as isize == -1 {
+        fail("shmat");
+    }
+    addr as usize
+}
+
+fn shmdt(addr: usize) {
+    // SAFETY: `addr` came from shmat.
+    if unsafe { libc::shmdt(addr as *const libc::c_void) } != 0 {
+        fail("shmdt");
+    }
+}
+
+fn rmid_shm(id: i32) {
+    // SAFETY: plain syscall wrapper.
+    if unsafe { libc::shmctl(id, libc::IPC_RMID, ptr::null_mut()) } != 0 {
+        fail("shmctl(IPC_RMID)");
+    }
+}
+
+fn fork() -> i32 {
+    // SAFETY: the child only runs async-signal-safe code paths below before exiting
+    // (syscalls, and stdout writes of small buffers).
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        fail("fork");
+    }
+    child
+}
+
+fn wait(child: i32) {
+    let mut status = 0;
+    // SAFETY: valid out pointer.
+    unsafe { libc::waitpid(child, &raw mut status, 0) };
+}
+
+/// shmget → shmat → shmdt → IPC_RMID (destroyed at once: nothing attached).
+fn shm_basic() {
+    let id = shmget(8192);
+    let addr = shmat(id);
+    shmdt(addr);
+    rmid_shm(id);
+    say(&json!({"pid": pid(), "shmid": id, "addr": format!("0x{addr:x}"), "size": 8192}));
+}
+
+/// IPC_RMID while attached, then the last detach destroys it.
+fn shm_rmid_attached() {
+    let id = shmget(4096);
+    let addr = shmat(id);
+    rmid_shm(id);
+    shmdt(addr);
+    say(&json!({"pid": pid(), "shmid": id, "addr": format!("0x{addr:x}")}));
+}
+
+/// An attachment inherited by a forked child; the child detaches with munmap and exits.
+fn shm_fork_munmap() {
+    let id = shmget(8192);
+    let addr = shmat(id);
+    let child = fork();
+    if child == 0 {
+        // SAFETY: unmapping the inherited attachment.
+        if unsafe { libc::munmap(addr as *mut libc::c_void, 8192) } != 0 {
+            fail("munmap");
+        }
+        // SAFETY: exit without running the parent's atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    wait(child);
+    shmdt(addr);
+    rmid_shm(id);
+    say(&json!({"pid": pid(), "child": child, "shmid": id, "addr": format!("0x{addr:x}")}));
+}
+
+/// semget, semop through glibc (which issues semtimedop), SETVAL, IPC_RMID.
+fn sem_basic() {
+    // SAFETY: plain syscall wrappers.
+    unsafe {
+        let id = libc::semget(libc::IPC_PRIVATE, 2, libc::IPC_CREAT | 0o600);
+        if id < 0 {
+            fail("semget");
+        }
+        if libc::semctl(id, 1, libc::SETVAL, 1) != 0 {
+            fail("semctl(SETVAL)");
+        }
+        let mut ops = [
+            libc::sembuf {
+                sem_num: 1,
+                sem_op: -1,
+                sem_flg: SEM_UNDO,
+            },
+            libc::sembuf {
+                sem_num: 0,
+                sem_op: 1,
+                sem_flg: 0,
+            },
+        ];
+        if libc::semop(id, ops.as_mut_ptr(), 2) != 0 {
+            fail("semop");
+        }
+        if libc::semctl(id, 0, libc::IPC_RMID) != 0 {
+            fail("semctl(IPC_RMID)");
+        }
+        say(&json!({"pid": pid(), "semid": id}));
+    }
+}
+
+/// `SEM_UNDO` as `sembuf.sem_flg` holds it.
+const SEM_UNDO: i16 = 0x1000;
+
+#[repr(C)]
+struct Msg {
+    mtype: libc::c_long,
+    text: [u8; 16],
+}
+
+/// msgget, msgsnd (type 7, 16 bytes), msgrcv, IPC_RMID.
+fn msg_basic() {
+    // SAFETY: plain syscall wrappers with valid buffers.
+    unsafe {
+        let id = libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600);
+        if id < 0 {
+            fail("msgget");
+        }
+        let mut m = Msg {
+            mtype: 7,
+            text: *b"hello, ipcaudit!",
+        };
+        if libc::msgsnd(id, (&raw const m).cast(), 16, 0) != 0 {
+            fail("msgsnd");
+        }
+        m.mtype = 0;
+        let n = libc::msgrcv(id, (&raw mut m).cast(), 16, 0, 0);
+        if n != 16 {
+            fail("msgrcv");
+        }
+        if libc::msgctl(id, libc::IPC_RMID, ptr::null_mut()) != 0 {
+            fail("msgctl(IPC_RMID)");
+        }
+        say(&json!({"pid": pid(), "msqid": id, "received_type": m.mtype}));
+    }
+}
+
+/// shmat on an id that does not exist: EINVAL.
+fn bad_shmat() {
+    // SAFETY: the call fails; nothing is mapped.
+    let addr = unsafe { libc::shmat(0x7fff_fff0, ptr::null(), 0) };
+    say(
+        &json!({"pid": pid(), "failed": addr as isize == -1, "errno": std::io::Error::last_os_error().raw_os_error()}),
+    );
+}
+
+/// A child that execs `true` (its attachments are dropped at exec).
+fn exec_child() {
+    let id = shmget(4096);
+    let addr = shmat(id);
+    let child = fork();
+    if child == 0 {
+        let prog = c"/bin/true";
+        let argv = [prog.as_ptr(), ptr::null()];
+        // SAFETY: valid NUL-terminated argv.
+        unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
+        // SAFETY: exec failed; leave without the parent's handlers.
+        unsafe { libc::_exit(127) };
+    }
+    wait(child);
+    shmdt(addr);
+    rmid_shm(id);
+    say(&json!({"pid": pid(), "child": child, "shmid": id}));
+}
+
+fn main() {
+    let scenario = std::env::args().nth(1).unwrap_or_default();
+    // Give the tracer a moment after we started; tests start us after ipcaudit is attached.
+    std::thread::sleep(Duration::from_millis(10));
+    match scenario.as_str() {
+        "shm-basic" => shm_basic(),
+        "shm-rmid-attached" => shm_rmid_attached(),
+        "shm-fork-munmap" => shm_fork_munmap(),
+        "sem-basic" => sem_basic(),
+        "msg-basic" => msg_basic(),
+        "bad-shmat" => bad_shmat(),
+        "exec-child" => exec_child(),
+        other => {
+            eprintln!(
+                "ipc-workload: unknown scenario {other:?}; expected one of shm-basic, shm-rmid-attached, \
+                 shm-fork-munmap, sem-basic, msg-basic, bad-shmat, exec-child"
+            );
+            std::process::exit(2);
+        }
+    }
+}

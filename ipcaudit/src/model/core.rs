@@ -1,0 +1,456 @@
+//! State changes shared by events and snapshots: processes living and dying, objects appearing
+//! and going, attachment counts, bookkeeping for the rules, forgetting.
+
+use std::collections::HashSet;
+
+use crate::event::{Action, IpcType, ProcessKey};
+
+use super::object::{Body, Object, ObjectKey, ObjectStatus};
+use super::process::Process;
+use super::rules::{Rule, Subject};
+use super::shm::{self, Delta};
+use super::{Cx, Model, NS_PER_SEC};
+
+impl Model {
+    pub(crate) fn page(&self) -> u64 {
+        if self.cfg.page_size == 0 {
+            4096
+        } else {
+            self.cfg.page_size
+        }
+    }
+
+    /// Wall-clock start of a process, ns since the epoch.
+    pub(crate) fn start_ns(&self, start_ticks: u64) -> u64 {
+        let hz = u128::from(self.cfg.ticks_per_sec.max(1));
+        let since_boot = u128::from(start_ticks) * u128::from(NS_PER_SEC) / hz;
+        u64::try_from(since_boot)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.cfg.boot_time_ns)
+    }
+
+    /// Whether process `key` had started by `wall_secs` (a `ctime`-like field, whole seconds;
+    /// one second of slack for truncation and boot time rounding).
+    pub(crate) fn started_before(&self, key: ProcessKey, wall_secs: i64) -> bool {
+        let Ok(secs) = u64::try_from(wall_secs) else {
+            return false;
+        };
+        self.start_ns(key.start_ticks) <= secs.saturating_add(2).saturating_mul(NS_PER_SEC)
+    }
+
+    // ----- processes -----
+
+    /// The process an event came from: created (alive) when unknown. Returns whether it is
+    /// alive (an event that arrives after its process's exit finds it dead).
+    pub(crate) fn ensure_process(
+        &mut self,
+        key: ProcessKey,
+        comm: &str,
+        uid: u32,
+        ns: u32,
+        cx: &mut Cx,
+    ) -> bool {
+        if let Some(p) = self.processes.get_mut(&key) {
+            if p.comm != comm && !comm.is_empty() {
+                comm.clone_into(&mut p.comm);
+            }
+            p.uid = uid;
+            if ns != 0 {
+                p.ns = ns;
+            }
+            return p.alive;
+        }
+        self.add_process(Process::new(key, comm, uid, ns), cx);
+        true
+    }
+
+    /// Adds a process; a live process with the same pid is gone (PID reuse).
+    pub(crate) fn add_process(&mut self, p: Process, cx: &mut Cx) {
+        let key = p.key;
+        let alive = p.alive;
+        self.processes.insert(key, p);
+        if alive {
+            self.claim_pid(key, cx);
+        }
+    }
+
+    /// Makes `key` the live process of its pid; a different live one with that pid is dead.
+    pub(crate) fn claim_pid(&mut self, key: ProcessKey, cx: &mut Cx) {
+        if let Some(old) = self.live_by_pid.insert(key.pid, key)
+            && old != key
+        {
+            let now = cx.now;
+            self.kill_process(old, now, None, cx);
+            self.live_by_pid.insert(key.pid, key);
+        }
+    }
+
+    /// A process ended (exit event, zombie or absent in a snapshot): drops its mappings
+    /// (destroying removed segments it was the last to hold), gives back its `SEM_UNDO`
+    /// adjustments and re-evaluates everything it related to.
+    pub(crate) fn kill_process(
+        &mut self,
+        key: ProcessKey,
+        now: u64,
+        code: Option<u32>,
+        cx: &mut Cx,
+    ) {
+        let Some(p) = self.processes.get_mut(&key) else {
+            return;
+        };
+        if !p.alive {
+            if p.exit_code.is_none() {
+                p.exit_code = code;
+            }
+            return;
+        }
+        p.alive = false;
+        p.exit_code = code;
+        p.exit_ns = Some(now);
+        let mut delta = Delta::default();
+        shm::clear(&mut p.vmas, &mut delta);
+        let related: Vec<ObjectKey> = p.related.iter().copied().collect();
+        if self.live_by_pid.get(&key.pid) == Some(&key) {
+            self.live_by_pid.remove(&key.pid);
+        }
+        self.apply_delta(key, &delta, cx);
+        for okey in related {
+            if let Some(o) = self.objects.get_mut(&okey) {
+                o.process_died(key);
+                self.evaluate_object(okey, now, cx);
+            }
+        }
+    }
+
+    /// A process thought dead is alive after all (a snapshot says so).
+    pub(crate) fn revive_process(&mut self, key: ProcessKey, cx: &mut Cx) {
+        let Some(p) = self.processes.get_mut(&key) else {
+            return;
+        };
+        if p.alive {
+            return;
+        }
+        p.alive = true;
+        p.exit_code = None;
+        p.exit_ns = None;
+        let related: Vec<ObjectKey> = p.related.iter().copied().collect();
+        self.claim_pid(key, cx);
+        for okey in related {
+            if let Some(o) = self.objects.get_mut(&okey) {
+                o.process_revived(key);
+                self.evaluate_object(okey, cx.now, cx);
+            }
+        }
+    }
+
+    /// Records that object `okey` refers to process `pkey`.
+    pub(crate) fn relate(&mut self, pkey: ProcessKey, okey: ObjectKey) {
+        if let Some(p) = self.processes.get_mut(&pkey) {
+            p.related.insert(okey);
+        }
+    }
+
+    // ----- objects -----
+
+    /// The current object with this id, unless destroyed.
+    pub(crate) fn lookup(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectKey> {
+        let key = self.by_id.get(&(ns, ty, id))?;
+        self.objects.get(key).filter(|o| o.exists()).map(|o| o.key)
+    }
+
+    /// The current object with this id; one the model never saw is created with unknown
+    /// fields.
+    pub(crate) fn lookup_or_create(
+        &mut self,
+        ns: u32,
+        ty: IpcType,
+        id: i32,
+        cx: &mut Cx,
+    ) -> ObjectKey {
+        if let Some(k) = self.lookup(ns, ty, id) {
+            return k;
+        }
+        let k = self.new_object(ns, ty, id, cx);
+        self.account(k, true);
+        self.evaluate_limits(ns, ty, cx);
+        k
+    }
+
+    /// A new object (new generation) for `id`; a previous one still thought to exist was
+    /// missed being destroyed. The caller fills it in and accounts it.
+    pub(crate) fn new_object(&mut self, ns: u32, ty: IpcType, id: i32, cx: &mut Cx) -> ObjectKey {
+        if let Some(old) = self.lookup(ns, ty, id) {
+            self.destroy_object(old, cx, false);
+        }
+        let key = ObjectKey {
+            ns,
+            ty,
+            id,
+            generation: self.next_generation,
+        };
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.objects.insert(key, Object::new(key));
+        self.by_id.insert((ns, ty, id), key);
+        key
+    }
+
+    /// Sets the IPC key of an object (and the key index).
+    pub(crate) fn set_ipc_key(&mut self, okey: ObjectKey, ipc_key: i32, cx: &mut Cx) {
+        let Some(o) = self.objects.get_mut(&okey) else {
+            return;
+        };
+        if let Some(old) = o.ipc_key
+            && old != 0
+            && self.by_key.get(&(okey.ns, okey.ty, old)) == Some(&okey)
+        {
+            self.by_key.remove(&(okey.ns, okey.ty, old));
+        }
+        o.ipc_key = Some(ipc_key);
+        if ipc_key != 0 && o.status == ObjectStatus::Live {
+            // Keys are unique among live objects: one still holding it is gone.
+            if let Some(prev) = self.by_key.insert((okey.ns, okey.ty, ipc_key), okey)
+                && prev != okey
+                && self
+                    .objects
+                    .get(&prev)
+                    .is_some_and(|p| p.ipc_key == Some(ipc_key) && p.status == ObjectStatus::Live)
+            {
+                self.destroy_object(prev, cx, false);
+                self.by_key.insert((okey.ns, okey.ty, ipc_key), okey);
+            }
+        }
+    }
+
+    /// A removed segment keeps its key for display, but no get finds it by key any more.
+    pub(crate) fn unindex_key(&mut self, okey: ObjectKey) {
+        if let Some(k) = self.objects.get(&okey).and_then(|o| o.ipc_key)
+            && self.by_key.get(&(okey.ns, okey.ty, k)) == Some(&okey)
+        {
+            self.by_key.remove(&(okey.ns, okey.ty, k));
+        }
+    }
+
+    /// Adds (or with `add == false` removes) an object's share of its namespace's usage.
+    pub(crate) fn account(&mut self, okey: ObjectKey, add: bool) {
+        let page = self.page();
+        let Some(o) = self.objects.get(&okey) else {
+            return;
+        };
+        let n = self.namespaces.entry(okey.ns).or_default();
+        let upd = |v: &mut u64, by: u64| {
+            *v = if add {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            };
+        };
+        match &o.body {
+            Body::Shm(s) => {
+                upd(&mut n.shm_count, 1);
+                upd(&mut n.shm_pages, s.size.map_or(0, |b| b.div_ceil(page)));
+            }
+            Body::Sem(s) => {
+                upd(&mut n.sem_sets, 1);
+                upd(&mut n.sem_total, s.nsems.map_or(0, u64::from));
+            }
+            Body::Msg(_) => upd(&mut n.msg_count, 1),
+        }
+    }
+
+    /// The object is gone: statuses, indexes, attachments (when it vanished under them),
+    /// findings. With `derived`, a segment's destruction is reported as `ShmDestroy`.
+    pub(crate) fn destroy_object(&mut self, okey: ObjectKey, cx: &mut Cx, derived: bool) {
+        let Some(o) = self.objects.get(&okey) else {
+            return;
+        };
+        if !o.exists() {
+            return;
+        }
+        self.account(okey, false);
+        self.note_removed(okey, cx);
+        let Some(o) = self.objects.get_mut(&okey) else {
+            return;
+        };
+        o.status = ObjectStatus::Destroyed;
+        o.destroyed_ns = Some(cx.now);
+        if o.removed_ns.is_none() {
+            o.removed_ns = Some(cx.now);
+        }
+        let r = o.object_ref();
+        if let Some(k) = o.ipc_key
+            && self.by_key.get(&(okey.ns, okey.ty, k)) == Some(&okey)
+        {
+            self.by_key.remove(&(okey.ns, okey.ty, k));
+        }
+        // Mappings of a segment that vanished under them (missed events).
+        if let Some(s) = o.shm_mut() {
+            let holders: Vec<ProcessKey> = s.attached.keys().copied().collect();
+            s.attached.clear();
+            s.vmas = 0;
+            s.external = 0;
+            for pk in holders {
+                if let Some(p) = self.processes.get_mut(&pk) {
+                    let mut d = Delta::default();
+                    shm::remove_object(&mut p.vmas, okey, &mut d);
+                }
+            }
+            if derived {
+                cx.derived.push((Action::ShmDestroy, r));
+            }
+        }
+        for rule in Rule::for_type(okey.ty) {
+            self.settle(
+                super::rules::FindingKey::object(*rule, okey),
+                false,
+                cx.now,
+                cx,
+            );
+        }
+        self.evaluate_limits(okey.ns, okey.ty, cx);
+    }
+
+    /// Applies a change of vma counts made by process `pkey`: nattch, destroy of removed
+    /// segments that lost their last attachment, rules.
+    pub(crate) fn apply_delta(&mut self, pkey: ProcessKey, delta: &Delta, cx: &mut Cx) {
+        for &(okey, d) in &delta.0 {
+            let Some(o) = self.objects.get_mut(&okey) else {
+                continue;
+            };
+            let status = o.status;
+            let Some(s) = o.shm_mut() else { continue };
+            if d != 0 {
+                let cur = i64::try_from(s.vmas).unwrap_or(i64::MAX);
+                s.vmas = u64::try_from(cur.saturating_add(d)).unwrap_or(0);
+                let c = s.attached.entry(pkey).or_insert(0);
+                let n = i64::from(*c).saturating_add(d);
+                *c = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+                if *c == 0 {
+                    s.attached.remove(&pkey);
+                }
+            }
+            let gone = !s.attached_any();
+            if status == ObjectStatus::RemovedPendingDestroy && gone && !cx.sync {
+                self.destroy_object(okey, cx, true);
+            } else if d != 0 {
+                let now = cx.now;
+                self.evaluate_object(okey, now, cx);
+            }
+        }
+    }
+
+    // ----- leaky-process -----
+
+    /// `pkey` created `okey`.
+    pub(crate) fn note_create(&mut self, okey: ObjectKey, pkey: ProcessKey, cx: &mut Cx) {
+        let Some(program) = self.processes.get(&pkey).map(|p| p.program().to_owned()) else {
+            return;
+        };
+        if let Some(o) = self.objects.get_mut(&okey) {
+            o.leak_program = Some(program.clone());
+        }
+        let p = self.programs.entry(program.clone()).or_default();
+        p.window.push_back((cx.now, okey));
+        p.unremoved.insert(okey, pkey);
+        let now = cx.now;
+        self.evaluate_program(&program, now, cx);
+    }
+
+    /// `okey` was removed: it no longer counts against its creator's program.
+    pub(crate) fn note_removed(&mut self, okey: ObjectKey, cx: &mut Cx) {
+        let Some(program) = self
+            .objects
+            .get_mut(&okey)
+            .and_then(|o| o.leak_program.take())
+        else {
+            return;
+        };
+        if let Some(p) = self.programs.get_mut(&program)
+            && p.unremoved.remove(&okey).is_some()
+        {
+            let now = cx.now;
+            self.evaluate_program(&program, now, cx);
+        }
+    }
+
+    // ----- time -----
+
+    pub(crate) fn tick_inner(&mut self, now: u64) -> Vec<super::FindingChange> {
+        self.now_ns = self.now_ns.max(now);
+        let mut cx = Cx::new(now);
+        cx.findings.append(&mut self.outbox);
+        self.expire_pending(now, &mut cx);
+        let programs: Vec<String> = self.programs.keys().cloned().collect();
+        for program in programs {
+            self.evaluate_program(&program, now, &mut cx);
+            if self
+                .programs
+                .get(&program)
+                .is_some_and(|p| p.window.is_empty())
+            {
+                self.programs.remove(&program);
+            }
+        }
+        if now >= self.last_sweep_ns.saturating_add(self.cfg.grace_ns) {
+            self.last_sweep_ns = now;
+            self.sweep(now);
+        }
+        cx.findings
+    }
+
+    /// Forgets destroyed objects older than the grace period and dead processes nothing
+    /// refers to.
+    pub(crate) fn sweep(&mut self, now: u64) {
+        let grace = self.cfg.grace_ns;
+        let old: Vec<ObjectKey> = self
+            .objects
+            .values()
+            .filter(|o| {
+                o.status == ObjectStatus::Destroyed
+                    && o.destroyed_ns
+                        .is_some_and(|t| t.saturating_add(grace) <= now)
+            })
+            .map(|o| o.key)
+            .collect();
+        let mut refs = Vec::new();
+        for okey in old {
+            let Some(o) = self.objects.remove(&okey) else {
+                continue;
+            };
+            if self.by_id.get(&(okey.ns, okey.ty, okey.id)) == Some(&okey) {
+                self.by_id.remove(&(okey.ns, okey.ty, okey.id));
+            }
+            refs.clear();
+            o.referenced(&mut refs);
+            for pk in &refs {
+                if let Some(p) = self.processes.get_mut(pk) {
+                    p.related.remove(&okey);
+                }
+            }
+        }
+        // Dead processes still referred to by an object or a finding are kept.
+        let mut keep: HashSet<ProcessKey> = HashSet::new();
+        refs.clear();
+        for o in self.objects.values() {
+            o.referenced(&mut refs);
+        }
+        keep.extend(refs.iter().copied());
+        for f in self.findings.values() {
+            keep.extend(f.evidence.iter().filter_map(|e| e.entity));
+        }
+        for k in self.pending.keys() {
+            if let Subject::Program(p) = &k.subject
+                && let Some(prog) = self.programs.get(p)
+            {
+                keep.extend(prog.unremoved.values().copied());
+            }
+        }
+        for prog in self.programs.values() {
+            keep.extend(prog.unremoved.values().copied());
+        }
+        self.processes.retain(|k, p| {
+            p.alive || keep.contains(k) || p.exit_ns.is_some_and(|t| t.saturating_add(grace) > now)
+        });
+        let processes = &self.processes;
+        self.live_by_pid.retain(|_, k| processes.contains_key(k));
+    }
+}

@@ -1,0 +1,533 @@
+//! One System V IPC object (a segment, a semaphore set or a queue) and what the model knows
+//! about the processes around it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::event::{IpcType, ProcessKey};
+
+/// Identity of an object across id reuse: the kernel reuses ids, so each object the model
+/// creates gets a fresh `generation` (unique within one model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ObjectKey {
+    /// Inode of the IPC namespace.
+    pub ns: u32,
+    #[serde(rename = "type")]
+    pub ty: IpcType,
+    pub id: i32,
+    pub generation: u32,
+}
+
+/// Where an object is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectStatus {
+    Live,
+    /// Shared memory only: `IPC_RMID` was done while attached; the segment goes with its last
+    /// attachment.
+    RemovedPendingDestroy,
+    Destroyed,
+}
+
+impl ObjectStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::RemovedPendingDestroy => "removed-pending-destroy",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// What the sinks print about an object: identity plus the few fields an event record shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ObjectRef {
+    pub ns: u32,
+    #[serde(rename = "type")]
+    pub ty: IpcType,
+    pub id: i32,
+    pub generation: u32,
+    /// The IPC key it was created with (0 = `IPC_PRIVATE`), if known. (The kernel shows 0 for
+    /// a segment removed while attached; the model keeps the original for the records.)
+    pub key: Option<i32>,
+    /// Segment size in bytes (shm), if known.
+    pub size: Option<u64>,
+    /// Number of semaphores (sem), if known.
+    pub nsems: Option<u32>,
+}
+
+impl ObjectRef {
+    /// The model's identity of this object.
+    pub fn object_key(&self) -> ObjectKey {
+        ObjectKey {
+            ns: self.ns,
+            ty: self.ty,
+            id: self.id,
+            generation: self.generation,
+        }
+    }
+
+    /// Segment size (shm) or number of semaphores (sem): what `sink::ObjectInfo::size` holds.
+    pub fn size_or_nsems(&self) -> Option<u64> {
+        match self.ty {
+            IpcType::Shm => self.size,
+            IpcType::Sem => self.nsems.map(u64::from),
+            IpcType::Msg => None,
+        }
+    }
+
+    /// The command that removes the object: `ipcrm -m 123`.
+    pub fn ipcrm(&self) -> String {
+        format!("ipcrm {} {}", self.ty.ipcrm_flag(), self.id)
+    }
+}
+
+/// How many dead processes an object remembers per role (evidence for findings); older ones
+/// are forgotten so that memory stays bounded.
+pub(crate) const DEAD_KEPT: usize = 16;
+
+/// One process's dealings with an object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Operations (attaches, semops, messages).
+    pub count: u64,
+    /// Bytes (messages).
+    pub bytes: u64,
+}
+
+/// The processes that did something with an object: all live ones, and the most recent dead
+/// ones (at most [`DEAD_KEPT`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Peers {
+    pub live: BTreeMap<ProcessKey, Peer>,
+    pub dead: VecDeque<(ProcessKey, Peer)>,
+}
+
+impl Peers {
+    /// Records one operation by `key`.
+    pub fn touch(&mut self, key: ProcessKey, alive: bool, now: u64, count: u64, bytes: u64) {
+        let bump = |p: &mut Peer| {
+            p.last_ns = p.last_ns.max(now);
+            p.count = p.count.saturating_add(count);
+            p.bytes = p.bytes.saturating_add(bytes);
+        };
+        if let Some(p) = self.live.get_mut(&key) {
+            bump(p);
+            return;
+        }
+        if alive {
+            let mut p = Peer {
+                first_ns: now,
+                last_ns: now,
+                ..Peer::default()
+            };
+            bump(&mut p);
+            self.live.insert(key, p);
+        } else if let Some((_, p)) = self.dead.iter_mut().find(|(k, _)| *k == key) {
+            bump(p);
+        } else {
+            let mut p = Peer {
+                first_ns: now,
+                last_ns: now,
+                ..Peer::default()
+            };
+            bump(&mut p);
+            self.push_dead(key, p);
+        }
+    }
+
+    /// `key` died: moves it to the dead.
+    pub fn died(&mut self, key: ProcessKey) {
+        if let Some(p) = self.live.remove(&key) {
+            self.push_dead(key, p);
+        }
+    }
+
+    /// `key` was wrongly thought dead.
+    pub fn revive(&mut self, key: ProcessKey) {
+        if let Some(pos) = self.dead.iter().position(|(k, _)| *k == key)
+            && let Some((k, p)) = self.dead.remove(pos)
+        {
+            self.live.insert(k, p);
+        }
+    }
+
+    fn push_dead(&mut self, key: ProcessKey, p: Peer) {
+        self.dead.retain(|(k, _)| *k != key);
+        self.dead.push_back((key, p));
+        while self.dead.len() > DEAD_KEPT {
+            self.dead.pop_front();
+        }
+    }
+
+    /// Every process remembered, live first.
+    pub fn iter(&self) -> impl Iterator<Item = (&ProcessKey, &Peer)> {
+        self.live
+            .iter()
+            .chain(self.dead.iter().map(|(k, p)| (k, p)))
+    }
+
+    /// The most recent operation's process.
+    pub fn latest(&self) -> Option<ProcessKey> {
+        self.iter().max_by_key(|(_, p)| p.last_ns).map(|(k, _)| *k)
+    }
+}
+
+/// Shared memory state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ShmState {
+    pub size: Option<u64>,
+    /// Mapped ranges (vmas) per process; the kernel's `shm_nattch` is their total.
+    pub attached: HashMap<ProcessKey, u32>,
+    /// Total of `attached`.
+    pub vmas: u64,
+    /// Attachments the kernel counted at the last reconcile that no known process maps
+    /// (processes outside the namespace, races): `kernel nattch - mapped ranges`.
+    pub external: i64,
+    /// Every process that attached (live ones, and the most recent dead ones).
+    pub attachers: Peers,
+}
+
+impl ShmState {
+    /// `shm_nattch` as the model sees it.
+    pub fn nattch(&self) -> u64 {
+        let n = i64::try_from(self.vmas)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.external);
+        u64::try_from(n).unwrap_or(0)
+    }
+
+    /// Whether anything keeps the segment attached.
+    pub fn attached_any(&self) -> bool {
+        self.vmas > 0 || self.external > 0
+    }
+}
+
+/// One semaphore as last seen (snapshot, GETVAL...) and tracked through semops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SemSlot {
+    /// The value, when the model knows it.
+    pub value: Option<i32>,
+    /// Processes waiting for an increase (from the last snapshot, lowered by completed semops).
+    pub ncnt: u32,
+    /// Processes waiting for zero.
+    pub zcnt: u32,
+    /// The last process that operated on it (0 = none / unknown).
+    pub pid: u32,
+}
+
+/// A process's adjustments of one semaphore.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SemAdj {
+    /// Net of the successful operations made without `SEM_UNDO`: negative = units taken and
+    /// not given back.
+    pub net: i64,
+    /// Net of the operations made with `SEM_UNDO` (the kernel reverts them at exit).
+    pub undo: i64,
+    /// Ever took units (op < 0).
+    pub took: bool,
+    /// Ever gave units (op > 0).
+    pub gave: bool,
+}
+
+/// Semaphore set state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SemState {
+    pub nsems: Option<u32>,
+    pub slots: Vec<SemSlot>,
+    /// Per process, per semaphore number.
+    pub adjs: HashMap<ProcessKey, BTreeMap<u16, SemAdj>>,
+    /// Dead processes kept in `adjs` (they hold units), oldest first, at most [`DEAD_KEPT`].
+    pub dead_adj: VecDeque<ProcessKey>,
+    /// Processes that opened or operated on the set.
+    pub users: Peers,
+    /// Processes blocked in semop on the set (from the last snapshot).
+    pub waiters: BTreeSet<ProcessKey>,
+}
+
+impl SemState {
+    /// The slot of semaphore `num`, grown on demand (up to `nsems` when known).
+    pub fn slot_mut(&mut self, num: u16) -> Option<&mut SemSlot> {
+        let i = usize::from(num);
+        if let Some(n) = self.nsems
+            && u64::from(num) >= u64::from(n)
+        {
+            return None;
+        }
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, SemSlot::default());
+        }
+        self.slots.get_mut(i)
+    }
+
+    pub fn slot(&self, num: u16) -> SemSlot {
+        self.slots
+            .get(usize::from(num))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The units `key` holds on a semaphore (net negative non-undo adjustments), by number.
+    pub fn holdings(&self, key: ProcessKey) -> impl Iterator<Item = (u16, SemAdj)> + '_ {
+        self.adjs
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|(_, a)| a.net < 0)
+            .map(|(n, a)| (*n, *a))
+    }
+
+    /// Whether a dead process's holding of semaphore `num` is a stuck lock: processes wait
+    /// on it, or the process itself used it as a lock (took and gave back) before.
+    pub fn stuck(&self, num: u16, adj: &SemAdj) -> bool {
+        adj.net < 0 && (self.slot(num).ncnt > 0 || (adj.took && adj.gave))
+    }
+
+    /// Forgets adjustments that no longer matter for dead processes.
+    pub fn prune_dead(&mut self) {
+        let adjs = &mut self.adjs;
+        self.dead_adj.retain(|k| {
+            let keep = adjs.get(k).is_some_and(|m| m.values().any(|a| a.net < 0));
+            if !keep {
+                adjs.remove(k);
+            }
+            keep
+        });
+        while self.dead_adj.len() > DEAD_KEPT {
+            if let Some(k) = self.dead_adj.pop_front() {
+                self.adjs.remove(&k);
+            }
+        }
+    }
+}
+
+/// Message queue state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MsgState {
+    /// Messages queued (`qnum`), as far as events show.
+    pub messages: u64,
+    /// Bytes queued (`cbytes`).
+    pub bytes: u64,
+    /// A receive found fewer messages or bytes than the model counted, or events were cut:
+    /// the depth is a guess until the next reconcile.
+    pub uncertain: bool,
+    pub senders: Peers,
+    pub receivers: Peers,
+    /// Processes that opened the queue.
+    pub users: Peers,
+    /// From the snapshot, when the last sender / receiver is not a known process.
+    pub last_sender_pid: Option<u32>,
+    pub last_receiver_pid: Option<u32>,
+    /// Processes blocked in msgrcv / msgsnd (from the last snapshot).
+    pub recv_waiters: BTreeSet<ProcessKey>,
+    pub send_waiters: BTreeSet<ProcessKey>,
+}
+
+/// Per type state.
+#[derive(Clone, Debug)]
+pub(crate) enum Body {
+    Shm(ShmState),
+    Sem(SemState),
+    Msg(MsgState),
+}
+
+/// One object (one generation of an id).
+#[derive(Clone, Debug)]
+pub(crate) struct Object {
+    pub key: ObjectKey,
+    /// The IPC key, if known.
+    pub ipc_key: Option<i32>,
+    /// The creating process, if known.
+    pub creator: Option<ProcessKey>,
+    /// The creator's pid when only that is known (snapshot `cpid`).
+    pub creator_pid: Option<u32>,
+    pub owner_uid: Option<u32>,
+    /// Permission bits, plus `SHM_DEST` / `SHM_LOCKED` for shm, if known.
+    pub mode: Option<u32>,
+    pub created_ns: Option<u64>,
+    pub removed_ns: Option<u64>,
+    pub destroyed_ns: Option<u64>,
+    pub status: ObjectStatus,
+    /// The program (exe or comm) charged with creating it, for `leaky-process`.
+    pub leak_program: Option<String>,
+    pub body: Body,
+}
+
+impl Object {
+    pub fn new(key: ObjectKey) -> Self {
+        let body = match key.ty {
+            IpcType::Shm => Body::Shm(ShmState::default()),
+            IpcType::Sem => Body::Sem(SemState::default()),
+            IpcType::Msg => Body::Msg(MsgState::default()),
+        };
+        Self {
+            key,
+            ipc_key: None,
+            creator: None,
+            creator_pid: None,
+            owner_uid: None,
+            mode: None,
+            created_ns: None,
+            removed_ns: None,
+            destroyed_ns: None,
+            status: ObjectStatus::Live,
+            leak_program: None,
+            body,
+        }
+    }
+
+    pub fn object_ref(&self) -> ObjectRef {
+        let (size, nsems) = match &self.body {
+            Body::Shm(s) => (s.size, None),
+            Body::Sem(s) => (None, s.nsems),
+            Body::Msg(_) => (None, None),
+        };
+        ObjectRef {
+            ns: self.key.ns,
+            ty: self.key.ty,
+            id: self.key.id,
+            generation: self.key.generation,
+            key: self.ipc_key,
+            size,
+            nsems,
+        }
+    }
+
+    pub fn shm(&self) -> Option<&ShmState> {
+        match &self.body {
+            Body::Shm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn shm_mut(&mut self) -> Option<&mut ShmState> {
+        match &mut self.body {
+            Body::Shm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn sem(&self) -> Option<&SemState> {
+        match &self.body {
+            Body::Sem(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn sem_mut(&mut self) -> Option<&mut SemState> {
+        match &mut self.body {
+            Body::Sem(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn msg(&self) -> Option<&MsgState> {
+        match &self.body {
+            Body::Msg(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn msg_mut(&mut self) -> Option<&mut MsgState> {
+        match &mut self.body {
+            Body::Msg(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel still has the object (live or removed-but-attached).
+    pub fn exists(&self) -> bool {
+        self.status != ObjectStatus::Destroyed
+    }
+
+    /// Every process this object refers to (for forgetting dead processes).
+    pub fn referenced(&self, out: &mut Vec<ProcessKey>) {
+        out.extend(self.creator);
+        match &self.body {
+            Body::Shm(s) => {
+                out.extend(s.attached.keys());
+                out.extend(s.attachers.iter().map(|(k, _)| *k));
+            }
+            Body::Sem(s) => {
+                out.extend(s.adjs.keys());
+                out.extend(s.users.iter().map(|(k, _)| *k));
+                out.extend(s.waiters.iter());
+            }
+            Body::Msg(s) => {
+                out.extend(s.senders.iter().map(|(k, _)| *k));
+                out.extend(s.receivers.iter().map(|(k, _)| *k));
+                out.extend(s.users.iter().map(|(k, _)| *k));
+                out.extend(s.recv_waiters.iter());
+                out.extend(s.send_waiters.iter());
+            }
+        }
+    }
+
+    /// Forgets `key` as a user (revives / deaths are handled by the peers).
+    pub fn process_died(&mut self, key: ProcessKey) {
+        match &mut self.body {
+            Body::Shm(s) => s.attachers.died(key),
+            Body::Sem(s) => {
+                s.users.died(key);
+                if s.waiters.remove(&key) && s.waiters.is_empty() {
+                    for slot in &mut s.slots {
+                        slot.ncnt = 0;
+                        slot.zcnt = 0;
+                    }
+                }
+                // SEM_UNDO adjustments are given back by the kernel at exit.
+                let mut holds = false;
+                if let Some(m) = s.adjs.get_mut(&key) {
+                    for (num, adj) in m.iter_mut() {
+                        if adj.undo != 0 {
+                            let i = usize::from(*num);
+                            if let Some(slot) = s.slots.get_mut(i)
+                                && let Some(v) = slot.value
+                            {
+                                let nv = i64::from(v).saturating_sub(adj.undo).clamp(0, 32_767);
+                                slot.value = i32::try_from(nv).ok();
+                            }
+                            adj.undo = 0;
+                        }
+                    }
+                    m.retain(|_, a| a.net < 0);
+                    holds = !m.is_empty();
+                    if !holds {
+                        s.adjs.remove(&key);
+                    }
+                }
+                if holds {
+                    s.dead_adj.retain(|k| *k != key);
+                    s.dead_adj.push_back(key);
+                    s.prune_dead();
+                }
+            }
+            Body::Msg(s) => {
+                s.senders.died(key);
+                s.receivers.died(key);
+                s.users.died(key);
+                s.recv_waiters.remove(&key);
+                s.send_waiters.remove(&key);
+            }
+        }
+    }
+
+    /// Undoes [`Self::process_died`] for a process wrongly thought dead.
+    pub fn process_revived(&mut self, key: ProcessKey) {
+        match &mut self.body {
+            Body::Shm(s) => s.attachers.revive(key),
+            Body::Sem(s) => {
+                s.users.revive(key);
+                s.dead_adj.retain(|k| *k != key);
+            }
+            Body::Msg(s) => {
+                s.senders.revive(key);
+                s.receivers.revive(key);
+                s.users.revive(key);
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! What the model knows about one process (keyed by pid + start time, so PID reuse never merges
+//! two processes).
+
+use std::collections::HashSet;
+
+use crate::event::ProcessKey;
+
+use super::object::ObjectKey;
+use super::shm::VmaMap;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Process {
+    pub key: ProcessKey,
+    pub comm: String,
+    pub uid: u32,
+    pub parent: Option<ProcessKey>,
+    /// The file of its last exec, if seen.
+    pub exe: Option<String>,
+    pub alive: bool,
+    /// `task->exit_code` (signal in the low 7 bits, or status << 8).
+    pub exit_code: Option<u32>,
+    pub exit_ns: Option<u64>,
+    /// IPC namespace (inode) it was last seen in; 0 = unknown.
+    pub ns: u32,
+    /// Its System V shared memory mappings.
+    pub vmas: VmaMap,
+    /// Objects that refer to this process (creator, attacher, user, sender, reader, waiter):
+    /// the ones to re-evaluate when it dies.
+    pub related: HashSet<ObjectKey>,
+}
+
+impl Process {
+    pub fn new(key: ProcessKey, comm: &str, uid: u32, ns: u32) -> Self {
+        Self {
+            key,
+            comm: comm.to_owned(),
+            uid,
+            parent: None,
+            exe: None,
+            alive: true,
+            exit_code: None,
+            exit_ns: None,
+            ns,
+            vmas: VmaMap::new(),
+            related: HashSet::new(),
+        }
+    }
+
+    /// What `leaky-process` charges: the executable, or `comm` when no exec was seen.
+    pub fn program(&self) -> &str {
+        self.exe.as_deref().unwrap_or(&self.comm)
+    }
+}

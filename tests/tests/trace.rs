@@ -1,0 +1,253 @@
+//! `ipcaudit trace` on the real kernel: a workload does real IPC in a child process and each
+//! test expects the exact records from that PID.
+
+use ipcaudit_tests::{actions, of_pid, require_root, start, workload};
+use serde_json::Value;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_ipc-workload");
+
+fn pid_of(v: &Value) -> u64 {
+    v["pid"].as_u64().expect("workload pid")
+}
+
+fn find<'a>(records: &'a [Value], action: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|r| r["event"]["action"] == action)
+        .unwrap_or_else(|| panic!("no {action} in {:#?}", actions(records)))
+}
+
+#[test]
+fn shm_lifecycle_has_ids_and_addresses() {
+    if !require_root() {
+        return;
+    }
+    let tracer = start(&["trace"]);
+    let w = workload(WORKLOAD, "shm-basic");
+    let all = tracer.stop();
+    let pid = pid_of(&w);
+    let records = of_pid(&all, pid);
+    let shmid = w["shmid"].as_i64().unwrap();
+    assert_eq!(
+        actions(&records)
+            .into_iter()
+            .filter(|a| a.starts_with("shm"))
+            .collect::<Vec<_>>(),
+        [
+            "shm-create",
+            "shm-attach",
+            "shm-detach",
+            "shm-remove",
+            "shm-destroy"
+        ],
+        "{records:#?}"
+    );
+    let create = find(&records, "shm-create");
+    assert_eq!(create["ipc"]["id"], shmid);
+    assert_eq!(create["ipc"]["key"], "0x00000000");
+    assert_eq!(create["ipc"]["shm"]["size"], 8192);
+    assert_eq!(create["event"]["outcome"], "success");
+    assert_eq!(create["process"]["name"], "ipc-workload");
+    assert!(
+        create["process"]["entity_id"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("-{pid}-"))
+    );
+    assert!(create["@timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(create["ipc"]["namespace"].as_u64().unwrap() > 0);
+    let attach = find(&records, "shm-attach");
+    assert_eq!(attach["ipc"]["id"], shmid);
+    assert_eq!(attach["ipc"]["shm"]["address"], w["addr"]);
+    assert_eq!(attach["ipc"]["shm"]["size"], 8192);
+    let detach = find(&records, "shm-detach");
+    assert_eq!(detach["ipc"]["shm"]["address"], w["addr"]);
+    assert_eq!(detach["ipc"]["id"], shmid);
+    let remove = find(&records, "shm-remove");
+    assert_eq!(remove["ipc"]["command"], "IPC_RMID");
+    assert_eq!(find(&records, "shm-destroy")["ipc"]["id"], shmid);
+    // The session ends with a metric record counting what it saw.
+    let metric = all.last().unwrap();
+    assert_eq!(metric["event"]["kind"], "metric");
+    assert!(
+        metric["ipcaudit"]["records"]["by_action"]["shm-create"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+}
+
+#[test]
+fn rmid_while_attached_destroys_at_last_detach() {
+    if !require_root() {
+        return;
+    }
+    let tracer = start(&["trace", "--type", "shm"]);
+    let w = workload(WORKLOAD, "shm-rmid-attached");
+    let records = of_pid(&tracer.stop(), pid_of(&w));
+    assert_eq!(
+        actions(&records),
+        [
+            "shm-create",
+            "shm-attach",
+            "shm-remove",
+            "shm-detach",
+            "shm-destroy"
+        ]
+    );
+}
+
+#[test]
+fn fork_inherits_and_munmap_detaches() {
+    if !require_root() {
+        return;
+    }
+    let tracer = start(&["trace"]);
+    let w = workload(WORKLOAD, "shm-fork-munmap");
+    let all = tracer.stop();
+    let (pid, child) = (pid_of(&w), w["child"].as_u64().unwrap());
+    let fork = of_pid(&all, pid)
+        .into_iter()
+        .find(|r| r["event"]["action"] == "process-fork" && r["process"]["pid"] == child)
+        .unwrap_or_else(|| panic!("no fork of {child}"));
+    assert_eq!(fork["process"]["parent"]["pid"], pid);
+    let parent_entity = fork["process"]["parent"]["entity_id"].as_str().unwrap();
+    let child_entity = fork["process"]["entity_id"].as_str().unwrap();
+    assert_ne!(parent_entity, child_entity);
+    assert!(child_entity.contains(&format!("-{child}-")));
+    // The parent's own records carry the same entity id as the fork's parent.
+    let create = find(&of_pid(&all, pid), "shm-create").clone();
+    assert_eq!(create["process"]["entity_id"], parent_entity);
+    // The child never called shmdt: its munmap detached the inherited attachment.
+    let child_records: Vec<Value> = all
+        .iter()
+        .filter(|r| r["process"]["pid"] == child && r["event"]["action"] != "process-fork")
+        .cloned()
+        .collect();
+    assert_eq!(
+        actions(&child_records),
+        ["shm-detach", "process-exit"],
+        "{child_records:#?}"
+    );
+    let detach = &child_records[0];
+    assert_eq!(detach["ipc"]["id"], w["shmid"]);
+    assert_eq!(detach["ipc"]["shm"]["address"], w["addr"]);
+    assert_eq!(detach["ipcaudit"]["syscall"]["name"], "munmap");
+    assert_eq!(detach["process"]["entity_id"], child_entity);
+}
+
+#[test]
+fn exec_drops_attachments() {
+    if !require_root() {
+        return;
+    }
+    let tracer = start(&["trace"]);
+    let w = workload(WORKLOAD, "exec-child");
+    let all = tracer.stop();
+    let child = w["child"].as_u64().unwrap();
+    let exec = all
+        .iter()
+        .find(|r| r["event"]["action"] == "process-exec" && r["process"]["pid"] == child)
+        .unwrap_or_else(|| panic!("no exec of {child}"));
+    assert_eq!(exec["process"]["executable"], "/bin/true");
+    assert_eq!(exec["process"]["name"], "true");
+    // The parent's shmdt then RMID destroys the segment: the child's copy was dropped at exec.
+    let records = of_pid(&all, pid_of(&w));
+    assert_eq!(
+        actions(&records)
+            .into_iter()
+            .filter(|a| a.starts_with("shm"))
+            .collect::<Vec<_>>(),
+        [
+            "shm-create",
+            "shm-attach",
+            "shm-detach",
+            "shm-remove",
+            "shm-destroy"
+        ]
+    );
+}
+
+#[test]
+fn semop_through_glibc_is_seen_with_its_ops() {
+    if !require_root() {
+        return;
+    }
+    let tracer = start(&["trace", "--type", "sem"]);
+    let w = workload(WORKLOAD, "sem-basic");
+    let records = of_pid(&tracer.stop(), pid_of(&w));
+    assert_eq!(
+        actions(&records),
+        ["sem-create", "sem-control", "sem-op", "sem-remove"]
+    );
+    let semid = w["semid"].as_i64().unwrap();
+    assert!(records.iter().all(|r| r["ipc"]["id"] == semid));
+    assert_eq!(records[1]["ipc"]["command"], "SETVAL");
+    let op = &records[2];
+    assert_eq!(
+        op["ipc"]["sem"]["ops"],
+        serde_json::json!([{"num": 1, "op": -1, "flags": ["undo"]}, {"num": 0, "op": 1, "flags": []}])
+    );
+    // glibc's semop() is the semtimedop syscall.
+    assert_eq!(op["ipcaudit"]["syscall"]["name"], "semtimedop");
+}
+
+#[test]
+fn msgsnd_and_msgrcv_carry_type_and_size() {
+    if !require_root() {
+        return;
+    }
+    let tracer = start(&["trace", "--type", "msg"]);
+    let w = workload(WORKLOAD, "msg-basic");
+    let records = of_pid(&tracer.stop(), pid_of(&w));
+    assert_eq!(
+        actions(&records),
+        ["msg-create", "msg-send", "msg-receive", "msg-remove"]
+    );
+    assert_eq!(
+        records[1]["ipc"]["msg"],
+        serde_json::json!({"type": 7, "size": 16})
+    );
+    assert_eq!(
+        records[2]["ipc"]["msg"],
+        serde_json::json!({"type": 7, "size": 16})
+    );
+    assert!(records.iter().all(|r| r["ipc"]["id"] == w["msqid"]));
+}
+
+#[test]
+fn failed_shmat_is_a_failure_with_einval() {
+    if !require_root() {
+        return;
+    }
+    let tracer = start(&["trace", "--type", "shm"]);
+    let w = workload(WORKLOAD, "bad-shmat");
+    assert_eq!(w["failed"], true);
+    let records = of_pid(&tracer.stop(), pid_of(&w));
+    assert_eq!(actions(&records), ["shm-attach"]);
+    assert_eq!(records[0]["event"]["outcome"], "failure");
+    assert_eq!(records[0]["error"]["code"], "EINVAL");
+    assert_eq!(records[0]["ipc"]["id"], 0x7fff_fff0);
+}
+
+#[test]
+fn pid_filter_keeps_only_that_process() {
+    if !require_root() {
+        return;
+    }
+    // Our own pid: the workload's records must not appear.
+    let me = std::process::id().to_string();
+    let tracer = start(&["trace", "--pid", &me]);
+    let w = workload(WORKLOAD, "shm-basic");
+    let all = tracer.stop();
+    // Only our own fork of the workload names it (as the child of the fork).
+    assert_eq!(actions(&of_pid(&all, pid_of(&w))), ["process-fork"]);
+    for r in all.iter().filter(|r| r["event"]["kind"] == "event") {
+        let actor = if r["event"]["action"] == "process-fork" {
+            &r["process"]["parent"]["pid"]
+        } else {
+            &r["process"]["pid"]
+        };
+        assert_eq!(actor.to_string(), me, "{r}");
+    }
+}
