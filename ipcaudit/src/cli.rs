@@ -31,6 +31,20 @@ pub enum Command {
     Watch(WatchArgs),
     /// Rebuild the model from a recorded NDJSON stream and print the findings it implies.
     Replay(ReplayArgs),
+    /// The live model of a running `watch`: every object with its holders, users and state.
+    Status(AskArgs),
+    /// The active findings of a running `watch`.
+    Findings(AskArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AskArgs {
+    /// Print the daemon's JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// The control socket of the `watch` to ask.
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
 }
 
 /// Which events to keep.
@@ -85,6 +99,9 @@ pub struct WatchArgs {
     /// Write the whole model as `state` records every SECS seconds.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub snapshot_every: Option<Duration>,
+    /// Where to serve `status` and `findings` (mode 0600, root only).
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -33,6 +33,8 @@ pub enum RunError {
     Snapshot(#[from] snapshot::read::ReadError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// What a session does besides streaming events.
@@ -40,12 +42,16 @@ pub enum RunError {
 pub enum Mode {
     /// Events only.
     Trace,
-    /// Events, findings and resync notes.
-    Watch {
-        grace: Duration,
-        resync: Duration,
-        snapshot_every: Option<Duration>,
-    },
+    /// Events, findings and resync notes, and a control socket serving the live model.
+    Watch(WatchOptions),
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    pub grace: Duration,
+    pub resync: Duration,
+    pub snapshot_every: Option<Duration>,
+    pub socket: PathBuf,
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +75,8 @@ struct Output {
     printer: Printer,
     filter: Filter,
     summary: Summary,
+    /// Watch prints findings; trace only events.
+    findings: bool,
 }
 
 impl Output {
@@ -86,6 +94,11 @@ impl Output {
         }
         for (action, object) in &applied.derived {
             self.event(ev, *action, Some(object));
+        }
+        if self.findings {
+            for change in &applied.findings {
+                self.printer.finding(ev.time_ns, change);
+            }
         }
     }
 }
@@ -112,6 +125,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         ),
         filter: options.filter.clone(),
         summary: Summary::default(),
+        findings: matches!(options.mode, Mode::Watch(_)),
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
@@ -122,10 +136,11 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     })?;
     // Programs are attached before the snapshot is taken: what changes in between is in the
     // ring buffer, so nothing falls between bootstrap and the stream.
-    let grace = match options.mode {
-        Mode::Watch { grace, .. } => grace,
-        Mode::Trace => Duration::from_mins(1),
+    let watch = match &options.mode {
+        Mode::Watch(w) => Some(w.clone()),
+        Mode::Trace => None,
     };
+    let grace = watch.as_ref().map_or(Duration::from_mins(1), |w| w.grace);
     let mut model = Model::new(ModelConfig {
         grace_ns: u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
         boot_time_ns: clocks.boot_wall_ns,
@@ -135,6 +150,15 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let snap = snapshot::read::take_snapshot(clock::now_wall_ns())?;
     probe.seed_attachers(snap.mappings.iter().map(|m| m.pid))?;
     model.bootstrap(&snap);
+    let control = match &watch {
+        Some(w) => Some(crate::control::Server::bind(&w.socket).await?),
+        None => None,
+    };
+    if watch.is_some() && options.format == Format::Json {
+        out.printer.with(|_, line| {
+            crate::sink::json::encode_snapshot(snap.taken_ns, "snapshot", &snap, line);
+        });
+    }
     eprintln!(
         "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present); Ctrl-C to stop",
         snap.shm.len(),
@@ -146,6 +170,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut stats_timer = tokio::time::interval(STATS_EVERY);
     let mut lost_seen = 0u64;
+    let mut timers = watch.as_ref().map(WatchTimers::new);
     loop {
         tokio::select! {
             r = probe.wait(POLL) => r?,
@@ -156,9 +181,42 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                 report_lost(&probe, &mut lost_seen, &mut model, &mut out);
                 continue;
             }
+            due = async { match timers.as_mut() { Some(t) => t.next().await, None => std::future::pending().await } } => {
+                // The model must have seen everything the kernel did before it is judged.
+                drain(&mut probe, &clocks, &mut model, &mut out);
+                match due {
+                    Due::Tick => {
+                        let now = clock::now_wall_ns();
+                        for change in model.tick(now) {
+                            out.printer.finding(now, &change);
+                        }
+                        if model.needs_reconcile() && timers.as_mut().is_some_and(WatchTimers::resync_allowed) {
+                            resync(&mut probe, &clocks, &mut model, &mut out, options.format).await?;
+                        }
+                    }
+                    Due::Resync => resync(&mut probe, &clocks, &mut model, &mut out, options.format).await?,
+                    Due::State => {
+                        let now = clock::now_wall_ns();
+                        for object in model.objects() {
+                            out.printer.with(|_, line| crate::sink::json::encode_state(now, &object, line));
+                        }
+                    }
+                }
+                continue;
+            }
+            accepted = async { match control.as_ref() { Some(c) => c.accept().await, None => std::future::pending().await } } => {
+                drain(&mut probe, &clocks, &mut model, &mut out);
+                match accepted {
+                    Ok(Some((request, stream))) => crate::control::answer(stream, &crate::status::answer(&model, request)).await,
+                    Ok(None) => {}
+                    Err(e) => log::warn!("control socket: {e}"),
+                }
+                continue;
+            }
         }
         drain(&mut probe, &clocks, &mut model, &mut out);
     }
+    drop(control);
 
     // Stop: detach first so nothing new arrives, then drain what the kernel already wrote.
     probe.detach();
@@ -169,6 +227,89 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let summary = out.summary;
     out.printer.with(|e, line| e.summary(now, &summary, line));
     Ok(summary)
+}
+
+/// What the watch timers say is due.
+enum Due {
+    Tick,
+    Resync,
+    State,
+}
+
+/// The watch mode's periodic work: grace ticks every second, resync, state records.
+struct WatchTimers {
+    tick: tokio::time::Interval,
+    resync: tokio::time::Interval,
+    state: Option<tokio::time::Interval>,
+    last_resync: tokio::time::Instant,
+}
+
+impl WatchTimers {
+    fn new(w: &WatchOptions) -> Self {
+        let start = tokio::time::Instant::now();
+        let every = |d: Duration| {
+            let mut i = tokio::time::interval_at(start + d, d.max(Duration::from_millis(100)));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        };
+        Self {
+            tick: every(Duration::from_secs(1)),
+            resync: every(w.resync),
+            state: w.snapshot_every.map(every),
+            last_resync: start,
+        }
+    }
+
+    async fn next(&mut self) -> Due {
+        tokio::select! {
+            _ = self.tick.tick() => Due::Tick,
+            _ = self.resync.tick() => {
+                self.last_resync = tokio::time::Instant::now();
+                Due::Resync
+            }
+            () = async { match self.state.as_mut() { Some(s) => { s.tick().await; } None => std::future::pending().await } } => Due::State,
+        }
+    }
+
+    /// After lost records, resync at once, but not more than every 2 s under a storm.
+    fn resync_allowed(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.last_resync) < Duration::from_secs(2) {
+            return false;
+        }
+        self.last_resync = now;
+        true
+    }
+}
+
+/// Reconciles the model with a fresh snapshot (read on a blocking thread: it takes up to a few
+/// hundred ms on a busy host) and reports what differed.
+async fn resync(
+    probe: &mut Probe,
+    clocks: &Clocks,
+    model: &mut Model,
+    out: &mut Output,
+    format: Format,
+) -> Result<(), RunError> {
+    drain(probe, clocks, model, out);
+    let snap = tokio::task::spawn_blocking(|| snapshot::read::take_snapshot(clock::now_wall_ns()))
+        .await
+        .map_err(|e| RunError::Signal(std::io::Error::other(e)))??;
+    let reconciled = model.reconcile(&snap);
+    if !reconciled.differences.is_empty() {
+        log::info!("resync: {} corrections", reconciled.differences.len());
+        if format == Format::Json {
+            out.printer.with(|_, line| {
+                crate::sink::json::encode_snapshot(snap.taken_ns, "snapshot", &snap, line);
+            });
+        }
+        out.printer
+            .with(|e, line| e.resync(snap.taken_ns, &reconciled.differences, line));
+    }
+    for change in &reconciled.findings {
+        out.printer.finding(snap.taken_ns, change);
+    }
+    Ok(())
 }
 
 fn drain(probe: &mut Probe, clocks: &Clocks, model: &mut Model, out: &mut Output) -> usize {

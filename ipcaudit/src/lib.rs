@@ -23,3 +23,4 @@ pub mod probe;
 pub mod replay;
 pub mod sink;
 pub mod snapshot;
+pub mod status;

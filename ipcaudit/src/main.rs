@@ -5,9 +5,11 @@ use std::{io::IsTerminal as _, process::ExitCode};
 use anyhow::Result;
 use clap::Parser as _;
 use ipcaudit::{
-    cli::{Cli, Command, OutputArgs, TraceArgs},
-    collector::{self, Mode, Options},
+    cli::{AskArgs, Cli, Command, OutputArgs, TraceArgs},
+    collector::{self, Mode, Options, WatchOptions},
+    control::Request,
     sink::Format,
+    status,
 };
 
 fn main() -> ExitCode {
@@ -57,19 +59,35 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Asks a running `watch` and prints its answer.
+fn ask(args: &AskArgs, request: Request) -> Result<()> {
+    let answer = runtime()?.block_on(ipcaudit::control::ask(&args.socket, request))?;
+    if args.json {
+        println!("{answer}");
+    } else if request == Request::Status {
+        println!("{}", status::render_status(&answer));
+    } else {
+        println!("{}", status::render_findings(&answer));
+    }
+    Ok(())
+}
+
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Trace(t) => {
             runtime()?.block_on(collector::run(session_options(&t, Mode::Trace)))?;
         }
         Command::Watch(w) => {
-            let mode = Mode::Watch {
+            let mode = Mode::Watch(WatchOptions {
                 grace: w.grace,
                 resync: w.resync,
                 snapshot_every: w.snapshot_every,
-            };
+                socket: w.socket.clone(),
+            });
             runtime()?.block_on(collector::run(session_options(&w.trace, mode)))?;
         }
+        Command::Status(a) => ask(&a, Request::Status)?,
+        Command::Findings(a) => ask(&a, Request::Findings)?,
         Command::Replay(r) => {
             let format = r.format.unwrap_or(if std::io::stdout().is_terminal() {
                 Format::Text

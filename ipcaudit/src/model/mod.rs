@@ -5,36 +5,54 @@
 //! # Feeding it
 //!
 //! * [`Model::bootstrap`] with a [`Snapshot`] of each IPC namespace: objects that predate the
-//!   model, the processes, their mappings, semaphore values, waiters and limits.
+//!   model, the processes, their mappings, semaphore values, waiters and limits. The findings it
+//!   implies come out of the next [`Model::tick`].
 //! * [`Model::apply`] for every [`Event`], in order: returns the `event.action` the event
 //!   gets, the object it concerned, the actions it caused (a segment destroyed by the detach,
-//!   exit or exec that dropped its last attachment) and the findings it raised or cleared.
-//! * [`Model::tick`] periodically: grace periods expire there (and bootstrap's findings come
-//!   out of the first tick), dead processes and destroyed objects are forgotten.
+//!   munmap, exit or exec that dropped its last attachment) and the findings it raised or
+//!   cleared.
+//! * [`Model::tick`] periodically: grace periods expire there, the `leaky-process` window slides,
+//!   and (once per grace period) dead processes nothing refers to and destroyed objects older
+//!   than the grace period are forgotten.
 //! * [`Model::reconcile`] with a fresh snapshot: corrects the model and reports what differed.
 //!
 //! # Objects
 //!
 //! Objects are keyed by [`ObjectKey`] (namespace, type, id, generation): the kernel reuses ids,
-//! so every object the model learns of gets a new generation (unique in the model). An event
-//! for an id the model never saw creates the object lazily with unknown fields.
+//! so every object the model learns of gets a new generation (from one counter: unique in the
+//! model). An event for an id the model never saw creates the object lazily with unknown
+//! fields (a segment of unknown size is assumed one page long when attached).
+//!
+//! A get is a create when the key is `IPC_PRIVATE` (the kernel creates for it whatever the
+//! flags), or `IPC_CREAT|IPC_EXCL` succeeded, or `IPC_CREAT` returned an id that was not a live
+//! object the model knew; otherwise an open. A failed get is a create when `IPC_CREAT` was
+//! asked (or the key was private).
 //!
 //! Shared memory attachments are kept as the kernel's vmas: mapped ranges with their offset
 //! into the segment (`shm.rs`). An experiment on Linux 6.18 (shmat 4 pages, munmap the middle
 //! one, read `shm_nattch`) showed nattch go from 1 to 2: nattch counts vmas, so the model's
 //! nattch is the number of mapped ranges. The same experiment confirmed: `shmdt(addr)` detaches
-//! every fragment of the attach made at `addr` (even when the first page was unmapped), a fork
-//! copies every vma, `mremap` moves/shrinks/grows a range (moving a fragment back next to its
-//! neighbour merges them), `MREMAP_DONTUNMAP` leaves the old range mapped (nattch + 1), and a
-//! segment removed while attached can still be attached by id.
+//! every fragment of the attach made at `addr` (even when the first page was unmapped; and
+//! `shmdt(addr + PAGE)` on an intact attach is EINVAL), a fork copies every vma (nattch of a
+//! split attach goes 3 → 6), `mremap` moves/shrinks/grows a range (moving a fragment back next to
+//! its left neighbour merges them, a three-way merge does not happen), `MREMAP_DONTUNMAP` leaves
+//! the old range mapped (nattch + 1), `SHM_REMAP` splits what it lands on, and a segment removed
+//! while attached can still be attached by id.
 //!
 //! # What events cannot show
 //!
-//! Blocked tasks (semop / msgrcv waiters) are only known from snapshots: `reconcile` stores
-//! them, a completed semop or msgrcv by a waiter removes it, and the `semaphore-held-by-dead-
-//! process` rule uses them for its critical case. mmap over an attachment, mprotect splits,
-//! `IPC_SET` (new mode/owner) and `SETALL` values are not in the event stream either: the next
-//! reconcile corrects them.
+//! Blocked tasks (semop / msgrcv / msgsnd waiters) are only known from snapshots: `reconcile`
+//! stores them, a completed semop or msgrcv by a waiter removes it, and the
+//! `semaphore-held-by-dead-process` rule uses them for its critical case. mmap or mprotect over
+//! an attachment, `IPC_SET` (new mode/owner) and `SETALL` values are not in the event stream
+//! either: the next reconcile corrects them. Lost records set [`Model::needs_reconcile`].
+//!
+//! # Findings
+//!
+//! See [`Rule`]. A finding is raised once and cleared once; while active, a
+//! `semaphore-held-by-dead-process` finding is kept up to date (holders, waiters, severity)
+//! without a new change. Evidence names processes with their role; a process known only by pid
+//! (a creator that predates the model) has no `entity`.
 
 mod apply;
 mod core;
@@ -61,8 +79,8 @@ pub use object::{ObjectKey, ObjectRef, ObjectStatus, Peer, SemAdj, SemSlot};
 pub use reconcile::{Difference, MappedRange, Reconciled};
 pub use rules::{Finding, FindingChange, LimitKind, ProcessEvidence, Role, Rule, Severity};
 pub use view::{
-    AttachmentView, MsgView, ObjectView, PeerView, ProcessRef, ProcessView, SemHoldingView,
-    SemView, ShmView,
+    AttachmentView, MappingView, MsgView, ObjectView, PeerView, ProcessRef, ProcessView,
+    SemHoldingView, SemView, ShmView,
 };
 
 use object::Object;

@@ -561,13 +561,16 @@ impl Run {
         // Pages, from the model's ranges.
         let mut pages: BTreeMap<(u32, u64), (i32, u64)> = BTreeMap::new();
         for p in m.processes() {
-            for (o, s, e, off) in &p.attachments {
+            for r in &p.attachments {
                 prop_assert!(p.alive, "dead process {} holds an attachment", p.pid);
-                prop_assert!(s < e);
-                let mut a = *s;
-                while a < *e {
-                    pages.insert((p.pid, a), (o.id, (off + (a - s)) / PAGE));
-                    a += PAGE;
+                prop_assert!(r.start < r.end);
+                let mut addr = r.start;
+                while addr < r.end {
+                    pages.insert(
+                        (p.pid, addr),
+                        (r.object.id, (r.offset + (addr - r.start)) / PAGE),
+                    );
+                    addr += PAGE;
                 }
             }
         }

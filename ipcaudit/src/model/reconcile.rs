@@ -143,6 +143,22 @@ impl Model {
             .collect();
         let pids: Pids<'_> = snap.processes.iter().map(|p| (p.key.pid, p)).collect();
         self.sync_processes(snap, &mut d, cx);
+        // Objects whose id the kernel no longer lists: gone (reported before anything appears,
+        // so that an appearing object never silently displaces one the model had).
+        let listed: HashSet<(IpcType, i32)> = (snap.shm.iter().map(|x| (IpcType::Shm, x.perm.id)))
+            .chain(snap.sem.iter().map(|x| (IpcType::Sem, x.perm.id)))
+            .chain(snap.msg.iter().map(|x| (IpcType::Msg, x.perm.id)))
+            .collect();
+        let absent: Vec<ObjectKey> = self
+            .ns_objects(ns)
+            .filter(|k| !listed.contains(&(k.ty, k.id)))
+            .filter(|k| {
+                self.objects
+                    .get(k)
+                    .is_some_and(super::object::Object::exists)
+            })
+            .collect();
+        self.vanish(absent, &mut d, cx);
         let mut since: HashMap<ObjectKey, u64> = HashMap::new();
         let mut seen: HashSet<ObjectKey> = HashSet::new();
         self.sync_shm(snap, &pids, &mut d, &mut since, &mut seen, cx);
@@ -158,13 +174,7 @@ impl Model {
                         .is_some_and(super::object::Object::exists)
             })
             .collect();
-        for k in vanished {
-            if let Some(o) = self.objects.get(&k) {
-                let (object, model) = (o.object_ref(), o.status);
-                d.push(|| Difference::ObjectVanished { object, model });
-            }
-            self.destroy_object(k, cx, false);
-        }
+        self.vanish(vanished, &mut d, cx);
         self.sync_mappings(snap, &mut d, cx);
         self.sync_nattch(snap, &before, &mut d);
         self.sync_sem_values(snap, &pids, &mut d, &since);
@@ -177,6 +187,17 @@ impl Model {
         }
         for ty in IpcType::ALL {
             self.evaluate_limits(ns, ty, cx);
+        }
+    }
+
+    /// Objects the kernel does not have: reported and destroyed.
+    fn vanish(&mut self, keys: Vec<ObjectKey>, d: &mut Diffs<'_>, cx: &mut Cx) {
+        for k in keys {
+            if let Some(o) = self.objects.get(&k) {
+                let (object, model) = (o.object_ref(), o.status);
+                d.push(|| Difference::ObjectVanished { object, model });
+            }
+            self.destroy_object(k, cx, false);
         }
     }
 

@@ -284,7 +284,7 @@ impl Sim {
             .map(|p| {
                 p.attachments
                     .iter()
-                    .map(|(_, s, e, o)| (*s, *e, *o))
+                    .map(|a| (a.start, a.end, a.offset))
                     .collect()
             })
             .unwrap_or_default();
@@ -1494,8 +1494,9 @@ pub(super) fn snapshot_of(m: &Model, now: u64) -> Snapshot {
             state: 'S',
             ipc_ns: NS,
         });
-        for (o, s, e, off) in &p.attachments {
-            sn.mappings.push(mapping(p.pid, o.id, *s, *e, *off));
+        for a in &p.attachments {
+            sn.mappings
+                .push(mapping(p.pid, a.object.id, a.start, a.end, a.offset));
         }
     }
     for v in m
@@ -1563,4 +1564,32 @@ pub(super) fn snapshot_of(m: &Model, now: u64) -> Snapshot {
         }
     }
     sn
+}
+
+#[test]
+fn reconcile_reports_a_stale_key_holder_as_vanished() {
+    let mut s = Sim::new();
+    s.m.bootstrap(&snap(s.now));
+    s.shmget(1, 0x10, PAGE, IPC_CREAT | 0o600, 1);
+    // Missed: id 1 was removed and the key now names id 2.
+    let mut sn = snap(s.now);
+    sn.processes = vec![pinfo(1, 'S')];
+    sn.shm = vec![seg(2, 0x10, 0o600, PAGE, 1, 0, s.now)];
+    let r = s.m.reconcile(&sn);
+    assert!(
+        r.differences
+            .iter()
+            .any(|d| matches!(d, Difference::ObjectVanished { object, .. } if object.id == 1))
+    );
+    assert!(
+        r.differences
+            .iter()
+            .any(|d| matches!(d, Difference::ObjectAppeared { object } if object.id == 2))
+    );
+    assert_eq!(s.status(IpcType::Shm, 1), Some(ObjectStatus::Destroyed));
+    // A get of the key now opens id 2.
+    assert_eq!(
+        s.shmget(3, 0x10, PAGE, IPC_CREAT | 0o600, 2).action,
+        Some(Action::ShmOpen)
+    );
 }

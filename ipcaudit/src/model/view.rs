@@ -101,6 +101,16 @@ pub struct ObjectView<'a> {
     pub msg: Option<MsgView<'a>>,
 }
 
+/// One mapped range of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MappingView {
+    pub object: ObjectRef,
+    pub start: u64,
+    pub end: u64,
+    /// Offset into the segment.
+    pub offset: u64,
+}
+
 /// One process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProcessView<'a> {
@@ -115,7 +125,7 @@ pub struct ProcessView<'a> {
     pub exit_ns: Option<u64>,
     pub ipc_ns: u32,
     /// Its mapped ranges of segments.
-    pub attachments: Vec<(ObjectRef, u64, u64, u64)>,
+    pub attachments: Vec<MappingView>,
 }
 
 impl Model {
@@ -226,7 +236,12 @@ impl Model {
             .iter()
             .filter_map(|(s, v)| {
                 let r = self.objects.get(&v.object)?.object_ref();
-                Some((r, *s, v.end, v.offset))
+                Some(MappingView {
+                    object: r,
+                    start: *s,
+                    end: v.end,
+                    offset: v.offset,
+                })
             })
             .collect();
         ProcessView {

@@ -619,6 +619,19 @@ pub fn encode_resync(time_ns: u64, differences: &[Difference], out: &mut String)
     out.push_str(&value.to_string());
 }
 
+/// A `state` record of one object as the model holds it (`watch --snapshot-every`).
+pub fn encode_state(time_ns: u64, object: &crate::model::ObjectView<'_>, out: &mut String) {
+    let mut timestamp = String::new();
+    rfc3339_nanos(time_ns, &mut timestamp);
+    let value = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {"kind": "state", "action": "model-state"},
+        "ipc": object_json(&object.object),
+        "ipcaudit": {"object": object},
+    });
+    out.push_str(&value.to_string());
+}
+
 /// A `state` record: the kernel snapshot the model was bootstrapped or reconciled with, so that
 /// `replay` rebuilds exactly the same model.
 pub fn encode_snapshot(

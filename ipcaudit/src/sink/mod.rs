@@ -90,6 +90,13 @@ impl Encoder {
         }
     }
 
+    pub fn resync(&self, time_ns: u64, differences: &[crate::model::Difference], out: &mut String) {
+        match self.format {
+            Format::Json => json::encode_resync(time_ns, differences, out),
+            Format::Text => text::encode_resync(time_ns, differences, out),
+        }
+    }
+
     pub fn summary(&self, time_ns: u64, summary: &Summary, out: &mut String) {
         match self.format {
             Format::Json => json::encode_summary(time_ns, summary, out),

@@ -218,6 +218,22 @@ pub fn encode_finding(time_ns: u64, change: &FindingChange, out: &mut String) {
     }
 }
 
+/// A resync note: how many corrections, and the first few.
+pub fn encode_resync(time_ns: u64, differences: &[crate::model::Difference], out: &mut String) {
+    time_of_day(time_ns, out);
+    let _ = write!(
+        out,
+        "     model-resync   {} corrections:",
+        differences.len()
+    );
+    for d in differences.iter().take(3) {
+        let _ = write!(out, " {}", serde_json::to_string(d).unwrap_or_default());
+    }
+    if differences.len() > 3 {
+        out.push_str(" …");
+    }
+}
+
 pub fn encode_summary(summary: &Summary, out: &mut String) {
     let total: u64 = summary.counts.values().sum();
     let _ = write!(
