@@ -207,8 +207,13 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
             accepted = async { match control.as_ref() { Some(c) => c.accept().await, None => std::future::pending().await } } => {
                 drain(&mut probe, &clocks, &mut model, &mut out);
                 match accepted {
-                    Ok(Some((request, stream))) => crate::control::answer(stream, &crate::status::answer(&model, request)).await,
-                    Ok(None) => {}
+                    Ok(stream) => match crate::control::read_request(stream).await {
+                        Ok(Some((request, stream))) => {
+                            crate::control::answer(stream, &crate::status::answer(&model, request)).await;
+                        }
+                        Ok(None) => {}
+                        Err(e) => log::warn!("control socket: {e}"),
+                    },
                     Err(e) => log::warn!("control socket: {e}"),
                 }
                 continue;

@@ -93,45 +93,49 @@ impl Server {
         })
     }
 
-    /// Waits for a client; returns it with its request once credentials are checked and a
-    /// request line was read. Peers that are not root, or send nothing valid within a second,
-    /// are answered with an error and dropped (`Ok(None)`).
-    pub async fn accept(&self) -> io::Result<Option<(Request, UnixStream)>> {
-        let (mut stream, _) = self.listener.accept().await?;
-        let cred = stream.peer_cred()?;
-        if cred.uid() != 0 {
-            log::warn!(
-                "control socket: refused peer uid {} pid {:?}",
-                cred.uid(),
-                cred.pid()
-            );
-            let _ = stream
-                .write_all(b"{\"error\":\"permission denied: root only\"}\n")
-                .await;
-            return Ok(None);
-        }
-        let mut line = String::new();
-        let read = async {
-            let mut reader = BufReader::new((&mut stream).take(256));
-            reader.read_line(&mut line).await
-        };
-        match tokio::time::timeout(Duration::from_secs(1), read).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(None),
-        }
-        if let Some(request) = Request::parse(&line) {
-            Ok(Some((request, stream)))
-        } else {
-            let _ = stream
-                .write_all(b"{\"error\":\"unknown request: expected status or findings\"}\n")
-                .await;
-            Ok(None)
-        }
+    /// Waits for a client. Cancel-safe (only the accept itself), so it can sit in a `select!`;
+    /// hand the stream to [`read_request`] outside the select.
+    pub async fn accept(&self) -> io::Result<UnixStream> {
+        self.listener.accept().await.map(|(stream, _)| stream)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Checks the peer's credentials and reads its request line. Peers that are not root, or send
+/// nothing valid within a second, are answered with an error and dropped (`Ok(None)`).
+pub async fn read_request(mut stream: UnixStream) -> io::Result<Option<(Request, UnixStream)>> {
+    let cred = stream.peer_cred()?;
+    if cred.uid() != 0 {
+        log::warn!(
+            "control socket: refused peer uid {} pid {:?}",
+            cred.uid(),
+            cred.pid()
+        );
+        let _ = stream
+            .write_all(b"{\"error\":\"permission denied: root only\"}\n")
+            .await;
+        return Ok(None);
+    }
+    let mut line = String::new();
+    let read = async {
+        let mut reader = BufReader::new((&mut stream).take(256));
+        reader.read_line(&mut line).await
+    };
+    match tokio::time::timeout(Duration::from_secs(1), read).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Ok(None),
+    }
+    if let Some(request) = Request::parse(&line) {
+        Ok(Some((request, stream)))
+    } else {
+        let _ = stream
+            .write_all(b"{\"error\":\"unknown request: expected status or findings\"}\n")
+            .await;
+        Ok(None)
     }
 }
 
@@ -204,7 +208,7 @@ mod tests {
             let path = path.clone();
             async move { ask(&path, Request::Findings).await }
         });
-        let accepted = server.accept().await.unwrap();
+        let accepted = read_request(server.accept().await.unwrap()).await.unwrap();
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             let (request, stream) = accepted.unwrap();

@@ -125,6 +125,14 @@ impl Ipcaudit {
     }
 }
 
+impl Drop for Ipcaudit {
+    /// A test that fails half-way must not leave a tracer running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs the workload scenario and returns what it printed (one JSON object).
 pub fn workload(bin: &str, scenario: &str) -> Value {
     let out = Command::new(bin)
@@ -170,4 +178,159 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// A workload process that holds state until the test kills it (SIGKILL on drop).
+pub struct Held {
+    pub child: Child,
+    /// What it printed first (one JSON object).
+    pub info: Value,
+}
+
+impl Held {
+    /// Starts `ipc-workload SCENARIO [ARG]` and waits for its first line.
+    pub fn start(bin: &str, scenario: &str, arg: Option<&str>) -> Self {
+        let mut child = Command::new(bin)
+            .arg(scenario)
+            .args(arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ipc-workload");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("workload printed nothing in 10 s");
+        let info =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
+        Self { child, info }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// SIGKILLs a pid that is not our child (the workload's own children).
+pub fn kill_pid(pid: u64) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: sending a signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Removes an IPC object by id, ignoring errors (test cleanup).
+pub fn ipcrm(kind: &str, id: &Value) {
+    if let Some(id) = id.as_i64() {
+        let _ = Command::new("ipcrm").args([kind, &id.to_string()]).output();
+    }
+}
+
+/// A `watch` with short grace and resync periods and its own control socket.
+pub struct Watch {
+    pub ipcaudit: Ipcaudit,
+    pub socket: PathBuf,
+}
+
+impl Watch {
+    pub fn start(grace_secs: &str) -> Self {
+        let socket =
+            std::env::temp_dir().join(format!("ipcaudit-test-{}.sock", std::process::id()));
+        let s = socket.to_string_lossy().into_owned();
+        let ipcaudit = start(&[
+            "watch", "--grace", grace_secs, "--resync", "1", "--socket", &s,
+        ]);
+        Self { ipcaudit, socket }
+    }
+
+    /// Asks the daemon (`ipcaudit status|findings --json`).
+    pub fn ask(&self, what: &str) -> Value {
+        let out = Command::new(ipcaudit_bin())
+            .args([what, "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .expect("run ipcaudit client");
+        assert!(
+            out.status.success(),
+            "ipcaudit {what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON answer")
+    }
+
+    /// The active findings of `rule` on object `id` (or all of `rule` with `id` None).
+    pub fn findings(&self, rule: &str, id: Option<&Value>) -> Vec<Value> {
+        self.ask("findings")["findings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f["rule"] == rule && id.is_none_or(|id| &f["object"]["id"] == id))
+            .collect()
+    }
+
+    /// Waits (up to 15 s) for a finding of `rule` on `id`.
+    pub fn wait_finding(&self, rule: &str, id: &Value) -> Value {
+        let mut found = None;
+        eventually(Duration::from_secs(15), || {
+            found = self.findings(rule, Some(id)).into_iter().next();
+            found.is_some()
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no {rule} finding on {id}; findings: {:#}",
+                self.ask("findings")
+            )
+        })
+    }
+
+    /// The model's view of one object.
+    pub fn object(&self, ty: &str, id: &Value) -> Value {
+        self.ask("status")["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["type"] == ty && &o["id"] == id)
+            .last()
+            .cloned()
+            .unwrap_or_else(|| panic!("the model has no {ty} {id}"))
+    }
+}
+
+/// A column of /proc/sysvipc/{shm,sem,msg} for object `id`.
+pub fn sysvipc(table: &str, id: &Value, column: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/sysvipc/{table}")).ok()?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let id_col = header.iter().position(|h| h.ends_with("id"))?;
+    let col = header.iter().position(|h| *h == column)?;
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(id_col).and_then(|v| v.parse::<i64>().ok()) == id.as_i64())
+        .and_then(|f| f.get(col)?.parse().ok())
+}
+
+/// semctl(id, 0, cmd) for GETVAL / GETNCNT.
+pub fn semctl0(id: &Value, cmd: i32) -> i32 {
+    let id = i32::try_from(id.as_i64().expect("semid")).expect("semid");
+    // SAFETY: a query command with no argument buffer.
+    unsafe { libc::semctl(id, 0, cmd) }
 }

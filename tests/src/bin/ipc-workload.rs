@@ -206,6 +206,182 @@ fn exec_child() {
     say(&json!({"pid": pid(), "child": child, "shmid": id}));
 }
 
+/// Sleeps until killed.
+fn hold() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn semop(id: i32, num: u16, op: i16, flags: i16) {
+    let mut ops = [libc::sembuf {
+        sem_num: num,
+        sem_op: op,
+        sem_flg: flags,
+    }];
+    // SAFETY: valid sembuf array of one.
+    if unsafe { libc::semop(id, ops.as_mut_ptr(), 1) } != 0 {
+        fail("semop");
+    }
+}
+
+/// Creates and attaches a segment, then holds it until killed.
+fn hold_shm() {
+    let id = shmget(8192);
+    let addr = shmat(id);
+    say(&json!({"pid": pid(), "shmid": id, "addr": format!("0x{addr:x}")}));
+    hold();
+}
+
+/// A child creates a segment (no attach) and exits; the parent never reaps it: a zombie creator.
+fn zombie_creator() {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two fds.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        fail("pipe");
+    }
+    let [rd, wr] = fds;
+    let child = fork();
+    if child == 0 {
+        let id = shmget(4096);
+        let bytes = id.to_ne_bytes();
+        // SAFETY: writing 4 bytes from a valid buffer, then leaving.
+        unsafe {
+            libc::write(wr, bytes.as_ptr().cast(), 4);
+            libc::_exit(0);
+        }
+    }
+    let mut bytes = [0u8; 4];
+    // SAFETY: reading 4 bytes into a valid buffer.
+    if unsafe { libc::read(rd, bytes.as_mut_ptr().cast(), 4) } != 4 {
+        fail("read");
+    }
+    say(&json!({"pid": pid(), "child": child, "shmid": i32::from_ne_bytes(bytes)}));
+    hold();
+}
+
+/// The parent attaches; three children inherit the attachment: one shmdt's, one munmaps, one
+/// execs `sleep`. Everyone then holds (the test kills them).
+fn fork_three() {
+    let id = shmget(8192);
+    let addr = shmat(id);
+    let a = fork();
+    if a == 0 {
+        shmdt(addr);
+        hold();
+    }
+    let b = fork();
+    if b == 0 {
+        // SAFETY: unmapping the inherited attachment.
+        if unsafe { libc::munmap(addr as *mut libc::c_void, 8192) } != 0 {
+            fail("munmap");
+        }
+        hold();
+    }
+    let c = fork();
+    if c == 0 {
+        let prog = c"/bin/sleep";
+        let arg = c"3600";
+        let argv = [prog.as_ptr(), arg.as_ptr(), ptr::null()];
+        // SAFETY: valid NUL-terminated argv.
+        unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
+        // SAFETY: exec failed.
+        unsafe { libc::_exit(127) };
+    }
+    say(&json!({"pid": pid(), "children": [a, b, c], "shmid": id}));
+    hold();
+}
+
+/// Creates a one-semaphore set at 1 and takes the unit (with SEM_UNDO when `undo`), then holds.
+fn sem_hold(undo: bool) {
+    // SAFETY: plain syscall wrappers.
+    let id = unsafe { libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600) };
+    if id < 0 {
+        fail("semget");
+    }
+    // SAFETY: as above.
+    if unsafe { libc::semctl(id, 0, libc::SETVAL, 1) } != 0 {
+        fail("semctl(SETVAL)");
+    }
+    // Used as a lock: take and give back once, then take and keep.
+    let flags = if undo { SEM_UNDO } else { 0 };
+    semop(id, 0, -1, flags);
+    semop(id, 0, 1, flags);
+    semop(id, 0, -1, flags);
+    say(&json!({"pid": pid(), "semid": id}));
+    hold();
+}
+
+/// Blocks taking a unit of semaphore 0 of set `id`, then gives it back and exits.
+fn sem_wait(id: i32) {
+    say(&json!({"pid": pid(), "semid": id}));
+    semop(id, 0, -1, 0);
+    semop(id, 0, 1, 0);
+}
+
+/// Creates a queue and receives from it forever.
+fn msg_reader() {
+    // SAFETY: plain syscall wrappers with valid buffers.
+    unsafe {
+        let id = libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600);
+        if id < 0 {
+            fail("msgget");
+        }
+        say(&json!({"pid": pid(), "msqid": id}));
+        let mut m = Msg {
+            mtype: 0,
+            text: [0; 16],
+        };
+        loop {
+            if libc::msgrcv(id, (&raw mut m).cast(), 16, 0, 0) < 0 {
+                fail("msgrcv");
+            }
+        }
+    }
+}
+
+/// Sends a message to queue `id` every 50 ms until killed.
+fn msg_producer(id: i32) {
+    say(&json!({"pid": pid(), "msqid": id}));
+    let m = Msg {
+        mtype: 1,
+        text: *b"tick tick tick!!",
+    };
+    loop {
+        // SAFETY: valid message buffer.
+        if unsafe { libc::msgsnd(id, (&raw const m).cast(), 16, libc::IPC_NOWAIT) } != 0 {
+            fail("msgsnd");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The parent attaches, forks a child that holds the inherited attachment, then removes the
+/// segment, detaches and holds.
+fn rmid_child() {
+    let id = shmget(4096);
+    let addr = shmat(id);
+    let child = fork();
+    if child == 0 {
+        hold();
+    }
+    rmid_shm(id);
+    shmdt(addr);
+    say(&json!({"pid": pid(), "child": child, "shmid": id}));
+    hold();
+}
+
+/// The id argument of the scenarios that take one.
+fn arg_id() -> i32 {
+    std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| {
+            eprintln!("ipc-workload: this scenario takes an IPC id argument");
+            std::process::exit(2)
+        })
+}
+
 fn main() {
     let scenario = std::env::args().nth(1).unwrap_or_default();
     // Give the tracer a moment after we started; tests start us after ipcaudit is attached.
@@ -218,10 +394,20 @@ fn main() {
         "msg-basic" => msg_basic(),
         "bad-shmat" => bad_shmat(),
         "exec-child" => exec_child(),
+        "hold-shm" => hold_shm(),
+        "zombie-creator" => zombie_creator(),
+        "fork-three" => fork_three(),
+        "sem-hold" => sem_hold(false),
+        "sem-hold-undo" => sem_hold(true),
+        "sem-wait" => sem_wait(arg_id()),
+        "msg-reader" => msg_reader(),
+        "msg-producer" => msg_producer(arg_id()),
+        "rmid-child" => rmid_child(),
         other => {
             eprintln!(
                 "ipc-workload: unknown scenario {other:?}; expected one of shm-basic, shm-rmid-attached, \
-                 shm-fork-munmap, sem-basic, msg-basic, bad-shmat, exec-child"
+                 shm-fork-munmap, sem-basic, msg-basic, bad-shmat, exec-child, hold-shm, zombie-creator, \
+                 fork-three, sem-hold, sem-hold-undo, sem-wait ID, msg-reader, msg-producer ID, rmid-child"
             );
             std::process::exit(2);
         }
