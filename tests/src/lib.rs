@@ -309,7 +309,7 @@ impl Watch {
             .into_iter()
             .flatten()
             .filter(|o| o["type"] == ty && &o["id"] == id)
-            .last()
+            .next_back()
             .cloned()
             .unwrap_or_else(|| panic!("the model has no {ty} {id}"))
     }
