@@ -308,8 +308,7 @@ impl Watch {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|o| o["type"] == ty && &o["id"] == id)
-            .next_back()
+            .rfind(|o| o["type"] == ty && &o["id"] == id)
             .cloned()
             .unwrap_or_else(|| panic!("the model has no {ty} {id}"))
     }
