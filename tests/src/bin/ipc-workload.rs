@@ -209,7 +209,7 @@ fn exec_child() {
 /// Sleeps until killed.
 fn hold() -> ! {
     loop {
-        std::thread::sleep(Duration::from_secs(3600));
+        std::thread::sleep(Duration::from_hours(1));
     }
 }
 
