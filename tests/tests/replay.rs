@@ -66,9 +66,10 @@ fn replay_of_a_live_recording_gives_the_same_findings() {
         .collect();
 
     let (live_alerts, replay_alerts) = (alerts(&live), alerts(&replayed));
+    let (shm_a, shm_b) = (shmid.to_string(), pinned.to_string());
     let ours = |set: &BTreeSet<(String, String, String, String)>| {
         set.iter()
-            .filter(|a| a.3 == shmid.to_string() || a.3 == pinned.to_string())
+            .filter(|a| a.3 == shm_a || a.3 == shm_b)
             .cloned()
             .collect::<BTreeSet<_>>()
     };
