@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     clock::{self, Clocks},
     decode::decode,
-    event::{Action, Event, EventKind, ProcessKey, Task},
+    event::{Action, Event, EventKind, Task},
     filter::Filter,
     model::ObjectRef,
     model::{Applied, Model, ModelConfig},
@@ -342,15 +342,7 @@ fn report_lost(probe: &Probe, seen: &mut u64, model: &mut Model, out: &mut Outpu
         let ev = Event {
             time_ns: clock::now_wall_ns(),
             ipc_ns: 0,
-            task: Task {
-                process: ProcessKey {
-                    pid: 0,
-                    start_ticks: 0,
-                },
-                tid: 0,
-                comm: String::new(),
-                uid: 0,
-            },
+            task: Task::kernel(),
             kind: EventKind::Lost { count },
         };
         let applied = model.apply(&ev);

@@ -32,6 +32,21 @@ pub struct Task {
     pub uid: u32,
 }
 
+impl Task {
+    /// No process: the task of records the collector makes itself (`events-lost`).
+    pub fn kernel() -> Self {
+        Self {
+            process: ProcessKey {
+                pid: 0,
+                start_ticks: 0,
+            },
+            tid: 0,
+            comm: String::new(),
+            uid: 0,
+        }
+    }
+}
+
 /// A kernel error number, as returned by a failed syscall (positive: `EINVAL` is 22).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);

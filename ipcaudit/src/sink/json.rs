@@ -10,7 +10,7 @@ use super::{Session, Summary, parse_entity_id};
 use crate::{
     clock::{parse_rfc3339, rfc3339_nanos},
     decode::syscall_kind,
-    event::{Action, Errno, Event, EventKind, IpcType, ProcessKey, SemOp, Task},
+    event::{Action, Errno, Event, EventKind, IpcType, SemOp, Task},
     model::{Difference, FindingChange, ObjectRef, Severity},
     names::{errno_name, errno_value, ipc_command_name},
 };
@@ -730,15 +730,7 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
             .ipcaudit
             .and_then(|x| x.lost)
             .ok_or_else(|| field("ipcaudit.lost", "missing"))?;
-        let task = Task {
-            process: ProcessKey {
-                pid: 0,
-                start_ticks: 0,
-            },
-            tid: 0,
-            comm: String::new(),
-            uid: 0,
-        };
+        let task = Task::kernel();
         return Ok(Parsed::Event(
             Event {
                 time_ns,
@@ -844,6 +836,7 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::ProcessKey;
 
     fn session() -> Session {
         Session {
