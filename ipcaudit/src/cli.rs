@@ -67,9 +67,11 @@ pub struct OutputArgs {
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
-    /// Append records to FILE (created mode 0600) instead of stdout.
-    #[arg(long, short, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    /// Where records go: `-` (stdout), FILE (appended, mode 0600, reopened on SIGHUP),
+    /// `unix:PATH` (a stream socket; reconnects, buffers up to 4 MiB), `syslog` (RFC 5424 to
+    /// /dev/log) or `syslog:PATH`.
+    #[arg(long, short, value_name = "DEST")]
+    pub output: Option<crate::sink::Destination>,
     /// Output format (default: text on a terminal, json otherwise).
     #[arg(long, value_enum)]
     pub format: Option<Format>,

@@ -24,9 +24,9 @@ use crate::{
 pub enum RunError {
     #[error(transparent)]
     Probe(#[from] ProbeError),
-    #[error("cannot open output {path}: {source}")]
+    #[error("cannot open output {dest}: {source}")]
     Output {
-        path: PathBuf,
+        dest: crate::sink::Destination,
         source: std::io::Error,
     },
     #[error("cannot read the kernel's IPC state: {0}")]
@@ -58,7 +58,7 @@ pub struct WatchOptions {
 pub struct Options {
     pub filter: Filter,
     pub format: Format,
-    pub output: Option<PathBuf>,
+    pub output: Option<crate::sink::Destination>,
     pub duration: Option<Duration>,
     pub ring_bytes: u32,
     pub mode: Mode,
@@ -110,8 +110,8 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let started = clock::now_wall_ns();
     let writer = match &options.output {
         None => LineWriter::stdout(),
-        Some(path) => LineWriter::file(path).map_err(|source| RunError::Output {
-            path: path.clone(),
+        Some(dest) => LineWriter::open(dest).map_err(|source| RunError::Output {
+            dest: dest.clone(),
             source,
         })?,
     };
@@ -129,6 +129,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signal)?;
 
     let mut probe = Probe::start(&ProbeOptions {
         ring_bytes: options.ring_bytes,
@@ -154,10 +155,8 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         Some(w) => Some(crate::control::Server::bind(&w.socket).await?),
         None => None,
     };
-    if watch.is_some() && options.format == Format::Json {
-        out.printer.with(|_, line| {
-            crate::sink::json::encode_snapshot(snap.taken_ns, "snapshot", &snap, line);
-        });
+    if watch.is_some() {
+        out.printer.with(|e, line| e.snapshot(&snap, line));
     }
     eprintln!(
         "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present); Ctrl-C to stop",
@@ -179,6 +178,11 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
             _ = stats_timer.tick() => {
                 report_lost(&probe, &mut lost_seen, &mut model, &mut out);
+                out.printer.writer.poll();
+                continue;
+            }
+            _ = sighup.recv() => {
+                out.printer.writer.reopen();
                 continue;
             }
             due = async { match timers.as_mut() { Some(t) => t.next().await, None => std::future::pending().await } } => {
@@ -191,14 +195,14 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                             out.printer.finding(now, &change);
                         }
                         if model.needs_reconcile() && timers.as_mut().is_some_and(WatchTimers::resync_allowed) {
-                            resync(&mut probe, &clocks, &mut model, &mut out, options.format).await?;
+                            resync(&mut probe, &clocks, &mut model, &mut out).await?;
                         }
                     }
-                    Due::Resync => resync(&mut probe, &clocks, &mut model, &mut out, options.format).await?,
+                    Due::Resync => resync(&mut probe, &clocks, &mut model, &mut out).await?,
                     Due::State => {
                         let now = clock::now_wall_ns();
                         for object in model.objects() {
-                            out.printer.with(|_, line| crate::sink::json::encode_state(now, &object, line));
+                            out.printer.with(|e, line| e.state(now, &object, line));
                         }
                     }
                 }
@@ -229,6 +233,8 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     report_lost(&probe, &mut lost_seen, &mut model, &mut out);
     let now = clock::now_wall_ns();
     out.summary.duration_ns = now.saturating_sub(started);
+    out.printer.writer.poll();
+    out.summary.output = out.printer.writer.stats();
     let summary = out.summary;
     out.printer.with(|e, line| e.summary(now, &summary, line));
     Ok(summary)
@@ -294,7 +300,6 @@ async fn resync(
     clocks: &Clocks,
     model: &mut Model,
     out: &mut Output,
-    format: Format,
 ) -> Result<(), RunError> {
     drain(probe, clocks, model, out);
     let snap = tokio::task::spawn_blocking(|| snapshot::read::take_snapshot(clock::now_wall_ns()))
@@ -303,11 +308,7 @@ async fn resync(
     let reconciled = model.reconcile(&snap);
     if !reconciled.differences.is_empty() {
         log::info!("resync: {} corrections", reconciled.differences.len());
-        if format == Format::Json {
-            out.printer.with(|_, line| {
-                crate::sink::json::encode_snapshot(snap.taken_ns, "snapshot", &snap, line);
-            });
-        }
+        out.printer.with(|e, line| e.snapshot(&snap, line));
         out.printer
             .with(|e, line| e.resync(snap.taken_ns, &reconciled.differences, line));
     }

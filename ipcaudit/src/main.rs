@@ -8,7 +8,7 @@ use ipcaudit::{
     cli::{AskArgs, Cli, Command, OutputArgs, TraceArgs},
     collector::{self, Mode, Options, WatchOptions},
     control::Request,
-    sink::Format,
+    sink::{Destination, Format},
     status,
 };
 
@@ -34,7 +34,9 @@ fn main() -> ExitCode {
 /// Text on a terminal, JSON when piped or written to a file.
 fn format_for(output: &OutputArgs) -> Format {
     output.format.unwrap_or(
-        if output.output.is_none() && std::io::stdout().is_terminal() {
+        if matches!(output.output, None | Some(Destination::Stdout))
+            && std::io::stdout().is_terminal()
+        {
             Format::Text
         } else {
             Format::Json

@@ -120,8 +120,13 @@ pub struct RawSyscall {
     pub ret: i64,
 }
 
+/// Bumped when a field changes meaning or goes away (adding fields does not bump it).
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Serialize, Deserialize, Default)]
 pub struct Extra {
+    #[serde(default)]
+    pub schema_version: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub syscall: Option<RawSyscall>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -147,7 +152,44 @@ pub struct EcsRecord {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ipc: Option<EcsIpc>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub host: Option<EcsHost>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ipcaudit: Option<Extra>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsBoot {
+    pub id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsHost {
+    pub name: String,
+    pub id: String,
+    pub boot: EcsBoot,
+}
+
+impl EcsHost {
+    fn of(session: &Session) -> Option<Self> {
+        session.host.as_ref().map(|h| Self {
+            name: h.name.clone(),
+            id: h.id.clone(),
+            boot: EcsBoot {
+                id: h.boot_id.clone(),
+            },
+        })
+    }
+}
+
+/// Adds what every record carries: `host.*` and `ipcaudit.schema_version`.
+fn stamp(session: &Session, value: &mut serde_json::Value) {
+    if let Some(host) = EcsHost::of(session) {
+        value["host"] = serde_json::to_value(host).unwrap_or_default();
+    }
+    if !value["ipcaudit"].is_object() {
+        value["ipcaudit"] = serde_json::json!({});
+    }
+    value["ipcaudit"]["schema_version"] = SCHEMA_VERSION.into();
 }
 
 /// `ipc.key` as ECS keyword: `0x0000abcd`.
@@ -470,6 +512,7 @@ pub fn event_record(
     }
     let ipc = ipc_fields(ev, object);
     let extra = Extra {
+        schema_version: SCHEMA_VERSION,
         syscall: raw_syscall(k),
         lost: match k {
             EventKind::Lost { count } => Some(*count),
@@ -481,7 +524,6 @@ pub fn event_record(
             _ => None,
         },
     };
-    let has_extra = extra.syscall.is_some() || extra.lost.is_some() || extra.exec_tid.is_some();
     EcsRecord {
         timestamp,
         event: EcsEvent {
@@ -504,7 +546,8 @@ pub fn event_record(
             id: ev.task.uid.to_string(),
         }),
         ipc,
-        ipcaudit: has_extra.then_some(extra),
+        host: EcsHost::of(session),
+        ipcaudit: Some(extra),
     }
 }
 
@@ -524,7 +567,7 @@ pub fn encode_event(
 }
 
 /// The final `metric` line.
-pub fn encode_summary(time_ns: u64, summary: &Summary, out: &mut String) {
+pub fn encode_summary(session: &Session, time_ns: u64, summary: &Summary, out: &mut String) {
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
     let counts: serde_json::Map<String, serde_json::Value> = summary
@@ -532,15 +575,17 @@ pub fn encode_summary(time_ns: u64, summary: &Summary, out: &mut String) {
         .iter()
         .map(|(a, n)| (a.as_str().to_owned(), (*n).into()))
         .collect();
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "@timestamp": timestamp,
         "event": {"kind": "metric", "action": "session-summary", "duration": summary.duration_ns},
         "ipcaudit": {
             "records": {"by_action": counts, "total": summary.counts.values().sum::<u64>()},
             "lost": summary.lost,
             "undecodable": summary.undecodable,
+            "output": summary.output,
         }
     });
+    stamp(session, &mut value);
     out.push_str(&value.to_string());
 }
 
@@ -604,50 +649,60 @@ pub fn encode_finding(session: &Session, time_ns: u64, change: &FindingChange, o
     if let Some(remedy) = &f.remedy {
         value["ipcaudit"]["remedy"] = remedy.clone().into();
     }
+    stamp(session, &mut value);
     out.push_str(&value.to_string());
 }
 
 /// A `model-resync` record: what the model had wrong and the kernel corrected.
-pub fn encode_resync(time_ns: u64, differences: &[Difference], out: &mut String) {
+pub fn encode_resync(
+    session: &Session,
+    time_ns: u64,
+    differences: &[Difference],
+    out: &mut String,
+) {
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "@timestamp": timestamp,
         "event": {"kind": "event", "action": "model-resync"},
         "ipcaudit": {"differences": differences, "corrections": differences.len()},
     });
+    stamp(session, &mut value);
     out.push_str(&value.to_string());
 }
 
 /// A `state` record of one object as the model holds it (`watch --snapshot-every`).
-pub fn encode_state(time_ns: u64, object: &crate::model::ObjectView<'_>, out: &mut String) {
+pub fn encode_state(
+    session: &Session,
+    time_ns: u64,
+    object: &crate::model::ObjectView<'_>,
+    out: &mut String,
+) {
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "@timestamp": timestamp,
         "event": {"kind": "state", "action": "model-state"},
         "ipc": object_json(&object.object),
         "ipcaudit": {"object": object},
     });
+    stamp(session, &mut value);
     out.push_str(&value.to_string());
 }
 
 /// A `state` record: the kernel snapshot the model was bootstrapped or reconciled with, so that
 /// `replay` rebuilds exactly the same model.
-pub fn encode_snapshot(
-    time_ns: u64,
-    action: &str,
-    snapshot: &crate::snapshot::Snapshot,
-    out: &mut String,
-) {
+pub fn encode_snapshot(session: &Session, snapshot: &crate::snapshot::Snapshot, out: &mut String) {
+    let (time_ns, action) = (snapshot.taken_ns, "snapshot");
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "@timestamp": timestamp,
         "event": {"kind": "state", "action": action},
         "ipc": {"namespace": snapshot.ipc_ns},
         "ipcaudit": {"snapshot": snapshot},
     });
+    stamp(session, &mut value);
     out.push_str(&value.to_string());
 }
 
@@ -841,6 +896,11 @@ mod tests {
     fn session() -> Session {
         Session {
             boot: "abcdef01".into(),
+            host: Some(super::super::Host {
+                name: "box".into(),
+                id: "0123456789abcdef0123456789abcdef".into(),
+                boot_id: "abcdef01-0000-4000-8000-000000000000".into(),
+            }),
         }
     }
 
@@ -896,6 +956,12 @@ mod tests {
         assert_eq!(v["ipc"]["namespace"], 4_026_531_839u32);
         assert_eq!(v["ipc"]["shm"]["size"], 8192);
         assert!(v.get("error").is_none());
+        assert_eq!(v["host"]["name"], "box");
+        assert_eq!(
+            v["host"]["boot"]["id"],
+            "abcdef01-0000-4000-8000-000000000000"
+        );
+        assert_eq!(v["ipcaudit"]["schema_version"], SCHEMA_VERSION);
     }
 
     #[test]

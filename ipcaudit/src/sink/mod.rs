@@ -3,8 +3,9 @@
 
 pub mod json;
 pub mod text;
+pub mod writer;
 
-use std::io::{self, Write};
+pub use writer::{Destination, Level, LineWriter};
 
 use serde::Serialize;
 
@@ -13,26 +14,49 @@ use crate::{
     model::ObjectRef,
 };
 
+/// The host every record of a session comes from (ECS `host.*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Host {
+    pub name: String,
+    /// /etc/machine-id.
+    pub id: String,
+    /// /proc/sys/kernel/random/boot_id.
+    pub boot_id: String,
+}
+
 /// Context every record of a session shares.
 #[derive(Clone, Debug, Default)]
 pub struct Session {
-    /// First 8 hex digits of /proc/sys/kernel/random/boot_id: makes entity ids unique across boots.
+    /// First 8 hex digits of the boot id: makes entity ids unique across boots.
     pub boot: String,
+    /// `None` when replaying (the recording carries its own).
+    pub host: Option<Host>,
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 impl Session {
-    /// Reads the boot id.
+    /// Reads the host's name, machine id and boot id.
     pub fn from_system() -> Self {
-        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| {
-                s.trim()
-                    .chars()
-                    .filter(char::is_ascii_hexdigit)
-                    .take(8)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Self { boot }
+        let boot_id = read_trimmed("/proc/sys/kernel/random/boot_id");
+        let boot = boot_id
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(8)
+            .collect();
+        let host = Host {
+            name: read_trimmed("/proc/sys/kernel/hostname"),
+            id: read_trimmed("/etc/machine-id"),
+            boot_id,
+        };
+        Self {
+            boot,
+            host: Some(host),
+        }
     }
 
     /// `process.entity_id`: stable across PID reuse (`<boot>-<pid>-<start ticks>`).
@@ -57,6 +81,8 @@ pub struct Summary {
     pub lost: u64,
     /// Records that could not be decoded.
     pub undecodable: u64,
+    /// What the output could not write.
+    pub output: writer::WriterStats,
     pub duration_ns: u64,
 }
 
@@ -92,15 +118,30 @@ impl Encoder {
 
     pub fn resync(&self, time_ns: u64, differences: &[crate::model::Difference], out: &mut String) {
         match self.format {
-            Format::Json => json::encode_resync(time_ns, differences, out),
+            Format::Json => json::encode_resync(&self.session, time_ns, differences, out),
             Format::Text => text::encode_resync(time_ns, differences, out),
         }
     }
 
     pub fn summary(&self, time_ns: u64, summary: &Summary, out: &mut String) {
         match self.format {
-            Format::Json => json::encode_summary(time_ns, summary, out),
+            Format::Json => json::encode_summary(&self.session, time_ns, summary, out),
             Format::Text => text::encode_summary(summary, out),
+        }
+    }
+
+    /// The kernel snapshot the model was bootstrapped or reconciled with (JSON only: it is what
+    /// `replay` needs; a person reading text has no use for it).
+    pub fn snapshot(&self, snapshot: &crate::snapshot::Snapshot, out: &mut String) {
+        if self.format == Format::Json {
+            json::encode_snapshot(&self.session, snapshot, out);
+        }
+    }
+
+    /// One object as the model holds it (JSON only).
+    pub fn state(&self, time_ns: u64, object: &crate::model::ObjectView<'_>, out: &mut String) {
+        if self.format == Format::Json {
+            json::encode_state(&self.session, time_ns, object, out);
         }
     }
 
@@ -142,64 +183,14 @@ impl Printer {
     }
 
     pub fn finding(&mut self, time_ns: u64, change: &crate::model::FindingChange) {
-        self.with(|e, out| e.finding(time_ns, change, out));
-    }
-}
-
-/// Writes encoded lines to stdout or a file, flushing each line.
-pub struct LineWriter {
-    inner: Box<dyn Write + Send>,
-    /// Bytes that could not be written (the writer reports once and carries on).
-    pub failed_writes: u64,
-    reported: bool,
-}
-
-impl LineWriter {
-    pub fn stdout() -> Self {
-        Self {
-            inner: Box::new(io::stdout()),
-            failed_writes: 0,
-            reported: false,
-        }
-    }
-
-    /// Appends to `path`, creating it with mode 0600.
-    pub fn file(path: &std::path::Path) -> io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
-        Ok(Self {
-            inner: Box::new(file),
-            failed_writes: 0,
-            reported: false,
-        })
-    }
-
-    pub fn from_writer(inner: Box<dyn Write + Send>) -> Self {
-        Self {
-            inner,
-            failed_writes: 0,
-            reported: false,
-        }
-    }
-
-    /// Writes one line (`line` has no trailing newline) and flushes.
-    pub fn line(&mut self, line: &str) {
-        let result = self
-            .inner
-            .write_all(line.as_bytes())
-            .and_then(|()| self.inner.write_all(b"\n"))
-            .and_then(|()| self.inner.flush());
-        if let Err(e) = result {
-            self.failed_writes += 1;
-            if !self.reported {
-                self.reported = true;
-                log::error!("output write failed ({e}); counting lost lines and carrying on");
-            }
-        }
+        let level = match change.finding().severity {
+            crate::model::Severity::Critical => Level::Critical,
+            crate::model::Severity::Warning => Level::Warning,
+            crate::model::Severity::Info => Level::Info,
+        };
+        self.line.clear();
+        self.encoder.finding(time_ns, change, &mut self.line);
+        self.writer.record(&self.line, level);
     }
 }
 
@@ -211,6 +202,7 @@ mod tests {
     fn entity_ids_round_trip() {
         let s = Session {
             boot: "3f2a9c1d".into(),
+            host: None,
         };
         let key = crate::event::ProcessKey {
             pid: 4711,
