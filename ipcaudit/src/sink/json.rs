@@ -567,7 +567,7 @@ pub fn encode_event(
 }
 
 /// The final `metric` line.
-pub fn encode_summary(session: &Session, time_ns: u64, summary: &Summary, out: &mut String) {
+pub fn summary_value(session: &Session, time_ns: u64, summary: &Summary) -> serde_json::Value {
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
     let counts: serde_json::Map<String, serde_json::Value> = summary
@@ -586,7 +586,7 @@ pub fn encode_summary(session: &Session, time_ns: u64, summary: &Summary, out: &
         }
     });
     stamp(session, &mut value);
-    out.push_str(&value.to_string());
+    value
 }
 
 /// ECS numeric severity of a finding (`event.severity`); `log.level` carries the name.
@@ -613,7 +613,7 @@ fn object_json(o: &ObjectRef) -> serde_json::Value {
 }
 
 /// An `alert` record: a finding raised (`finding-raised`) or no longer holding (`finding-cleared`).
-pub fn encode_finding(session: &Session, time_ns: u64, change: &FindingChange, out: &mut String) {
+pub fn finding_value(session: &Session, time_ns: u64, change: &FindingChange) -> serde_json::Value {
     let f = change.finding();
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
@@ -650,16 +650,15 @@ pub fn encode_finding(session: &Session, time_ns: u64, change: &FindingChange, o
         value["ipcaudit"]["remedy"] = remedy.clone().into();
     }
     stamp(session, &mut value);
-    out.push_str(&value.to_string());
+    value
 }
 
 /// A `model-resync` record: what the model had wrong and the kernel corrected.
-pub fn encode_resync(
+pub fn resync_value(
     session: &Session,
     time_ns: u64,
     differences: &[Difference],
-    out: &mut String,
-) {
+) -> serde_json::Value {
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
     let mut value = serde_json::json!({
@@ -668,16 +667,15 @@ pub fn encode_resync(
         "ipcaudit": {"differences": differences, "corrections": differences.len()},
     });
     stamp(session, &mut value);
-    out.push_str(&value.to_string());
+    value
 }
 
 /// A `state` record of one object as the model holds it (`watch --snapshot-every`).
-pub fn encode_state(
+pub fn state_value(
     session: &Session,
     time_ns: u64,
     object: &crate::model::ObjectView<'_>,
-    out: &mut String,
-) {
+) -> serde_json::Value {
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
     let mut value = serde_json::json!({
@@ -687,12 +685,15 @@ pub fn encode_state(
         "ipcaudit": {"object": object},
     });
     stamp(session, &mut value);
-    out.push_str(&value.to_string());
+    value
 }
 
 /// A `state` record: the kernel snapshot the model was bootstrapped or reconciled with, so that
 /// `replay` rebuilds exactly the same model.
-pub fn encode_snapshot(session: &Session, snapshot: &crate::snapshot::Snapshot, out: &mut String) {
+pub fn snapshot_value(
+    session: &Session,
+    snapshot: &crate::snapshot::Snapshot,
+) -> serde_json::Value {
     let (time_ns, action) = (snapshot.taken_ns, "snapshot");
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
@@ -703,7 +704,7 @@ pub fn encode_snapshot(session: &Session, snapshot: &crate::snapshot::Snapshot, 
         "ipcaudit": {"snapshot": snapshot},
     });
     stamp(session, &mut value);
-    out.push_str(&value.to_string());
+    value
 }
 
 /// Why a recorded line could not be turned back into an event.

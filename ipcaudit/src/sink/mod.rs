@@ -1,7 +1,9 @@
 //! Sinks: encoders (one per format) and the writer they write through. Encoders are pure
 //! (`Record` in, bytes out); writers only move bytes.
 
+pub mod ecs;
 pub mod json;
+pub mod ocsf;
 pub mod text;
 pub mod writer;
 
@@ -89,8 +91,12 @@ pub struct Summary {
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// One JSON object per line (NDJSON), Elastic Common Schema field names.
+    /// One JSON object per line (NDJSON), Elastic Common Schema field names (native).
     Json,
+    /// Strict ECS: `event.category`/`event.type` set, non-ECS fields under `ipcaudit.*`.
+    Ecs,
+    /// OCSF 1.1: Kernel Activity (1003), Process Activity (1007), Detection Finding (2004).
+    Ocsf,
     /// One aligned line per record, for people.
     Text,
 }
@@ -105,27 +111,37 @@ impl Encoder {
     pub fn event(&self, ev: &Event, action: Action, object: Option<&ObjectRef>, out: &mut String) {
         match self.format {
             Format::Json => json::encode_event(&self.session, ev, action, object, out),
+            Format::Ecs | Format::Ocsf => {
+                let record = json::event_record(&self.session, ev, action, object);
+                self.emit(serde_json::to_value(record).unwrap_or_default(), out);
+            }
             Format::Text => text::encode_event(&self.session, ev, action, object, out),
         }
     }
 
     pub fn finding(&self, time_ns: u64, change: &crate::model::FindingChange, out: &mut String) {
         match self.format {
-            Format::Json => json::encode_finding(&self.session, time_ns, change, out),
+            Format::Json | Format::Ecs | Format::Ocsf => {
+                self.emit(json::finding_value(&self.session, time_ns, change), out);
+            }
             Format::Text => text::encode_finding(time_ns, change, out),
         }
     }
 
     pub fn resync(&self, time_ns: u64, differences: &[crate::model::Difference], out: &mut String) {
         match self.format {
-            Format::Json => json::encode_resync(&self.session, time_ns, differences, out),
+            Format::Json | Format::Ecs | Format::Ocsf => {
+                self.emit(json::resync_value(&self.session, time_ns, differences), out);
+            }
             Format::Text => text::encode_resync(time_ns, differences, out),
         }
     }
 
     pub fn summary(&self, time_ns: u64, summary: &Summary, out: &mut String) {
         match self.format {
-            Format::Json => json::encode_summary(&self.session, time_ns, summary, out),
+            Format::Json | Format::Ecs | Format::Ocsf => {
+                self.emit(json::summary_value(&self.session, time_ns, summary), out);
+            }
             Format::Text => text::encode_summary(summary, out),
         }
     }
@@ -133,16 +149,26 @@ impl Encoder {
     /// The kernel snapshot the model was bootstrapped or reconciled with (JSON only: it is what
     /// `replay` needs; a person reading text has no use for it).
     pub fn snapshot(&self, snapshot: &crate::snapshot::Snapshot, out: &mut String) {
-        if self.format == Format::Json {
-            json::encode_snapshot(&self.session, snapshot, out);
+        if self.format != Format::Text {
+            self.emit(json::snapshot_value(&self.session, snapshot), out);
         }
     }
 
     /// One object as the model holds it (JSON only).
     pub fn state(&self, time_ns: u64, object: &crate::model::ObjectView<'_>, out: &mut String) {
-        if self.format == Format::Json {
-            json::encode_state(&self.session, time_ns, object, out);
+        if self.format != Format::Text {
+            self.emit(json::state_value(&self.session, time_ns, object), out);
         }
+    }
+
+    /// Writes a native JSON record in this encoder's JSON format.
+    fn emit(&self, native: serde_json::Value, out: &mut String) {
+        let value = match self.format {
+            Format::Ecs => ecs::from_native(native),
+            Format::Ocsf => ocsf::from_native(&native),
+            Format::Json | Format::Text => native,
+        };
+        out.push_str(&value.to_string());
     }
 
     /// A header line for formats that have one.

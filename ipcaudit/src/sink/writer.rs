@@ -465,7 +465,10 @@ mod tests {
         let listener = UnixListener::bind(&path).unwrap();
         c.connect(true);
         let sent = c.flush().unwrap();
-        assert_eq!(usize::try_from(sent).unwrap() + c.queue.len(), 2 + (10 - refused));
+        assert_eq!(
+            usize::try_from(sent).unwrap() + c.queue.len(),
+            2 + (10 - refused)
+        );
         let (conn, _) = listener.accept().unwrap();
         drop(c);
         let lines: Vec<String> = BufReader::new(conn).lines().map(Result::unwrap).collect();
