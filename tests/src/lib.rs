@@ -15,6 +15,31 @@ use std::{
 
 use serde_json::Value;
 
+/// The record schema (`schema/ipcaudit-event.schema.json`), compiled once.
+fn schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema/ipcaudit-event.schema.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
+        jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("invalid schema: {e}"))
+    })
+}
+
+/// Fails the test when a record does not match the schema, naming why.
+pub fn assert_schema(record: &Value) {
+    let errors: Vec<String> = schema()
+        .iter_errors(record)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "record does not match the schema: {errors:?}\n{record}"
+    );
+}
+
 /// True when the test can run (root). Under `CI=true` a missing capability is a failure with a
 /// clear message, never a silent skip; elsewhere the skip is printed.
 pub fn require_root() -> bool {
@@ -55,11 +80,17 @@ pub struct Ipcaudit {
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
-/// Starts `ipcaudit ARGS --format json` and waits until it says it is attached.
+/// Starts `ipcaudit ARGS --format json` (unless ARGS name a format) and waits until it says
+/// it is attached.
 pub fn start(args: &[&str]) -> Ipcaudit {
+    let format: &[&str] = if args.contains(&"--format") {
+        &[]
+    } else {
+        &["--format", "json"]
+    };
     let mut child = Command::new(ipcaudit_bin())
         .args(args)
-        .args(["--format", "json"])
+        .args(format)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -118,10 +149,13 @@ impl Ipcaudit {
             "ipcaudit exited with {status}; stderr:\n{}",
             self.stderr.lock().unwrap()
         );
-        lines
+        let records: Vec<Value> = lines
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
+            .collect();
+        // The schema is a contract: every record any root test sees must match it.
+        records.iter().for_each(assert_schema);
+        records
     }
 }
 

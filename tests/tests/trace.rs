@@ -251,3 +251,46 @@ fn pid_filter_keeps_only_that_process() {
         assert_eq!(actor.to_string(), me, "{r}");
     }
 }
+
+#[test]
+fn ecs_and_ocsf_formats_match_the_schema() {
+    if !require_root() {
+        return;
+    }
+    // ECS: strict, non-ECS fields under ipcaudit.*; `stop` validates every record.
+    let tracer = start(&["trace", "--format", "ecs"]);
+    let w = workload(WORKLOAD, "sem-basic");
+    let records = of_pid(&tracer.stop(), pid_of(&w));
+    let op = find(&records, "sem-op");
+    assert_eq!(op["event"]["category"], serde_json::json!(["process"]));
+    assert_eq!(op["event"]["type"], serde_json::json!(["access"]));
+    assert_eq!(op["ipcaudit"]["ipc"]["id"], w["semid"]);
+    assert!(op.get("ipc").is_none());
+    assert_eq!(
+        find(&records, "sem-create")["event"]["type"],
+        serde_json::json!(["creation"])
+    );
+
+    // OCSF: no ECS names at all; pick the workload's records by actor pid.
+    let tracer = start(&["trace", "--format", "ocsf"]);
+    let w = workload(WORKLOAD, "shm-basic");
+    let pid = pid_of(&w);
+    let all = tracer.stop();
+    let ours: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["actor"]["process"]["pid"] == pid || r["process"]["pid"] == pid)
+        .collect();
+    let create = ours
+        .iter()
+        .find(|r| r["unmapped"]["event"]["action"] == "shm-create")
+        .expect("shm-create");
+    assert_eq!(create["class_uid"], 1003);
+    assert_eq!(create["type_uid"], 100_301);
+    assert_eq!(create["kernel"]["name"], format!("shm:{}", w["shmid"]));
+    assert!(create["time"].as_u64().unwrap() > 1_700_000_000_000);
+    let exit = ours
+        .iter()
+        .find(|r| r["class_uid"] == 1007 && r["activity_id"] == 2)
+        .expect("process exit");
+    assert_eq!(exit["process"]["pid"], pid);
+}

@@ -182,7 +182,7 @@ impl EcsHost {
 }
 
 /// Adds what every record carries: `host.*` and `ipcaudit.schema_version`.
-fn stamp(session: &Session, value: &mut serde_json::Value) {
+pub(crate) fn stamp(session: &Session, value: &mut serde_json::Value) {
     if let Some(host) = EcsHost::of(session) {
         value["host"] = serde_json::to_value(host).unwrap_or_default();
     }

@@ -161,6 +161,13 @@ impl Encoder {
         }
     }
 
+    /// A record built elsewhere in the native JSON shape (e.g. `reap-*`): stamped with the host
+    /// and schema version, then written in this encoder's JSON format.
+    pub fn native(&self, mut record: serde_json::Value, out: &mut String) {
+        json::stamp(&self.session, &mut record);
+        self.emit(record, out);
+    }
+
     /// Writes a native JSON record in this encoder's JSON format.
     fn emit(&self, native: serde_json::Value, out: &mut String) {
         let value = match self.format {
