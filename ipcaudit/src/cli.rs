@@ -35,6 +35,29 @@ pub enum Command {
     Status(AskArgs),
     /// The active findings of a running `watch`.
     Findings(AskArgs),
+    /// Write the man page and shell completions (bash, zsh, fish) into a directory
+    /// (`cargo xtask dist` runs it).
+    #[command(hide = true)]
+    Generate {
+        /// Where to write `ipcaudit.1` and the completion scripts.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Every SysV IPC object with owners, creator and users (alive?), attachments and waiters:
+    /// a superset of `lsipc` / `ipcs`. Works without eBPF.
+    #[command(after_help = crate::ls::columns_help())]
+    Ls(LsArgs),
+    /// Every kernel IPC limit with what is used of it, per namespace (`lsipc -g`, `ipcs -l -u`).
+    Limits(LimitsArgs),
+    /// What leaked: a running `watch`'s exact findings, else what a snapshot can judge.
+    Leaks(LeaksArgs),
+    /// Remove leaked objects, rechecked immediately before each removal (dry run unless --yes).
+    #[command(
+        after_help = "Every removal and every refusal is one NDJSON record (event.action \
+                      reap-remove or reap-skip, event.reason, ipcaudit.reap.code).\n\
+                      Exit status: 0 when nothing was refused, 3 when something was, 1 on error."
+    )]
+    Reap(ReapArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -53,12 +76,25 @@ pub struct FilterArgs {
     /// Only events of this process (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
-    /// Only events of processes with this name (`comm`, repeatable).
-    #[arg(long = "comm", value_name = "NAME")]
-    pub comms: Vec<String>,
+    /// Only events of processes whose name (`comm`) matches this glob (repeatable).
+    #[arg(long = "comm", value_name = "GLOB", value_parser = parse_glob)]
+    pub comms: Vec<glob::Pattern>,
+    /// Leave out processes whose name matches this glob (repeatable).
+    #[arg(long = "exclude-comm", value_name = "GLOB", value_parser = parse_glob)]
+    pub exclude_comms: Vec<glob::Pattern>,
+    /// Only events of processes whose executable path matches this glob (repeatable).
+    #[arg(long = "exe", value_name = "GLOB", value_parser = parse_glob)]
+    pub exes: Vec<glob::Pattern>,
     /// Only events on objects of this type (repeatable); process lifecycle events are then left out.
     #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
     pub types: Vec<IpcType>,
+    /// Only events on objects whose IPC key is in this range (`0x1000-0x1fff`, or one key;
+    /// repeatable); events without an object are then left out.
+    #[arg(long = "key", value_name = "RANGE", value_parser = parse_key_range)]
+    pub keys: Vec<(i32, i32)>,
+    /// Only events in this IPC namespace (its inode, as in `ipc.namespace`; repeatable).
+    #[arg(long = "namespace", value_name = "INODE")]
+    pub namespaces: Vec<u32>,
 }
 
 /// Output options shared by the streaming commands.
@@ -75,6 +111,19 @@ pub struct OutputArgs {
     /// Output format (default: text on a terminal, json otherwise).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// Stop after writing this many event records.
+    #[arg(long, value_name = "N")]
+    pub max_events: Option<u64>,
+    /// Write a `metric`/`stats` record every SECS seconds (rates, lag, lost records).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub stats_every: Option<Duration>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Drop to this user once the programs are attached (keeping only CAP_BPF, which reading
+    /// the kernel's counters needs); resync and reaping are then off.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -104,6 +153,93 @@ pub struct WatchArgs {
     /// Where to serve `status` and `findings` (mode 0600, root only).
     #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
+    /// Remove leaked objects that match this TOML policy once their finding has held for the
+    /// rule's grace (through the same recheck as `reap`). Without it nothing is removed.
+    #[arg(long, value_name = "FILE")]
+    pub reap_policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    /// Only objects of this type (repeatable).
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
+    pub types: Vec<IpcType>,
+    /// One JSON document in the shape of `lsipc --json`.
+    #[arg(long)]
+    pub json: bool,
+    /// The columns, by lsipc's names (comma separated; see below).
+    #[arg(short = 'o', long = "output", value_name = "COLUMNS", value_delimiter = ',', value_parser = crate::ls::parse_column)]
+    pub columns: Vec<crate::ls::Column>,
+    /// Read the IPC namespace of process PID, or of every process (`all`); rows are labelled.
+    #[arg(long, value_name = "PID|all", value_parser = crate::ls::parse_namespace)]
+    pub namespace: Option<crate::ls::NamespaceSel>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LimitsArgs {
+    /// JSON in the shape of `lsipc -g --json`.
+    #[arg(long)]
+    pub json: bool,
+    /// Read the IPC namespace of process PID, or of every process (`all`).
+    #[arg(long, value_name = "PID|all", value_parser = crate::ls::parse_namespace)]
+    pub namespace: Option<crate::ls::NamespaceSel>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LeaksArgs {
+    /// JSON: `{"source": "watch"|"snapshot", "findings": [...]}`.
+    #[arg(long)]
+    pub json: bool,
+    /// The control socket of a running `watch`, asked first.
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Judge a snapshot even when a `watch` is running.
+    #[arg(long)]
+    pub snapshot: bool,
+    /// Judge snapshots of the IPC namespace of process PID, or of every process (`all`).
+    #[arg(long, value_name = "PID|all", value_parser = crate::ls::parse_namespace)]
+    pub namespace: Option<crate::ls::NamespaceSel>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReapArgs {
+    /// Only objects of this type (repeatable).
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
+    pub types: Vec<IpcType>,
+    /// Only this id (repeatable); an id that is not leaked gets a refusal record.
+    #[arg(long = "id", value_name = "ID")]
+    pub ids: Vec<i32>,
+    /// Only the object with this key (repeatable; 0x… or decimal; never IPC_PRIVATE).
+    #[arg(long = "key", value_name = "KEY", value_parser = crate::reap::parse_key)]
+    pub keys: Vec<i32>,
+    /// Only objects idle (not used, not changed) for longer than this (90s, 10m, 2h, 1d).
+    #[arg(long, default_value = "0", value_name = "DUR", value_parser = crate::reap::parse_duration)]
+    pub older_than: Duration,
+    /// Only objects owned or created by this uid (repeatable).
+    #[arg(long = "uid", value_name = "UID")]
+    pub uids: Vec<u32>,
+    /// Only objects whose creator had this command name (repeatable; known from a running
+    /// `watch`, or for a zombie creator).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Remove. Without it, a dry run: what would be removed, and why.
+    #[arg(long)]
+    pub yes: bool,
+    /// Remove semaphore sets even with processes blocked on them (they get EIDRM).
+    #[arg(long)]
+    pub force_waiters: bool,
+    /// Append the NDJSON records to FILE (mode 0600) and print one line each on stdout.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// The control socket of a running `watch`, whose findings are used when it answers.
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    /// Judge a snapshot even when a `watch` is running.
+    #[arg(long)]
+    pub snapshot: bool,
+    /// Reap in the IPC namespace of process PID, or in every one (`all`).
+    #[arg(long, value_name = "PID|all", value_parser = crate::ls::parse_namespace)]
+    pub namespace: Option<crate::ls::NamespaceSel>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -129,6 +265,36 @@ fn parse_ipc_type(s: &str) -> Result<IpcType, String> {
             "unknown IPC type {other:?}: expected shm, sem or msg"
         )),
     }
+}
+
+fn parse_glob(s: &str) -> Result<glob::Pattern, String> {
+    glob::Pattern::new(s).map_err(|e| format!("bad glob {s:?}: {e}"))
+}
+
+/// A key: decimal or 0x-hex, as `ipcs` prints them (hex keys above 0x7fffffff wrap negative).
+fn parse_key(s: &str) -> Result<i32, String> {
+    let s = s.trim();
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16)
+            .map(u32::cast_signed)
+            .map_err(|e| e.to_string()),
+        None => s.parse::<i32>().map_err(|e| e.to_string()),
+    };
+    parsed.map_err(|e| format!("bad IPC key {s:?}: {e}"))
+}
+
+fn parse_key_range(s: &str) -> Result<(i32, i32), String> {
+    let (lo, hi) = match s.split_once('-') {
+        Some((lo, hi)) if !lo.is_empty() => (parse_key(lo)?, parse_key(hi)?),
+        _ => {
+            let k = parse_key(s)?;
+            (k, k)
+        }
+    };
+    if lo > hi {
+        return Err(format!("key range {s:?} is empty (start above end)"));
+    }
+    Ok((lo, hi))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -189,6 +355,23 @@ mod tests {
         assert_eq!(t.filter.types, vec![IpcType::Sem]);
         assert_eq!(t.output.duration, Some(Duration::from_millis(1500)));
         assert_eq!(t.output.format, Some(Format::Json));
+        let cli = Cli::try_parse_from([
+            "ipcaudit",
+            "trace",
+            "--key",
+            "0x1000-0x1fff",
+            "--key",
+            "7",
+            "--exclude-comm",
+            "sshd*",
+        ])
+        .unwrap();
+        let Command::Trace(t) = cli.command else {
+            panic!()
+        };
+        assert_eq!(t.filter.keys, vec![(0x1000, 0x1fff), (7, 7)]);
+        assert!(t.filter.exclude_comms[0].matches("sshd-session"));
+        assert_eq!(parse_key("0xffffffff"), Ok(-1));
     }
 
     #[test]
@@ -201,6 +384,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--duration"), "{err}");
+        let err = Cli::try_parse_from(["ipcaudit", "trace", "--key", "0x20-0x10"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is empty"), "{err}");
+        let err = Cli::try_parse_from(["ipcaudit", "trace", "--comm", "[x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad glob"), "{err}");
         let err = Cli::try_parse_from(["ipcaudit", "trace", "--ring-mib", "3"])
             .unwrap_err()
             .to_string();

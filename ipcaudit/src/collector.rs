@@ -35,6 +35,13 @@ pub enum RunError {
     Signal(std::io::Error),
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Privileges(#[from] crate::privdrop::DropError),
 }
 
 /// What a session does besides streaming events.
@@ -52,6 +59,8 @@ pub struct WatchOptions {
     pub resync: Duration,
     pub snapshot_every: Option<Duration>,
     pub socket: PathBuf,
+    /// `--reap-policy`: remove what it covers (None: report only).
+    pub reap_policy: Option<crate::policy::Policy>,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +71,14 @@ pub struct Options {
     pub duration: Option<Duration>,
     pub ring_bytes: u32,
     pub mode: Mode,
+    /// Stop after this many event records.
+    pub max_events: Option<u64>,
+    /// Write a stats record this often.
+    pub stats_every: Option<Duration>,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Drop to this user after attaching.
+    pub user: Option<String>,
 }
 
 /// How often the reader drains records submitted without a wakeup.
@@ -77,18 +94,54 @@ struct Output {
     summary: Summary,
     /// Watch prints findings; trace only events.
     findings: bool,
+    /// Reaping (`watch --reap-policy`).
+    reaper: Option<crate::policy::Reaper>,
+    /// Container and PID-namespace context per process.
+    enricher: crate::enrich::Enricher,
+    /// Event records written (for `--max-events` and `--stats-every`).
+    events: u64,
+    /// `--max-events`: nothing more is written once it is reached.
+    max_events: u64,
+    gauges: crate::metrics::Gauges,
 }
 
 impl Output {
     fn event(&mut self, ev: &Event, action: Action, object: Option<&ObjectRef>) {
-        if !self.filter.matches(ev, object.map(|o| o.ty)) {
+        // A fork record is about the child.
+        let subject = match &ev.kind {
+            EventKind::Fork { child } => *child,
+            _ => ev.task.process,
+        };
+        let exe = if self.filter.needs_exe() {
+            self.enricher.context(ev.task.process).exe.clone()
+        } else {
+            None
+        };
+        if !self.filter.matches(
+            ev,
+            object.map(|o| o.ty),
+            object.and_then(|o| o.key),
+            exe.as_deref(),
+        ) {
+            return;
+        }
+        if self.events >= self.max_events {
             return;
         }
         *self.summary.counts.entry(action).or_default() += 1;
-        self.printer.event(ev, action, object);
+        self.events += 1;
+        let context = self.enricher.context(subject);
+        self.printer.event(ev, action, object, context);
+        if matches!(ev.kind, EventKind::Exit { .. }) {
+            self.enricher.forget(subject);
+        }
     }
 
     fn applied(&mut self, ev: &Event, applied: &Applied) {
+        // Reaping hook: the reaper remembers who created what (for `exe` rules).
+        if let Some(reaper) = self.reaper.as_mut() {
+            reaper.observe(ev, applied);
+        }
         if let Some(action) = applied.action {
             self.event(ev, action, applied.object.as_ref());
         }
@@ -99,6 +152,33 @@ impl Output {
             for change in &applied.findings {
                 self.printer.finding(ev.time_ns, change);
             }
+        }
+    }
+
+    /// A `stats` record's figures.
+    fn stats(&self, rate: f64) -> crate::sink::Stats {
+        crate::sink::Stats {
+            records: self.events,
+            rate,
+            lost: self.summary.lost,
+            lag_seconds: self.gauges.lag_seconds,
+            resync_corrections: self.gauges.resync_corrections,
+            output: self.printer.writer.stats(),
+        }
+    }
+
+    /// Reaping hook: after findings are raised or ticked, removes what the policy covers and
+    /// has held for its grace (through `reap`'s recheck), and writes a record for each removal
+    /// and refusal.
+    fn reap(&mut self, model: &Model, now: u64) {
+        let Some(reaper) = self.reaper.as_mut() else {
+            return;
+        };
+        for record in reaper.tick(model, now) {
+            self.printer.with(|e, line| match e.format {
+                Format::Text => line.push_str(&record.to_text()),
+                Format::Json | Format::Ecs | Format::Ocsf => e.native(record.to_json(), line),
+            });
         }
     }
 }
@@ -126,6 +206,14 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         filter: options.filter.clone(),
         summary: Summary::default(),
         findings: matches!(options.mode, Mode::Watch(_)),
+        reaper: match &options.mode {
+            Mode::Watch(w) => w.reap_policy.clone().map(crate::policy::Reaper::new),
+            Mode::Trace => None,
+        },
+        enricher: crate::enrich::Enricher::new(options.filter.needs_exe()),
+        events: 0,
+        max_events: options.max_events.unwrap_or(u64::MAX),
+        gauges: crate::metrics::Gauges::default(),
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
@@ -151,9 +239,32 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let snap = snapshot::read::take_snapshot(clock::now_wall_ns())?;
     probe.seed_attachers(snap.mappings.iter().map(|m| m.pid))?;
     model.bootstrap(&snap);
+    if let Some(reaper) = out.reaper.as_mut() {
+        reaper.seed(&snap);
+    }
     let control = match &watch {
         Some(w) => Some(crate::control::Server::bind(&w.socket).await?),
         None => None,
+    };
+    let metrics = match options.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    // Everything that needs root is open now: drop to the user asked for.
+    let unprivileged = match &options.user {
+        Some(user) => {
+            let (uid, gid) = crate::privdrop::drop_to(user)?;
+            eprintln!(
+                "ipcaudit: running as {user} (uid {uid}, gid {gid}) with CAP_BPF only; resync and reaping are off"
+            );
+            out.reaper = None;
+            true
+        }
+        None => false,
     };
     if watch.is_some() {
         out.printer.with(|e, line| e.snapshot(&snap, line));
@@ -170,6 +281,15 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let mut stats_timer = tokio::time::interval(STATS_EVERY);
     let mut lost_seen = 0u64;
     let mut timers = watch.as_ref().map(WatchTimers::new);
+    let mut stats_every = options.stats_every.map(|d| {
+        let mut i = tokio::time::interval_at(
+            tokio::time::Instant::now() + d,
+            d.max(Duration::from_millis(100)),
+        );
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
+    let mut last_stats = (tokio::time::Instant::now(), 0u64);
     loop {
         tokio::select! {
             r = probe.wait(POLL) => r?,
@@ -180,9 +300,28 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                 report_lost(&probe, &mut lost_seen, &mut model, &mut out);
                 out.printer.writer.poll();
                 continue;
-            }
-            _ = sighup.recv() => {
+            }            _ = sighup.recv() => {
                 out.printer.writer.reopen();
+                continue;
+            }
+            () = async { match stats_every.as_mut() { Some(i) => { i.tick().await; } None => std::future::pending().await } } => {
+                drain(&mut probe, &clocks, &mut model, &mut out);
+                let now = tokio::time::Instant::now();
+                let rate = f64::from(u32::try_from(out.events - last_stats.1).unwrap_or(u32::MAX))
+                    / now.duration_since(last_stats.0).as_secs_f64().max(1e-9);
+                last_stats = (now, out.events);
+                let stats = out.stats(rate);
+                out.printer.with(|e, line| e.stats(clock::now_wall_ns(), &stats, line));
+                continue;
+            }
+            accepted = async { match metrics.as_ref() { Some(l) => l.accept().await, None => std::future::pending().await } } => {
+                drain(&mut probe, &clocks, &mut model, &mut out);
+                if let Ok((stream, _)) = accepted {
+                    let mut summary = out.summary.clone();
+                    summary.output = out.printer.writer.stats();
+                    let body = crate::metrics::render(&summary, watch.is_some().then_some(&model), out.gauges);
+                    serve_metrics(stream, &body).await;
+                }
                 continue;
             }
             due = async { match timers.as_mut() { Some(t) => t.next().await, None => std::future::pending().await } } => {
@@ -194,11 +333,11 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                         for change in model.tick(now) {
                             out.printer.finding(now, &change);
                         }
-                        if model.needs_reconcile() && timers.as_mut().is_some_and(WatchTimers::resync_allowed) {
+                        out.reap(&model, now);                        if !unprivileged && model.needs_reconcile() && timers.as_mut().is_some_and(WatchTimers::resync_allowed) {
                             resync(&mut probe, &clocks, &mut model, &mut out).await?;
                         }
-                    }
-                    Due::Resync => resync(&mut probe, &clocks, &mut model, &mut out).await?,
+                    }                    Due::Resync if !unprivileged => resync(&mut probe, &clocks, &mut model, &mut out).await?,
+                    Due::Resync => {}
                     Due::State => {
                         let now = clock::now_wall_ns();
                         for object in model.objects() {
@@ -224,6 +363,9 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
             }
         }
         drain(&mut probe, &clocks, &mut model, &mut out);
+        if options.max_events.is_some_and(|max| out.events >= max) {
+            break;
+        }
     }
     drop(control);
 
@@ -306,6 +448,7 @@ async fn resync(
         .await
         .map_err(|e| RunError::Signal(std::io::Error::other(e)))??;
     let reconciled = model.reconcile(&snap);
+    out.gauges.resync_corrections += u64::try_from(reconciled.differences.len()).unwrap_or(0);
     if !reconciled.differences.is_empty() {
         log::info!("resync: {} corrections", reconciled.differences.len());
         out.printer.with(|e, line| e.snapshot(&snap, line));
@@ -319,8 +462,10 @@ async fn resync(
 }
 
 fn drain(probe: &mut Probe, clocks: &Clocks, model: &mut Model, out: &mut Output) -> usize {
-    probe.drain(BATCH, |bytes| match decode(bytes, clocks) {
+    let mut last_event_ns = 0;
+    let n = probe.drain(BATCH, |bytes| match decode(bytes, clocks) {
         Ok(ev) => {
+            last_event_ns = ev.time_ns;
             let applied = model.apply(&ev);
             out.applied(&ev, &applied);
         }
@@ -328,7 +473,27 @@ fn drain(probe: &mut Probe, clocks: &Clocks, model: &mut Model, out: &mut Output
             out.summary.undecodable += 1;
             log::warn!("undecodable record: {e}");
         }
-    })
+    });
+    if last_event_ns != 0 {
+        #[expect(clippy::cast_precision_loss, reason = "a lag in seconds")]
+        let lag = clock::now_wall_ns().saturating_sub(last_event_ns) as f64 / 1e9;
+        out.gauges.lag_seconds = lag;
+    }
+    n
+}
+
+/// Answers one metrics scrape: reads the request head (bounded, 1 s), writes the metrics.
+async fn serve_metrics(mut stream: tokio::net::TcpStream, body: &str) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut head = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut head)).await;
+    let response = crate::metrics::http_response(body);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+    let _ = stream.shutdown().await;
 }
 
 /// Turns growth of the kernel's lost counter into an `events-lost` record.

@@ -1,4 +1,5 @@
-//! Which events a session keeps (`--pid`, `--comm`, `--type`). Pure.
+//! Which events a session keeps (`--pid`, `--comm`, `--exclude-comm`, `--exe`, `--type`, `--key`,
+//! `--namespace`). Pure.
 
 use crate::{
     cli::FilterArgs,
@@ -8,8 +9,12 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     pids: Vec<u32>,
-    comms: Vec<String>,
+    comms: Vec<glob::Pattern>,
+    exclude_comms: Vec<glob::Pattern>,
+    exes: Vec<glob::Pattern>,
     types: Vec<IpcType>,
+    keys: Vec<(i32, i32)>,
+    namespaces: Vec<u32>,
 }
 
 impl From<&FilterArgs> for Filter {
@@ -17,7 +22,11 @@ impl From<&FilterArgs> for Filter {
         Self {
             pids: a.pids.clone(),
             comms: a.comms.clone(),
+            exclude_comms: a.exclude_comms.clone(),
+            exes: a.exes.clone(),
             types: a.types.clone(),
+            keys: a.keys.clone(),
+            namespaces: a.namespaces.clone(),
         }
     }
 }
@@ -31,17 +40,51 @@ impl Filter {
         }
     }
 
-    /// Does the event pass? `object_type` is the type of the object the model says the event
-    /// concerned (munmap/mremap of an attachment: shm). Lost-record notices always pass.
-    pub fn matches(&self, ev: &Event, object_type: Option<IpcType>) -> bool {
+    /// Whether the filter needs each process's executable path (read from /proc).
+    pub fn needs_exe(&self) -> bool {
+        !self.exes.is_empty()
+    }
+
+    /// Does the event pass? `object_type` and `key` are the type and key of the object the
+    /// model says the event concerned (munmap/mremap of an attachment: shm); `exe` is the
+    /// process's executable when known. Lost-record notices always pass.
+    pub fn matches(
+        &self,
+        ev: &Event,
+        object_type: Option<IpcType>,
+        key: Option<i32>,
+        exe: Option<&str>,
+    ) -> bool {
         if matches!(ev.kind, EventKind::Lost { .. }) {
             return true;
         }
         if !self.pids.is_empty() && !self.pids.contains(&ev.task.process.pid) {
             return false;
         }
-        if !self.comms.is_empty() && !self.comms.contains(&ev.task.comm) {
+        let comm = ev.task.comm.as_str();
+        if !self.comms.is_empty() && !self.comms.iter().any(|g| g.matches(comm)) {
             return false;
+        }
+        if self.exclude_comms.iter().any(|g| g.matches(comm)) {
+            return false;
+        }
+        if !self.exes.is_empty() && !exe.is_some_and(|exe| self.exes.iter().any(|g| g.matches(exe)))
+        {
+            return false;
+        }
+        if !self.namespaces.is_empty() && !self.namespaces.contains(&ev.ipc_ns) {
+            return false;
+        }
+        if !self.keys.is_empty() {
+            let key = match ev.kind {
+                EventKind::ShmGet { key, .. }
+                | EventKind::SemGet { key, .. }
+                | EventKind::MsgGet { key, .. } => Some(key),
+                _ => key,
+            };
+            if !key.is_some_and(|k| self.keys.iter().any(|&(lo, hi)| (lo..=hi).contains(&k))) {
+                return false;
+            }
         }
         if !self.types.is_empty() {
             match ev.kind.ipc_type().or(object_type) {
@@ -75,27 +118,84 @@ mod tests {
         }
     }
 
+    fn glob(s: &str) -> glob::Pattern {
+        glob::Pattern::new(s).unwrap()
+    }
+
+    #[test]
+    fn globs_keys_namespaces_and_exes() {
+        let f = Filter {
+            comms: vec![glob("ipc-*")],
+            exclude_comms: vec![glob("*bench")],
+            ..Filter::default()
+        };
+        let get = EventKind::ShmGet {
+            key: 0x1234,
+            size: 1,
+            flags: 0,
+            result: Ok(1),
+        };
+        assert!(f.matches(&ev(1, "ipc-workload", get.clone()), None, None, None));
+        assert!(!f.matches(&ev(1, "ipc-bench", get.clone()), None, None, None));
+        assert!(!f.matches(&ev(1, "other", get.clone()), None, None, None));
+        let f = Filter {
+            keys: vec![(0x1000, 0x1fff)],
+            namespaces: vec![1],
+            ..Filter::default()
+        };
+        assert!(f.matches(&ev(1, "x", get.clone()), None, None, None));
+        let dt = EventKind::ShmDt {
+            addr: 0,
+            result: Ok(()),
+        };
+        assert!(f.matches(
+            &ev(1, "x", dt.clone()),
+            Some(IpcType::Shm),
+            Some(0x1fff),
+            None
+        ));
+        assert!(!f.matches(
+            &ev(1, "x", dt.clone()),
+            Some(IpcType::Shm),
+            Some(0x2000),
+            None
+        ));
+        assert!(!f.matches(&ev(1, "x", dt.clone()), Some(IpcType::Shm), None, None));
+        let mut other_ns = ev(1, "x", get);
+        other_ns.ipc_ns = 2;
+        assert!(!f.matches(&other_ns, None, None, None));
+        let f = Filter {
+            exes: vec![glob("/usr/bin/*")],
+            ..Filter::default()
+        };
+        assert!(f.needs_exe());
+        assert!(f.matches(&ev(1, "x", dt.clone()), None, None, Some("/usr/bin/ipcmk")));
+        assert!(!f.matches(&ev(1, "x", dt.clone()), None, None, Some("/opt/x")));
+        assert!(!f.matches(&ev(1, "x", dt), None, None, None));
+    }
+
     #[test]
     fn filters_combine() {
         let f = Filter {
             pids: vec![1, 2],
-            comms: vec!["a".into()],
+            comms: vec![glob("a")],
             types: vec![IpcType::Shm],
+            ..Filter::default()
         };
         let shmdt = EventKind::ShmDt {
             addr: 0,
             result: Ok(()),
         };
-        assert!(f.matches(&ev(1, "a", shmdt.clone()), None));
-        assert!(!f.matches(&ev(3, "a", shmdt.clone()), None));
-        assert!(!f.matches(&ev(1, "b", shmdt), None));
+        assert!(f.matches(&ev(1, "a", shmdt.clone()), None, None, None));
+        assert!(!f.matches(&ev(3, "a", shmdt.clone()), None, None, None));
+        assert!(!f.matches(&ev(1, "b", shmdt), None, None, None));
         let exit = EventKind::Exit { code: 0 };
         assert!(
-            !f.matches(&ev(1, "a", exit.clone()), None),
+            !f.matches(&ev(1, "a", exit.clone()), None, None, None),
             "lifecycle left out under --type"
         );
         assert!(
-            f.matches(&ev(1, "a", exit), Some(IpcType::Shm)),
+            f.matches(&ev(1, "a", exit), Some(IpcType::Shm), None, None),
             "an exit that destroyed a segment"
         );
         let munmap = EventKind::Munmap {
@@ -103,9 +203,14 @@ mod tests {
             len: 1,
             result: Ok(()),
         };
-        assert!(f.matches(&ev(2, "a", munmap), Some(IpcType::Shm)));
-        assert!(f.matches(&ev(9, "z", EventKind::Lost { count: 3 }), None));
-        assert!(Filter::default().matches(&ev(9, "z", EventKind::Exit { code: 0 }), None));
+        assert!(f.matches(&ev(2, "a", munmap), Some(IpcType::Shm), None, None));
+        assert!(f.matches(&ev(9, "z", EventKind::Lost { count: 3 }), None, None, None));
+        assert!(Filter::default().matches(
+            &ev(9, "z", EventKind::Exit { code: 0 }),
+            None,
+            None,
+            None
+        ));
         assert_eq!(f.single_pid(), None);
         assert_eq!(
             Filter {

@@ -52,6 +52,10 @@ fn session_options(t: &TraceArgs, mode: Mode) -> Options {
         duration: t.output.duration,
         ring_bytes: t.ring_mib << 20,
         mode,
+        max_events: t.output.max_events,
+        stats_every: t.output.stats_every,
+        metrics: t.output.metrics,
+        user: t.output.user.clone(),
     }
 }
 
@@ -80,13 +84,26 @@ fn run(command: Command) -> Result<ExitCode> {
             runtime()?.block_on(collector::run(session_options(&t, Mode::Trace)))?;
         }
         Command::Watch(w) => {
+            // The reap policy is read (and rejected with file, line and field) before anything
+            // is loaded.
+            let reap_policy = w
+                .reap_policy
+                .as_deref()
+                .map(ipcaudit::policy::load)
+                .transpose()?;
             let mode = Mode::Watch(WatchOptions {
                 grace: w.grace,
                 resync: w.resync,
                 snapshot_every: w.snapshot_every,
                 socket: w.socket.clone(),
+                reap_policy,
             });
             runtime()?.block_on(collector::run(session_options(&w.trace, mode)))?;
+        }
+        Command::Generate { out } => {
+            for path in ipcaudit::generate::write_all(&out)? {
+                println!("{}", path.display());
+            }
         }
         Command::Status(a) => ask(&a, Request::Status)?,
         Command::Findings(a) => ask(&a, Request::Findings)?,
@@ -98,6 +115,10 @@ fn run(command: Command) -> Result<ExitCode> {
             });
             return Ok(ipcaudit::replay::run(&r, format)?);
         }
+        Command::Ls(a) => return Ok(ipcaudit::ls::run(&a)?),
+        Command::Limits(a) => return Ok(ipcaudit::limits::run(&a)?),
+        Command::Leaks(a) => return Ok(ipcaudit::leaks::run(&a)?),
+        Command::Reap(a) => return Ok(ipcaudit::reap::run(&a)?),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -154,6 +154,7 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
                         &ev,
                         applied.action.unwrap_or(recorded_action),
                         applied.object.as_ref(),
+                        &crate::enrich::ProcessContext::default(),
                     );
                 }
                 for change in &applied.findings {

@@ -136,6 +136,30 @@ pub fn start(args: &[&str]) -> Ipcaudit {
 }
 
 impl Ipcaudit {
+    /// The tracer's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the tracer.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(i32::try_from(self.child.id()).expect("pid"), sig) };
+    }
+
+    /// Waits (up to `timeout`) for the tracer to exit by itself; its records.
+    pub fn wait_exit(mut self, timeout: Duration) -> Vec<Value> {
+        assert!(
+            eventually(timeout, || self.child.try_wait().ok().flatten().is_some()),
+            "ipcaudit did not exit by itself"
+        );
+        let lines: Vec<String> = self.stdout.try_iter().collect();
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// SIGINT, then every record it wrote (it drains and writes a final metric record).
     pub fn stop(mut self) -> Vec<Value> {
         // Records are read on a short timer: give the last ones time to arrive.
@@ -366,4 +390,91 @@ pub fn semctl0(id: &Value, cmd: i32) -> i32 {
     let id = i32::try_from(id.as_i64().expect("semid")).expect("semid");
     // SAFETY: a query command with no argument buffer.
     unsafe { libc::semctl(id, 0, cmd) }
+}
+
+/// Runs `ipcaudit ARGS` to completion: (exit code, stdout, stderr).
+pub fn run_ipcaudit(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(ipcaudit_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ipcaudit");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `ipc-workload SCENARIO ARG` to completion and returns what it printed (one JSON object).
+pub fn workload_with(bin: &str, scenario: &str, arg: &str) -> Value {
+    let out = Command::new(bin)
+        .args([scenario, arg])
+        .output()
+        .expect("run ipc-workload");
+    assert!(
+        out.status.success(),
+        "ipc-workload {scenario} {arg} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).expect("workload JSON")
+}
+
+impl Held {
+    /// Starts a prepared command (e.g. the workload under `unshare --ipc`) and waits for its
+    /// first line.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn held command");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("held command printed nothing in 10 s");
+        let info = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("held command said {line:?}: {e}"));
+        Self { child, info }
+    }
+}
+
+/// An IPC object a test made, removed on drop (also when the test fails) — but only while it is
+/// still the same object (same ctime in /proc/sysvipc), so an id reused by someone else is
+/// never hit.
+pub struct Owned {
+    /// `shm`, `sem` or `msg`.
+    pub table: &'static str,
+    pub id: Value,
+    ctime: Option<u64>,
+}
+
+impl Owned {
+    pub fn new(table: &'static str, id: &Value) -> Self {
+        Self {
+            table,
+            id: id.clone(),
+            ctime: sysvipc(table, id, "ctime"),
+        }
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if self.ctime.is_some() && sysvipc(self.table, &self.id, "ctime") == self.ctime {
+            let flag = match self.table {
+                "shm" => "-m",
+                "sem" => "-s",
+                _ => "-q",
+            };
+            ipcrm(flag, &self.id);
+        }
+    }
 }

@@ -38,6 +38,9 @@ enum Task {
     },
     /// rustfmt --check, clippy (pedantic) on the workspace and on the eBPF crate.
     Lint,
+    /// Build a release and lay out what a package needs in target/dist: the binary, the man
+    /// page, bash/zsh/fish completions (generated from the clap definitions) and the systemd unit.
+    Dist,
 }
 
 fn main() -> Result<()> {
@@ -67,6 +70,11 @@ fn main() -> Result<()> {
         Task::Lint => {
             setup::run()?;
             lint()
+        }
+        Task::Dist => {
+            setup::run()?;
+            build_release()?;
+            dist(&root)
         }
     }
 }
@@ -183,4 +191,23 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))
+}
+
+fn dist(root: &Path) -> Result<()> {
+    let out = root.join("target/dist");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("bin"))?;
+    let bin = root.join("target/release/ipcaudit");
+    std::fs::copy(&bin, out.join("bin/ipcaudit"))
+        .with_context(|| format!("copying {}", bin.display()))?;
+    run(Command::new(&bin)
+        .arg("generate")
+        .arg("--out")
+        .arg(out.join("share")))?;
+    std::fs::copy(
+        root.join("dist/ipcaudit.service"),
+        out.join("ipcaudit.service"),
+    )?;
+    eprintln!("xtask: packaged into {}", out.display());
+    Ok(())
 }

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Session, Summary, parse_entity_id};
+use crate::enrich::ProcessContext;
 use crate::{
     clock::{parse_rfc3339, rfc3339_nanos},
     decode::syscall_kind,
@@ -55,6 +56,14 @@ pub struct EcsProcess {
     pub executable: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exit_code: Option<u32>,
+    /// The PID inside the process's own PID namespace, when it differs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub vpid: Option<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct EcsContainer {
+    pub id: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -153,6 +162,8 @@ pub struct EcsRecord {
     pub ipc: Option<EcsIpc>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub host: Option<EcsHost>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container: Option<EcsContainer>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ipcaudit: Option<Extra>,
 }
@@ -479,6 +490,7 @@ pub fn event_record(
     ev: &Event,
     action: Action,
     object: Option<&ObjectRef>,
+    context: &ProcessContext,
 ) -> EcsRecord {
     let mut timestamp = String::with_capacity(32);
     rfc3339_nanos(ev.time_ns, &mut timestamp);
@@ -493,6 +505,7 @@ pub fn event_record(
         parent: None,
         executable: None,
         exit_code: None,
+        vpid: context.vpid,
     };
     match k {
         // The record is about the new process; the forking one is its parent.
@@ -547,6 +560,7 @@ pub fn event_record(
         }),
         ipc,
         host: EcsHost::of(session),
+        container: context.container_id.clone().map(|id| EcsContainer { id }),
         ipcaudit: Some(extra),
     }
 }
@@ -557,9 +571,10 @@ pub fn encode_event(
     ev: &Event,
     action: Action,
     object: Option<&ObjectRef>,
+    context: &ProcessContext,
     out: &mut String,
 ) {
-    let record = event_record(session, ev, action, object);
+    let record = event_record(session, ev, action, object, context);
     // Serializing a struct of strings and numbers into a String cannot fail.
     if let Ok(s) = serde_json::to_string(&record) {
         out.push_str(&s);
@@ -928,7 +943,14 @@ mod tests {
 
     fn json(ev: &Event, action: Action, object: Option<&ObjectRef>) -> serde_json::Value {
         let mut s = String::new();
-        encode_event(&session(), ev, action, object, &mut s);
+        encode_event(
+            &session(),
+            ev,
+            action,
+            object,
+            &ProcessContext::default(),
+            &mut s,
+        );
         assert!(!s.contains('\n'));
         serde_json::from_str(&s).unwrap()
     }
@@ -1170,7 +1192,14 @@ mod tests {
         for (kind, action) in cases {
             let e = ev(kind);
             let mut line = String::new();
-            encode_event(&session(), &e, action, None, &mut line);
+            encode_event(
+                &session(),
+                &e,
+                action,
+                None,
+                &ProcessContext::default(),
+                &mut line,
+            );
             assert_eq!(
                 parse_event(&line),
                 Ok(Parsed::Event(e.clone(), action)),
@@ -1194,7 +1223,14 @@ mod tests {
             result: Ok(()),
         });
         let mut line = String::new();
-        encode_event(&session(), &e, Action::ShmDetach, None, &mut line);
+        encode_event(
+            &session(),
+            &e,
+            Action::ShmDetach,
+            None,
+            &ProcessContext::default(),
+            &mut line,
+        );
         let bad = line.replace("shm-detach", "shm-explode");
         assert!(matches!(
             parse_event(&bad),

@@ -88,6 +88,21 @@ pub struct Summary {
     pub duration_ns: u64,
 }
 
+/// The figures of a `--stats-every` record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Event records written so far.
+    pub records: u64,
+    /// Event records per second since the previous stats record.
+    pub rate: f64,
+    /// Records the kernel could not deliver, so far.
+    pub lost: u64,
+    /// Delay between the last event and its handling.
+    pub lag_seconds: f64,
+    pub resync_corrections: u64,
+    pub output: writer::WriterStats,
+}
+
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -108,11 +123,18 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn event(&self, ev: &Event, action: Action, object: Option<&ObjectRef>, out: &mut String) {
+    pub fn event(
+        &self,
+        ev: &Event,
+        action: Action,
+        object: Option<&ObjectRef>,
+        context: &crate::enrich::ProcessContext,
+        out: &mut String,
+    ) {
         match self.format {
-            Format::Json => json::encode_event(&self.session, ev, action, object, out),
+            Format::Json => json::encode_event(&self.session, ev, action, object, context, out),
             Format::Ecs | Format::Ocsf => {
-                let record = json::event_record(&self.session, ev, action, object);
+                let record = json::event_record(&self.session, ev, action, object, context);
                 self.emit(serde_json::to_value(record).unwrap_or_default(), out);
             }
             Format::Text => text::encode_event(&self.session, ev, action, object, out),
@@ -134,6 +156,34 @@ impl Encoder {
                 self.emit(json::resync_value(&self.session, time_ns, differences), out);
             }
             Format::Text => text::encode_resync(time_ns, differences, out),
+        }
+    }
+
+    pub fn stats(&self, time_ns: u64, stats: &Stats, out: &mut String) {
+        match self.format {
+            Format::Text => {
+                use std::fmt::Write as _;
+                let _ = write!(
+                    out,
+                    "-- stats: {} records ({:.0}/s), {} lost, lag {:.3} s, {} resync corrections, {} output lines dropped",
+                    stats.records,
+                    stats.rate,
+                    stats.lost,
+                    stats.lag_seconds,
+                    stats.resync_corrections,
+                    stats.output.dropped
+                );
+            }
+            Format::Json | Format::Ecs | Format::Ocsf => {
+                let mut timestamp = String::new();
+                crate::clock::rfc3339_nanos(time_ns, &mut timestamp);
+                let value = serde_json::json!({
+                    "@timestamp": timestamp,
+                    "event": {"kind": "metric", "action": "stats"},
+                    "ipcaudit": {"stats": stats},
+                });
+                self.native(value, out);
+            }
         }
     }
 
@@ -211,8 +261,14 @@ impl Printer {
         }
     }
 
-    pub fn event(&mut self, ev: &Event, action: Action, object: Option<&ObjectRef>) {
-        self.with(|e, out| e.event(ev, action, object, out));
+    pub fn event(
+        &mut self,
+        ev: &Event,
+        action: Action,
+        object: Option<&ObjectRef>,
+        context: &crate::enrich::ProcessContext,
+    ) {
+        self.with(|e, out| e.event(ev, action, object, context, out));
     }
 
     pub fn finding(&mut self, time_ns: u64, change: &crate::model::FindingChange) {

@@ -371,6 +371,89 @@ fn rmid_child() {
     hold();
 }
 
+/// A child creates a segment (with the key given as argument, else private) and exits; the
+/// parent reaps it and exits: an orphaned segment whose creator is gone.
+fn orphan_shm() {
+    let key = std::env::args()
+        .nth(2)
+        .and_then(|a| i32::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(libc::IPC_PRIVATE);
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two fds.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        fail("pipe");
+    }
+    let [rd, wr] = fds;
+    let child = fork();
+    if child == 0 {
+        // SAFETY: plain syscall wrapper.
+        let id = unsafe { libc::shmget(key, 4096, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+        let bytes = id.to_ne_bytes();
+        // SAFETY: writing 4 bytes from a valid buffer, then leaving.
+        unsafe {
+            libc::write(wr, bytes.as_ptr().cast(), 4);
+            libc::_exit(0);
+        }
+    }
+    let mut bytes = [0u8; 4];
+    // SAFETY: reading 4 bytes into a valid buffer.
+    if unsafe { libc::read(rd, bytes.as_mut_ptr().cast(), 4) } != 4 {
+        fail("read");
+    }
+    wait(child);
+    let id = i32::from_ne_bytes(bytes);
+    if id < 0 {
+        eprintln!("ipc-workload: the child's shmget failed");
+        std::process::exit(2);
+    }
+    say(&json!({"pid": pid(), "child": child, "shmid": id, "key": format!("0x{key:08x}")}));
+}
+
+/// Run in a fresh IPC namespace (`unshare --ipc`): leaves an orphaned segment (its creator, a
+/// child, is gone), then on SIGUSR1 removes it and creates another segment under the same id
+/// (`kernel.shm_next_id`), which this live process holds.
+fn reuse_id() {
+    // SAFETY: an empty signal set, then SIGUSR1 blocked so that sigwait receives it.
+    let set = unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, ptr::null_mut());
+        set
+    };
+    let child = fork();
+    if child == 0 {
+        shmget(4096);
+        // SAFETY: leave without the parent's handlers.
+        unsafe { libc::_exit(0) };
+    }
+    wait(child);
+    let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let old: i32 = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| {
+            eprintln!("ipc-workload: no segment in the new namespace");
+            std::process::exit(2)
+        });
+    say(&json!({"pid": pid(), "child": child, "shmid": old}));
+    let mut sig = 0;
+    // SAFETY: `set` holds SIGUSR1, which is blocked.
+    unsafe { libc::sigwait(&raw const set, &raw mut sig) };
+    rmid_shm(old);
+    if std::fs::write("/proc/sys/kernel/shm_next_id", old.to_string()).is_err() {
+        fail("write shm_next_id");
+    }
+    let new = shmget(4096);
+    if new != old {
+        eprintln!("ipc-workload: the new segment got id {new}, not {old}");
+        std::process::exit(3);
+    }
+    hold();
+}
+
 /// The id argument of the scenarios that take one.
 fn arg_id() -> i32 {
     std::env::args()
@@ -403,11 +486,14 @@ fn main() {
         "msg-reader" => msg_reader(),
         "msg-producer" => msg_producer(arg_id()),
         "rmid-child" => rmid_child(),
+        "orphan-shm" => orphan_shm(),
+        "reuse-id" => reuse_id(),
         other => {
             eprintln!(
                 "ipc-workload: unknown scenario {other:?}; expected one of shm-basic, shm-rmid-attached, \
                  shm-fork-munmap, sem-basic, msg-basic, bad-shmat, exec-child, hold-shm, zombie-creator, \
-                 fork-three, sem-hold, sem-hold-undo, sem-wait ID, msg-reader, msg-producer ID, rmid-child"
+                 fork-three, sem-hold, sem-hold-undo, sem-wait ID, msg-reader, msg-producer ID, rmid-child, \
+                 orphan-shm [KEY], reuse-id"
             );
             std::process::exit(2);
         }
