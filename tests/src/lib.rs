@@ -136,6 +136,11 @@ pub fn start(args: &[&str]) -> Ipcaudit {
 }
 
 impl Ipcaudit {
+    /// What it wrote on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
     /// The tracer's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -477,4 +482,67 @@ impl Drop for Owned {
             ipcrm(flag, &self.id);
         }
     }
+}
+
+/// Names of the BPF programs loaded on the system (BPF_PROG_GET_NEXT_ID / OBJ_GET_INFO_BY_FD).
+pub fn loaded_bpf_programs() -> Vec<String> {
+    const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let mut names = Vec::new();
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u8; 128];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        // SAFETY: bpf(2) with a zeroed attr large enough for the command.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_GET_NEXT_ID,
+                attr.as_mut_ptr(),
+                attr.len(),
+            )
+        };
+        if rc != 0 {
+            break;
+        }
+        id = u32::from_ne_bytes(attr[4..8].try_into().expect("4 bytes"));
+        let mut attr = [0u8; 128];
+        attr[..4].copy_from_slice(&id.to_ne_bytes());
+        // SAFETY: as above.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_GET_FD_BY_ID,
+                attr.as_mut_ptr(),
+                attr.len(),
+            )
+        };
+        let Ok(fd) = i32::try_from(fd) else { continue };
+        if fd < 0 {
+            continue;
+        }
+        let mut info = [0u8; 256];
+        let mut attr = [0u8; 128];
+        attr[..4].copy_from_slice(&fd.cast_unsigned().to_ne_bytes());
+        attr[4..8].copy_from_slice(&256u32.to_ne_bytes());
+        attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+        // SAFETY: as above; `info` outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                attr.as_mut_ptr(),
+                attr.len(),
+            )
+        };
+        // SAFETY: closing the fd we were given.
+        unsafe { libc::close(fd) };
+        if rc == 0 {
+            let name = &info[64..80];
+            let end = name.iter().position(|&c| c == 0).unwrap_or(16);
+            names.push(String::from_utf8_lossy(&name[..end]).into_owned());
+        }
+    }
+    names
 }

@@ -38,6 +38,14 @@ enum Task {
     },
     /// rustfmt --check, clippy (pedantic) on the workspace and on the eBPF crate.
     Lint,
+    /// Run the fuzz targets (cargo fuzz, nightly; installed when missing), each for SECONDS.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// Targets to run (default: all of them).
+        targets: Vec<String>,
+    },
     /// Build a release and lay out what a package needs in target/dist: the binary, the man
     /// page, bash/zsh/fish completions (generated from the clap definitions) and the systemd unit.
     Dist,
@@ -70,6 +78,10 @@ fn main() -> Result<()> {
         Task::Lint => {
             setup::run()?;
             lint()
+        }
+        Task::Fuzz { seconds, targets } => {
+            setup::run()?;
+            fuzz(&root, seconds, &targets)
         }
         Task::Dist => {
             setup::run()?;
@@ -209,5 +221,52 @@ fn dist(root: &Path) -> Result<()> {
         out.join("ipcaudit.service"),
     )?;
     eprintln!("xtask: packaged into {}", out.display());
+    Ok(())
+}
+
+/// The fuzz targets in ipcaudit/fuzz (their corpora are committed under fuzz/corpus).
+const FUZZ_TARGETS: &[&str] = &[
+    "decode",
+    "replay_line",
+    "sysvipc",
+    "proc_pid",
+    "reap_policy",
+];
+
+fn fuzz(root: &Path, seconds: u32, targets: &[String]) -> Result<()> {
+    let has_cargo_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_cargo_fuzz {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets: Vec<&str> = if targets.is_empty() {
+        FUZZ_TARGETS.to_vec()
+    } else {
+        targets.iter().map(String::as_str).collect()
+    };
+    for target in targets {
+        if !FUZZ_TARGETS.contains(&target) {
+            bail!(
+                "unknown fuzz target {target:?}: one of {}",
+                FUZZ_TARGETS.join(", ")
+            );
+        }
+        run(Command::new("rustup")
+            .current_dir(root.join("ipcaudit"))
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={seconds}"),
+            ]))?;
+    }
     Ok(())
 }

@@ -454,6 +454,20 @@ fn reuse_id() {
     hold();
 }
 
+/// Renames the process (`comm`, raw bytes given in hex, truncated by the kernel to 15) and
+/// does the shm-basic scenario.
+fn renamed(hex: &str) {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    let mut name = [0u8; 16];
+    let n = bytes.len().min(15);
+    name[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated buffer of up to 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    shm_basic();
+}
+
 /// The id argument of the scenarios that take one.
 fn arg_id() -> i32 {
     std::env::args()
@@ -478,6 +492,7 @@ fn main() {
         "bad-shmat" => bad_shmat(),
         "exec-child" => exec_child(),
         "hold-shm" => hold_shm(),
+        "renamed" => renamed(&std::env::args().nth(2).unwrap_or_default()),
         "zombie-creator" => zombie_creator(),
         "fork-three" => fork_three(),
         "sem-hold" => sem_hold(false),

@@ -1,0 +1,297 @@
+//! Faults and hostile input on the real kernel: a SIGKILLed collector leaves nothing attached
+//! and a restart finds the same leak; a failing output never stops the collector; replay of a
+//! 1 GiB line fails cleanly in bounded memory; odd process names stay valid JSON and aligned
+//! text; a reused PID is never taken for the dead creator; non-root gets one clear line.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use ipcaudit_tests::{
+    Held, Watch, eventually, ipcaudit_bin, ipcrm, loaded_bpf_programs, require_root, start,
+    workload,
+};
+use serde_json::Value;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_ipc-workload");
+
+fn ours(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| n.starts_with("sys_exit_") || n.starts_with("sched_process_"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached_and_a_restart_finds_the_same_leak() {
+    if !require_root() {
+        return;
+    }
+    // Counted as a difference: another ipcaudit may be running on this machine.
+    let count = || ours(&loaded_bpf_programs()).len();
+    let before = count();
+    let watch = Watch::start("1");
+    assert!(
+        count() >= before + 17,
+        "{before} before: {:?}",
+        loaded_bpf_programs()
+    );
+    let mut holder = Held::start(WORKLOAD, "hold-shm", None);
+    let shmid = holder.info["shmid"].clone();
+    holder.kill();
+    watch.wait_finding("orphaned-segment", &shmid);
+
+    // kill -9: the kernel closes its fds, and with them every link and program.
+    watch.ipcaudit.signal(libc::SIGKILL);
+    assert!(
+        eventually(Duration::from_secs(5), || count() <= before),
+        "still loaded after SIGKILL: {:?}",
+        loaded_bpf_programs()
+    );
+    drop(watch);
+
+    // A restart rebuilds the finding from the kernel's truth alone.
+    let again = Watch::start("1");
+    let finding = again.wait_finding("orphaned-segment", &shmid);
+    assert_eq!(finding["evidence"][0]["alive"], false);
+    ipcrm("-m", &shmid);
+    again.ipcaudit.stop();
+    assert!(eventually(Duration::from_secs(5), || count() <= before));
+}
+
+#[test]
+fn a_full_disk_never_stops_the_collector() {
+    if !require_root() {
+        return;
+    }
+    // /dev/full fails every write with ENOSPC.
+    let tracer = start(&[
+        "trace",
+        "--type",
+        "shm",
+        "-o",
+        "/dev/full",
+        "--stats-every",
+        "0.2",
+    ]);
+    for _ in 0..3 {
+        workload(WORKLOAD, "shm-basic");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stderr = tracer.stderr_text();
+    tracer.stop();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("/dev/full")).collect();
+    assert_eq!(errors.len(), 1, "reported once: {stderr}");
+    assert!(errors[0].contains("No space left on device"), "{stderr}");
+}
+
+#[test]
+#[expect(
+    clippy::zombie_processes,
+    reason = "reaped with wait4, to read its peak RSS"
+)]
+fn replay_of_a_gigabyte_line_fails_cleanly_in_bounded_memory() {
+    let mut child = Command::new(ipcaudit_bin())
+        .args(["replay", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..1024 {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = stdin.write_all(b"\n{}\n");
+    });
+    let mut status = 0;
+    // SAFETY: rusage out-pointer; waiting for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    writer.join().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0,
+        "{err}"
+    );
+    assert!(err.contains("-:1: line longer than 64 MiB"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Peak RSS (KiB): the 1 GiB line was never held.
+    assert!(
+        usage.ru_maxrss < 200 * 1024,
+        "peak RSS {} KiB",
+        usage.ru_maxrss
+    );
+}
+
+#[test]
+fn odd_process_names_stay_valid_json_and_aligned_text() {
+    if !require_root() {
+        return;
+    }
+    let names: [&[u8]; 5] = [
+        b"quo\"te\\back",
+        b"new\nline\ttab",
+        b"\x01\x1b[31mred",
+        b"bad\xff\xfeutf8",
+        b"exactly15bytes!",
+    ];
+    for name in names {
+        let hex = hex(name);
+        let tracer = start(&["trace", "--type", "shm"]);
+        let w = workload_renamed(&hex);
+        let records = tracer.stop();
+        let create = records
+            .iter()
+            .find(|r| r["event"]["action"] == "shm-create" && r["process"]["pid"] == w["pid"])
+            .unwrap_or_else(|| panic!("no record for {name:?}"));
+        let expect = String::from_utf8_lossy(&name[..name.len().min(15)]).into_owned();
+        assert_eq!(create["process"]["name"], Value::from(expect.clone()));
+    }
+    // Text: the columns after the name start at the same place whatever the name.
+    let tracer = Command::new(ipcaudit_bin())
+        .args([
+            "trace",
+            "--type",
+            "shm",
+            "--format",
+            "text",
+            "--duration",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut pids = Vec::new();
+    for name in names {
+        let hex = hex(name);
+        pids.push(workload_renamed(&hex)["pid"].to_string());
+    }
+    let out = tracer.wait_with_output_text();
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("shm-create") && pids.iter().any(|p| l.contains(&format!(" {p} "))))
+        .collect();
+    assert_eq!(lines.len(), names.len(), "{out}");
+    assert!(
+        lines.iter().all(|l| !l.chars().any(char::is_control)),
+        "control characters in text: {lines:?}"
+    );
+    let col: Vec<usize> = lines
+        .iter()
+        .map(|l| {
+            l.chars()
+                .collect::<Vec<_>>()
+                .windows(4)
+                .position(|w| w.iter().collect::<String>() == "shm ")
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(
+        col.windows(2).all(|w| w[0] == w[1]),
+        "type column not aligned: {col:?}\n{}",
+        lines.join("\n")
+    );
+}
+
+trait WaitText {
+    fn wait_with_output_text(self) -> String;
+}
+
+impl WaitText for std::process::Child {
+    fn wait_with_output_text(self) -> String {
+        String::from_utf8_lossy(&self.wait_with_output().unwrap().stdout).into_owned()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn workload_renamed(hex: &str) -> Value {
+    let out = Command::new(WORKLOAD)
+        .args(["renamed", hex])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(out.stdout.split(|&c| c == b'\n').next().unwrap()).unwrap()
+}
+
+#[test]
+fn a_reused_pid_is_not_the_dead_creator() {
+    if !require_root() {
+        return;
+    }
+    let watch = Watch::start("1");
+    let mut creator = Held::start(WORKLOAD, "hold-shm", None);
+    let shmid = creator.info["shmid"].clone();
+    let pid = creator.pid();
+    creator.kill();
+    watch.wait_finding("orphaned-segment", &shmid);
+    // Make the next fork take the dead creator's PID (retry: other forks may race us).
+    let mut impostor = None;
+    for _ in 0..20 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let held = Held::start(WORKLOAD, "hold-shm", None);
+        if held.pid() == pid {
+            impostor = Some(held);
+            break;
+        }
+    }
+    let impostor = impostor.expect("could not reuse the pid");
+    std::thread::sleep(Duration::from_millis(2500));
+    // The orphan stays orphaned: the live process with that PID is another process.
+    let finding = watch.findings("orphaned-segment", Some(&shmid));
+    assert_eq!(finding.len(), 1, "{:#}", watch.ask("findings"));
+    let creator_evidence = &finding[0]["evidence"][0];
+    assert_eq!(creator_evidence["pid"], pid);
+    assert_eq!(creator_evidence["alive"], false);
+    // And the impostor's own segment is attached by a live process: no finding for it.
+    let theirs = impostor.info["shmid"].clone();
+    assert!(watch.findings("orphaned-segment", Some(&theirs)).is_empty());
+    let object = watch.object("shm", &theirs);
+    assert_ne!(
+        object["creator"]["entity"],
+        finding[0]["evidence"][0]["entity"]
+    );
+    drop(impostor);
+    ipcrm("-m", &shmid);
+    ipcrm("-m", &theirs);
+    watch.ipcaudit.stop();
+}
+
+#[test]
+fn a_user_without_privileges_gets_one_clear_line() {
+    if !require_root() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(ipcaudit_bin())
+        .args(["trace", "--duration", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("needs root (or CAP_BPF and CAP_PERFMON)"),
+        "{err}"
+    );
+}
