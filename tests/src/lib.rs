@@ -546,3 +546,28 @@ pub fn loaded_bpf_programs() -> Vec<String> {
     }
     names
 }
+
+/// Nanoseconds since the epoch of an RFC 3339 UTC timestamp as ipcaudit writes them.
+pub fn timestamp_ns(s: &str) -> u64 {
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4),
+        num(5..7),
+        num(8..10),
+        num(11..13),
+        num(14..16),
+        num(17..19),
+    );
+    let nanos = s
+        .get(20..29)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    // Days from civil (H. Hinnant).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if mo > 2 { mo - 3 } else { mo + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    (days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000 + nanos
+}

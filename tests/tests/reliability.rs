@@ -295,3 +295,78 @@ fn a_user_without_privileges_gets_one_clear_line() {
         "{err}"
     );
 }
+
+#[test]
+fn an_overload_is_counted_and_a_resync_restores_the_truth() {
+    if !require_root() {
+        return;
+    }
+    // A 1 MiB ring buffer against four processes in tight loops: records will be dropped.
+    let dir = std::env::temp_dir().join(format!("ipcaudit-storm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (socket, out) = (dir.join("sock"), dir.join("out.ndjson"));
+    let tracer = start(&[
+        "watch",
+        "--ring-mib",
+        "1",
+        "--resync",
+        "1",
+        "--grace",
+        "60",
+        "--socket",
+        socket.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let pid = tracer.pid();
+    let storm = workload(WORKLOAD, "storm");
+    let storm_end = std::time::SystemTime::now();
+    assert!(storm["kiloiterations"].as_u64().unwrap() > 10, "{storm}");
+    // Resyncs bring the model back to the kernel's truth; the ones after that find nothing.
+    std::thread::sleep(Duration::from_secs(5));
+    let peak_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    tracer.stop();
+    let records: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lost: u64 = records
+        .iter()
+        .filter(|r| r["event"]["action"] == "events-lost")
+        .map(|r| r["ipcaudit"]["lost"].as_u64().unwrap())
+        .sum();
+    let summary = records.last().unwrap();
+    assert_eq!(summary["event"]["kind"], "metric");
+    assert!(lost > 0, "a 1 MiB ring should overflow in this storm");
+    assert_eq!(
+        summary["ipcaudit"]["lost"].as_u64(),
+        Some(lost),
+        "every lost record is counted once"
+    );
+    let end_ns = u64::try_from(
+        storm_end
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    )
+    .unwrap();
+    let late_corrections: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"]["action"] == "model-resync")
+        .filter(|r| {
+            ipcaudit_tests::timestamp_ns(r["@timestamp"].as_str().unwrap()) > end_ns + 2_500_000_000
+        })
+        .collect();
+    assert!(
+        late_corrections.is_empty(),
+        "resyncs still correcting 2.5 s after the storm: {late_corrections:#?}"
+    );
+    assert!(peak_kib < 256 * 1024, "collector peak RSS {peak_kib} KiB");
+}

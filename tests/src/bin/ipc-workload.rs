@@ -468,6 +468,54 @@ fn renamed(hex: &str) {
     shm_basic();
 }
 
+/// Several processes in tight shmget/shmat/shmdt/IPC_RMID and semop loops for SECS seconds:
+/// far more records than a collector can take. Prints the number of loop iterations done.
+fn storm(secs: u64) {
+    const PROCS: usize = 4;
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut children = Vec::new();
+    for i in 0..PROCS {
+        let child = fork();
+        if child == 0 {
+            let mut n = 0u64;
+            // SAFETY: plain syscalls on objects this child creates and removes.
+            unsafe {
+                let sem = libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600);
+                while std::time::Instant::now() < deadline {
+                    if i % 2 == 0 {
+                        let id = libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600);
+                        let addr = libc::shmat(id, ptr::null(), 0);
+                        libc::shmdt(addr);
+                        libc::shmctl(id, libc::IPC_RMID, ptr::null_mut());
+                    } else {
+                        let mut ops = [libc::sembuf {
+                            sem_num: 0,
+                            sem_op: 1,
+                            sem_flg: 0,
+                        }];
+                        libc::semop(sem, ops.as_mut_ptr(), 1);
+                        ops[0].sem_op = -1;
+                        libc::semop(sem, ops.as_mut_ptr(), 1);
+                    }
+                    n += 1;
+                }
+                libc::semctl(sem, 0, libc::IPC_RMID);
+                // Exit code: iterations in thousands (capped), for the parent's report.
+                libc::_exit(i32::try_from((n / 1000).min(250)).unwrap_or(250));
+            }
+        }
+        children.push(child);
+    }
+    let mut total = 0;
+    for child in children {
+        let mut status = 0;
+        // SAFETY: valid out pointer.
+        unsafe { libc::waitpid(child, &raw mut status, 0) };
+        total += libc::WEXITSTATUS(status);
+    }
+    say(&json!({"pid": pid(), "kiloiterations": total}));
+}
+
 /// The id argument of the scenarios that take one.
 fn arg_id() -> i32 {
     std::env::args()
@@ -492,6 +540,12 @@ fn main() {
         "bad-shmat" => bad_shmat(),
         "exec-child" => exec_child(),
         "hold-shm" => hold_shm(),
+        "storm" => storm(
+            std::env::args()
+                .nth(2)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(3),
+        ),
         "renamed" => renamed(&std::env::args().nth(2).unwrap_or_default()),
         "zombie-creator" => zombie_creator(),
         "fork-three" => fork_three(),
