@@ -370,3 +370,50 @@ fn an_overload_is_counted_and_a_resync_restores_the_truth() {
     );
     assert!(peak_kib < 256 * 1024, "collector peak RSS {peak_kib} KiB");
 }
+
+#[test]
+fn a_reused_ipc_id_is_a_new_object_with_its_own_owner() {
+    if !require_root() {
+        return;
+    }
+    let watch = Watch::start("1");
+    // In a fresh IPC namespace: a child creates a segment and exits (an orphan), then on
+    // SIGUSR1 the parent removes it and creates another under the same id, which it holds.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--ipc", WORKLOAD, "reuse-id"]);
+    let held = Held::spawn(cmd);
+    let shmid = held.info["shmid"].clone();
+    let creator = held.info["child"].clone();
+    let orphan = watch.wait_finding("orphaned-segment", &shmid);
+    assert_eq!(orphan["evidence"][0]["pid"], creator);
+    let ns = orphan["object"]["ns"].clone();
+    let generation = orphan["object"]["generation"].clone();
+    // SAFETY: signalling the workload (unshare execs it, so the pid is the workload's).
+    unsafe { libc::kill(i32::try_from(held.pid()).unwrap(), libc::SIGUSR1) };
+    // The old object's finding clears; the new one under the same id belongs to the live
+    // parent and is not orphaned.
+    assert!(eventually(Duration::from_secs(5), || watch
+        .findings("orphaned-segment", Some(&shmid))
+        .is_empty()));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        watch.findings("orphaned-segment", Some(&shmid)).is_empty(),
+        "{:#}",
+        watch.ask("findings")
+    );
+    let objects = watch.ask("status")["objects"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let new = objects
+        .iter()
+        .find(|o| o["type"] == "shm" && o["id"] == shmid && o["ns"] == ns && o["status"] == "live")
+        .unwrap_or_else(|| panic!("no live shm {shmid} in ns {ns}: {objects:#?}"));
+    assert_ne!(
+        new["generation"], generation,
+        "a reused id is a new generation"
+    );
+    assert_eq!(new["creator"]["pid"], held.pid());
+    drop(held);
+    watch.ipcaudit.stop();
+}
