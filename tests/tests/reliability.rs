@@ -417,3 +417,27 @@ fn a_reused_ipc_id_is_a_new_object_with_its_own_owner() {
     drop(held);
     watch.ipcaudit.stop();
 }
+
+#[test]
+fn a_missing_tracefs_is_mounted() {
+    if !require_root() {
+        return;
+    }
+    // Fresh boots have no tracefs mount; ipcaudit mounts it (and says so with -v).
+    let _ = Command::new("umount").arg("/sys/kernel/tracing").status();
+    if std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        eprintln!(
+            "tracefs is busy here (another tracer holds it): checking only that tracing works"
+        );
+    }
+    let out = Command::new(ipcaudit_bin())
+        .args(["-v", "trace", "--duration", "1", "--format", "json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        std::path::Path::new("/sys/kernel/tracing/events/syscalls").is_dir(),
+        "tracefs not mounted: {err}"
+    );
+}
