@@ -751,6 +751,15 @@ pub enum Parsed {
 pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
     let value: serde_json::Value =
         serde_json::from_str(line).map_err(|e| ParseError::Json(e.to_string()))?;
+    // A recording made by another schema version would be misread: refuse it.
+    if let Some(version) = value.pointer("/ipcaudit/schema_version") {
+        if version.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
+            return Err(field(
+                "ipcaudit.schema_version",
+                format!("{version} is not {SCHEMA_VERSION}, the version this ipcaudit reads"),
+            ));
+        }
+    }
     let kind = value
         .pointer("/event/kind")
         .and_then(serde_json::Value::as_str)
@@ -1239,6 +1248,17 @@ mod tests {
                 ..
             })
         ));
+        let bad = line.replace("\"schema_version\":1", "\"schema_version\":2");
+        assert!(
+            matches!(
+                parse_event(&bad),
+                Err(ParseError::Field {
+                    field: "ipcaudit.schema_version",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
         let bad = line.replace("2026-11-22T", "yesterday-");
         assert!(matches!(
             parse_event(&bad),
