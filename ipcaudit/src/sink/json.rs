@@ -752,13 +752,13 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
     let value: serde_json::Value =
         serde_json::from_str(line).map_err(|e| ParseError::Json(e.to_string()))?;
     // A recording made by another schema version would be misread: refuse it.
-    if let Some(version) = value.pointer("/ipcaudit/schema_version") {
-        if version.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
-            return Err(field(
-                "ipcaudit.schema_version",
-                format!("{version} is not {SCHEMA_VERSION}, the version this ipcaudit reads"),
-            ));
-        }
+    if let Some(version) = value.pointer("/ipcaudit/schema_version")
+        && version.as_u64() != Some(u64::from(SCHEMA_VERSION))
+    {
+        return Err(field(
+            "ipcaudit.schema_version",
+            format!("{version} is not {SCHEMA_VERSION}, the version this ipcaudit reads"),
+        ));
     }
     let kind = value
         .pointer("/event/kind")
