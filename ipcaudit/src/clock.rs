@@ -35,7 +35,7 @@ impl Clocks {
 
     /// A task's `start_boottime` (ns since boot) as /proc's start-time ticks.
     pub fn start_ticks(&self, boot_ns: u64) -> u64 {
-        boot_ns / (1_000_000_000 / self.ticks_per_sec.max(1))
+        boot_ns / (1_000_000_000 / self.ticks_per_sec.max(1)).max(1)
     }
 }
 
@@ -98,7 +98,11 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
         _ => return None,
     };
     let days = days_from_civil(y, mo, d)?;
-    Some((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000 + nanos)
+    // Checked: a year past 2554 does not fit in u64 nanoseconds.
+    days.checked_mul(86_400)?
+        .checked_add(h * 3600 + mi * 60 + se)?
+        .checked_mul(1_000_000_000)?
+        .checked_add(nanos)
 }
 
 /// Days since 1970-01-01 → (year, month, day). H. Hinnant's algorithm, for non-negative days.
@@ -160,6 +164,9 @@ mod tests {
             parse_rfc3339("2026-11-22T13:23:04.5Z"),
             Some(1_795_353_784_500_000_000)
         );
+        // Found by the replay_line fuzz target: past 2554 the nanoseconds overflow u64.
+        assert_eq!(parse_rfc3339("4052-11-23T15:10:58.075865358Z"), None);
+        assert_eq!(parse_rfc3339("9999-12-31T23:59:60.999999999Z"), None);
     }
 
     #[test]
