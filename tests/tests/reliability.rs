@@ -126,9 +126,10 @@ fn replay_of_a_gigabyte_line_fails_cleanly_in_bounded_memory() {
     );
     assert!(err.contains("-:1: line longer than 64 MiB"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    // Peak RSS (KiB): the 1 GiB line was never held.
+    // Peak RSS (KiB): bounded by the 64 MiB line cap (whose buffer may be reallocated once
+    // while it fills), not by the 1 GiB of input.
     assert!(
-        usage.ru_maxrss < 200 * 1024,
+        usage.ru_maxrss < 256 * 1024,
         "peak RSS {} KiB",
         usage.ru_maxrss
     );
