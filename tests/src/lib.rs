@@ -253,26 +253,9 @@ pub struct Held {
 impl Held {
     /// Starts `ipc-workload SCENARIO [ARG]` and waits for its first line.
     pub fn start(bin: &str, scenario: &str, arg: Option<&str>) -> Self {
-        let mut child = Command::new(bin)
-            .arg(scenario)
-            .args(arg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn ipc-workload");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("workload printed nothing in 10 s");
-        let info =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload said {line:?}: {e}"));
-        Self { child, info }
+        let mut cmd = Command::new(bin);
+        cmd.arg(scenario).args(arg);
+        Self::spawn(cmd)
     }
 
     pub fn pid(&self) -> u32 {
