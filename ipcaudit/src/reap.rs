@@ -890,6 +890,28 @@ fn not_leaked_why(scene: &Scene, stat: &Stat, opts: CheckOptions) -> String {
 // ---------------------------------------------------------------------------------------------
 // IO: stat, remove
 
+/// A `Stat` from the `ipc_perm` and ctime every IPC_STAT returns, and the family's own fields.
+fn stat_from(
+    ty: IpcType,
+    id: i32,
+    p: &libc::ipc_perm,
+    ctime: libc::time_t,
+    body: StatBody,
+) -> Stat {
+    Stat {
+        ty,
+        id,
+        key: p.__key,
+        uid: p.uid,
+        gid: p.gid,
+        cuid: p.cuid,
+        cgid: p.cgid,
+        mode: u32::from(p.mode),
+        ctime,
+        body,
+    }
+}
+
 /// The current state of object `id` in the calling thread's namespace: None if there is none.
 pub fn stat(ty: IpcType, id: i32) -> Result<Option<Stat>, Errno> {
     let gone = |e: Errno| matches!(e, Errno::EINVAL | Errno::EIDRM);
@@ -904,17 +926,12 @@ pub fn stat(ty: IpcType, id: i32) -> Result<Option<Stat>, Errno> {
             // SAFETY: zero-initialized plain data, filled by the kernel.
             let ds = unsafe { ds.assume_init() };
             let p = &ds.shm_perm;
-            Ok(Some(Stat {
+            Ok(Some(stat_from(
                 ty,
                 id,
-                key: p.__key,
-                uid: p.uid,
-                gid: p.gid,
-                cuid: p.cuid,
-                cgid: p.cgid,
-                mode: u32::from(p.mode),
-                ctime: ds.shm_ctime,
-                body: StatBody::Shm {
+                p,
+                ds.shm_ctime,
+                StatBody::Shm {
                     size: u64::try_from(ds.shm_segsz).unwrap_or(u64::MAX),
                     cpid: u32::try_from(ds.shm_cpid).unwrap_or(0),
                     lpid: u32::try_from(ds.shm_lpid).unwrap_or(0),
@@ -922,7 +939,7 @@ pub fn stat(ty: IpcType, id: i32) -> Result<Option<Stat>, Errno> {
                     atime: ds.shm_atime,
                     dtime: ds.shm_dtime,
                 },
-            }))
+            )))
         }
         IpcType::Sem => {
             let mut ds = std::mem::MaybeUninit::<libc::semid_ds>::zeroed();
@@ -941,22 +958,17 @@ pub fn stat(ty: IpcType, id: i32) -> Result<Option<Stat>, Errno> {
                 Err(ReadError::SemGone { .. }) => return Ok(None),
                 Err(_) => None,
             };
-            Ok(Some(Stat {
+            Ok(Some(stat_from(
                 ty,
                 id,
-                key: p.__key,
-                uid: p.uid,
-                gid: p.gid,
-                cuid: p.cuid,
-                cgid: p.cgid,
-                mode: u32::from(p.mode),
-                ctime: ds.sem_ctime,
-                body: StatBody::Sem {
+                p,
+                ds.sem_ctime,
+                StatBody::Sem {
                     nsems,
                     otime: ds.sem_otime,
                     sems,
                 },
-            }))
+            )))
         }
         IpcType::Msg => {
             let mut ds = std::mem::MaybeUninit::<libc::msqid_ds>::zeroed();
@@ -968,17 +980,12 @@ pub fn stat(ty: IpcType, id: i32) -> Result<Option<Stat>, Errno> {
             // SAFETY: as above.
             let ds = unsafe { ds.assume_init() };
             let p = &ds.msg_perm;
-            Ok(Some(Stat {
+            Ok(Some(stat_from(
                 ty,
                 id,
-                key: p.__key,
-                uid: p.uid,
-                gid: p.gid,
-                cuid: p.cuid,
-                cgid: p.cgid,
-                mode: u32::from(p.mode),
-                ctime: ds.msg_ctime,
-                body: StatBody::Msg {
+                p,
+                ds.msg_ctime,
+                StatBody::Msg {
                     qnum: ds.msg_qnum,
                     cbytes: ds.__msg_cbytes,
                     lspid: u32::try_from(ds.msg_lspid).unwrap_or(0),
@@ -986,7 +993,7 @@ pub fn stat(ty: IpcType, id: i32) -> Result<Option<Stat>, Errno> {
                     stime: ds.msg_stime,
                     rtime: ds.msg_rtime,
                 },
-            }))
+            )))
         }
     }
 }

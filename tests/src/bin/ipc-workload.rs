@@ -516,6 +516,43 @@ fn storm(secs: u64) {
     say(&json!({"pid": pid(), "kiloiterations": total}));
 }
 
+/// Runs `argv[2..]` as a grandchild and reports its peak RSS on stderr as `peak-rss-kib N`,
+/// exiting with its status. The kernel carries a process's `maxrss` across `exec` from the
+/// image it replaced, so a program spawned straight from a big test process reports that
+/// process's size; forked from this small one, the figure is the program's own.
+fn peak_rss() {
+    let args: Vec<std::ffi::CString> = std::env::args()
+        .skip(2)
+        .map(|a| std::ffi::CString::new(a).expect("no NUL in arguments"))
+        .collect();
+    if args.is_empty() {
+        eprintln!("ipc-workload: peak-rss takes a command");
+        std::process::exit(2);
+    }
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: fork in a single-threaded program; the child only calls execvp and _exit.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: argv is a NULL-terminated array of valid C strings.
+        unsafe {
+            libc::execvp(argv[0], argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: out-pointers to locals; waiting for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::wait4(child, &raw mut status, 0, &raw mut usage) };
+    eprintln!("peak-rss-kib {}", usage.ru_maxrss);
+    std::process::exit(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    });
+}
+
 /// The id argument of the scenarios that take one.
 fn arg_id() -> i32 {
     std::env::args()
@@ -529,6 +566,9 @@ fn arg_id() -> i32 {
 
 fn main() {
     let scenario = std::env::args().nth(1).unwrap_or_default();
+    if scenario == "peak-rss" {
+        peak_rss();
+    }
     // Give the tracer a moment after we started; tests start us after ipcaudit is attached.
     std::thread::sleep(Duration::from_millis(10));
     match scenario.as_str() {
@@ -562,7 +602,7 @@ fn main() {
                 "ipc-workload: unknown scenario {other:?}; expected one of shm-basic, shm-rmid-attached, \
                  shm-fork-munmap, sem-basic, msg-basic, bad-shmat, exec-child, hold-shm, zombie-creator, \
                  fork-three, sem-hold, sem-hold-undo, sem-wait ID, msg-reader, msg-producer ID, rmid-child, \
-                 orphan-shm [KEY], reuse-id"
+                 orphan-shm [KEY], reuse-id, peak-rss CMD..."
             );
             std::process::exit(2);
         }
