@@ -521,15 +521,15 @@ fn storm(secs: u64) {
 /// image it replaced, so a program spawned straight from a big test process reports that
 /// process's size; forked from this small one, the figure is the program's own.
 fn peak_rss() {
-    let args: Vec<std::ffi::CString> = std::env::args()
+    let words: Vec<std::ffi::CString> = std::env::args()
         .skip(2)
         .map(|a| std::ffi::CString::new(a).expect("no NUL in arguments"))
         .collect();
-    if args.is_empty() {
+    if words.is_empty() {
         eprintln!("ipc-workload: peak-rss takes a command");
         std::process::exit(2);
     }
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    let mut argv: Vec<*const libc::c_char> = words.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     // SAFETY: fork in a single-threaded program; the child only calls execvp and _exit.
     let child = unsafe { libc::fork() };
