@@ -1,20 +1,23 @@
-//! What every program shares: the maps, the loader-written configuration, the record header and
-//! the ring-buffer submit policy.
+//! What every program shares: the maps, the loader-written configuration, the record header,
+//! the syscall result and arguments (from either attach point) and the ring-buffer submit
+//! policy.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    EbpfContext as _,
+    bindings::{BPF_F_NO_PREALLOC, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_ringbuf_query, bpf_task_pt_regs,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_ringbuf_query, bpf_task_pt_regs,
     },
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    maps::{Array, HashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
+    programs::{FExitContext, TracePointContext},
 };
-use ipcaudit_ebpf::{Config, Header, NO_OFFSET, SyscallRecord, stat};
+use ipcaudit_ebpf::{
+    Config, Header, MsgTotals, ObjectId, ProcUsage, SemTotals, SyscallRecord, flags_index, stat,
+};
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
 compile_error!(
@@ -39,6 +42,35 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[map]
 pub static SHM_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 
+/// Aggregation (`watch`): per process (tgid), its usage slots. Entries are made at a process's
+/// first aggregated use and dropped at its exit (after its totals are written out).
+#[map]
+pub static PROCS: HashMap<u32, ProcUsage> = HashMap::with_max_entries(32768, BPF_F_NO_PREALLOC);
+
+/// Aggregation: per semaphore set, the aggregated operations' totals.
+#[map]
+pub static SEMSETS: HashMap<ObjectId, SemTotals> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Aggregation: per queue, the aggregated messages' totals.
+#[map]
+pub static QUEUES: HashMap<ObjectId, MsgTotals> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Processes the last snapshot saw blocked in semop/msgrcv/msgsnd (written by userspace):
+/// their next operation is recorded in full, so that the model sees them stop waiting.
+#[map]
+pub static WAITING: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Small values userspace writes (`ipcaudit_ebpf::flags_index`).
+#[map]
+pub static FLAGS: Array<u32> = Array::with_max_entries(flags_index::COUNT, 0);
+
+/// A zeroed `ProcUsage`, never written: what a new `PROCS` entry is made from (the struct is
+/// larger than the BPF stack).
+#[map]
+pub static ZERO_USAGE: Array<ProcUsage> = Array::with_max_entries(1, 0);
+
 /// Reads one field of the loader-written configuration. Volatile: the compiler must not
 /// constant-fold the placeholder values, the loader rewrites them.
 macro_rules! config {
@@ -55,61 +87,109 @@ pub fn count(index: u32) {
     }
 }
 
-/// Reads a `T` at `base + offset` in kernel memory; `None` when the offset is unknown on this
-/// kernel or the read faults (counted).
+/// The current thread group id.
 #[inline(always)]
-pub fn read_field<T: Copy>(base: u64, offset: u32) -> Option<T> {
-    if base == 0 || offset == NO_OFFSET {
-        return None;
-    }
-    // SAFETY: bpf_probe_read_kernel checks the address and returns an error instead of faulting.
-    let value = unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.ok();
-    if value.is_none() {
-        count(stat::READ_FAILED);
-    }
-    value
+pub fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// `bpf_ktime_get_ns()`.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Loads a `T` at `base + off`, `base` a BTF-typed kernel pointer (the current task from
+/// `bpf_get_current_task_btf`, a `tp_btf` argument, or a pointer loaded from one): a plain
+/// load the verifier checks against the struct's BTF at load time (`off` is a load-time
+/// constant of `CONFIG`), which reads 0 if the memory faults. No helper call: on the hot
+/// paths a `bpf_probe_read_kernel` costs tens of ns each.
+#[inline(always)]
+fn btf_load<T: Copy>(base: *const u8, off: u32) -> T {
+    // SAFETY: see above; the verifier rejects the program if `off` is not a field of `T`'s size.
+    unsafe { *base.add(off as usize).cast::<T>() }
+}
+
+/// The current task, BTF-typed.
+#[inline(always)]
+pub fn current_task_btf() -> *const u8 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_get_current_task_btf() }
+        .cast::<u8>()
+        .cast_const()
 }
 
 /// `task->group_leader->start_boottime`: with the tgid, the identity of a process.
 #[inline(always)]
-pub fn process_start_ns(task: u64) -> u64 {
-    read_field::<u64>(task, config!(task_group_leader))
-        .and_then(|leader| read_field::<u64>(leader, config!(task_start_boottime)))
-        .unwrap_or(0)
+pub fn process_start_ns(task: *const u8) -> u64 {
+    let leader: *const u8 = btf_load(task, config!(task_group_leader));
+    if leader.is_null() {
+        return 0;
+    }
+    btf_load(leader, config!(task_start_boottime))
 }
 
-/// `task->nsproxy->ipc_ns->ns.inum`, 0 when the task has no namespaces left (late in exit).
+/// `task->nsproxy` (0 late in exit).
 #[inline(always)]
-fn ipc_ns_inum(task: u64) -> u32 {
-    read_field::<u64>(task, config!(task_nsproxy))
-        .and_then(|nsproxy| read_field::<u64>(nsproxy, config!(nsproxy_ipc_ns)))
-        .and_then(|ipc_ns| read_field::<u32>(ipc_ns, config!(ipc_ns_inum)))
-        .unwrap_or(0)
+pub fn task_nsproxy(task: *const u8) -> *const u8 {
+    btf_load(task, config!(task_nsproxy))
+}
+
+/// `task->tgid`.
+#[inline(always)]
+pub fn task_tgid(task: *const u8) -> u32 {
+    btf_load(task, config!(task_tgid))
+}
+
+/// `task->exit_code`.
+#[inline(always)]
+pub fn task_exit_code(task: *const u8) -> u32 {
+    btf_load(task, config!(task_exit_code))
+}
+
+/// `nsproxy->ipc_ns->ns.inum`, 0 when unknown.
+#[inline(always)]
+pub fn nsproxy_ipc_ns(nsproxy: *const u8) -> u32 {
+    if nsproxy.is_null() {
+        return 0;
+    }
+    let ipc_ns: *const u8 = btf_load(nsproxy, config!(nsproxy_ipc_ns));
+    if ipc_ns.is_null() {
+        return 0;
+    }
+    btf_load(ipc_ns, config!(ipc_ns_inum))
+}
+
+/// The IPC namespace inode of the current task.
+#[inline(always)]
+pub fn current_ipc_ns() -> u32 {
+    nsproxy_ipc_ns(task_nsproxy(current_task_btf()))
 }
 
 /// Fills `header` for the current task.
 #[inline(always)]
 pub fn fill_header(header: &mut Header, kind: u16, flags: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: returns the current task pointer as an integer; only used with probe reads.
-    let task = unsafe { bpf_get_current_task() };
+    let task = current_task_btf();
     header.kind = kind;
     header.flags = flags;
     header.tgid = (pid_tgid >> 32) as u32;
     header.tid = pid_tgid as u32;
     header.uid = bpf_get_current_uid_gid() as u32;
-    header.ipc_ns = ipc_ns_inum(task);
+    header.ipc_ns = nsproxy_ipc_ns(task_nsproxy(task));
     header.pad0 = 0;
-    // SAFETY: no preconditions.
-    header.ts_ns = unsafe { bpf_ktime_get_ns() };
+    header.ts_ns = now_ns();
     header.start_ns = process_start_ns(task);
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
-/// Submit flags: no wakeup per record; one wakeup once enough bytes wait. The reader also drains
-/// on a short timer, so a lone record is never stuck.
+/// Submit flags: no wakeup per record; one wakeup each time the data waiting crosses a multiple
+/// of `wakeup_bytes` (not on every record above it: a reader that lags behind is busy reading
+/// already, and a wakeup per record would cost the traced process ~1 µs each). The reader also
+/// drains on a short timer, so a lone record is never stuck.
 #[inline(always)]
-pub fn submit_flags() -> u64 {
+pub fn submit_flags(record_bytes: u64) -> u64 {
     // SAFETY: EVENTS is a ring buffer map; the helper only reads its positions.
     let waiting = unsafe {
         bpf_ringbuf_query(
@@ -117,18 +197,64 @@ pub fn submit_flags() -> u64 {
             BPF_RB_AVAIL_DATA.into(),
         )
     };
-    if waiting >= u64::from(config!(wakeup_bytes)) {
-        BPF_RB_FORCE_WAKEUP.into()
-    } else {
+    let every = u64::from(config!(wakeup_bytes)).max(4096);
+    // `waiting` includes this record (reserved, not yet committed).
+    if waiting / every == waiting.saturating_sub(record_bytes) / every {
         BPF_RB_NO_WAKEUP.into()
+    } else {
+        BPF_RB_FORCE_WAKEUP.into()
     }
+}
+
+/// Submits a reserved record with [`submit_flags`].
+#[inline(always)]
+pub fn submit<T>(entry: RingBufEntry<T>) {
+    entry.submit(submit_flags(size_of::<T>() as u64 + 8));
 }
 
 /// Only one thread group is traced (tests, `--pid` with one pid): is this another one?
 #[inline(always)]
 pub fn filtered_out() -> bool {
+    filtered_out_tgid(current_tgid())
+}
+
+/// [`filtered_out`] for a tgid already at hand.
+#[inline(always)]
+pub fn filtered_out_tgid(tgid: u32) -> bool {
     let only = config!(only_tgid);
-    only != 0 && only != (bpf_get_current_pid_tgid() >> 32) as u32
+    only != 0 && only != tgid
+}
+
+/// `current->nsproxy` as an address (to compare with the one a usage entry was made with).
+#[inline(always)]
+pub fn current_nsproxy() -> u64 {
+    task_nsproxy(current_task_btf()) as u64
+}
+
+/// Whether hot operations are aggregated (`watch`).
+#[inline(always)]
+pub fn aggregating() -> bool {
+    config!(aggregate) != 0
+}
+
+/// A syscall at its exit: its result and its six arguments as the task passed them.
+pub struct Sys {
+    pub ret: i64,
+    pub args: [u64; 6],
+}
+
+/// x86_64 `struct pt_regs` offsets of the syscall argument registers, in argument order:
+/// di, si, dx, r10, r8, r9.
+const PT_REGS_ARGS: [usize; 6] = [14, 13, 12, 7, 9, 8];
+
+/// The six arguments in a user register frame (the x86_64 syscall convention). `regs` is a
+/// BTF-typed `struct pt_regs *` (from `bpf_task_pt_regs` or an fexit argument): the loads are
+/// plain loads the verifier checks against `pt_regs`, not a helper call each (which costs tens
+/// of ns on the hot path).
+#[inline(always)]
+fn args_from_regs(regs: *const u64) -> [u64; 6] {
+    // SAFETY: `regs` is a trusted `struct pt_regs *`; every offset is an 8-byte field of it.
+    unsafe { PT_REGS_ARGS.map(|i| *regs.add(i)) }
 }
 
 /// The return value of a `syscalls:sys_exit_*` tracepoint.
@@ -139,43 +265,130 @@ pub fn filtered_out() -> bool {
 /// ```
 const SYS_EXIT_RET: usize = 16;
 
-/// x86_64 `struct pt_regs`: r10 is at 7 * 8, then r9, r8, ax, cx, dx, si, di.
-const PT_REGS_R10: u64 = 7 * 8;
+impl Sys {
+    /// At a `syscalls:sys_exit_*` tracepoint (the fallback attach point): the result from the
+    /// tracepoint, the arguments from the task's saved user registers.
+    #[inline(always)]
+    pub fn from_tracepoint(ctx: &TracePointContext) -> Self {
+        // SAFETY: the offset is the `ret` field of every sys_exit tracepoint (a direct context
+        // load); the helpers return the current task and its user register frame.
+        unsafe {
+            let ret = *ctx.as_ptr().cast::<i64>().add(SYS_EXIT_RET / 8);
+            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
+            Self {
+                ret,
+                args: args_from_regs(regs),
+            }
+        }
+    }
 
-/// The syscall's six arguments, read back from the task's saved user registers:
-/// di, si, dx, r10, r8, r9 (the x86_64 syscall convention).
-#[inline(always)]
-fn syscall_args() -> Option<[u64; 6]> {
-    // SAFETY: the helpers return the current task and its user register frame.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
-    // r10, r9, r8, ax, cx, dx, si, di: one read.
-    let r = read_field::<[u64; 8]>(regs, PT_REGS_R10 as u32)?;
-    Some([r[7], r[6], r[5], r[0], r[2], r[1]])
+    /// At `fexit/__x64_sys_*(const struct pt_regs *regs)`: the context holds the argument
+    /// (the user register frame) then the return value.
+    #[inline(always)]
+    pub fn from_fexit(ctx: &FExitContext) -> Self {
+        let ctx = ctx.as_ptr().cast::<u64>();
+        // SAFETY: a tracing program's context is an array of u64: the arguments, then the
+        // return value.
+        let (regs, ret) = unsafe { (*ctx as *const u64, *ctx.add(1)) };
+        Self {
+            ret: ret.cast_signed(),
+            args: args_from_regs(regs),
+        }
+    }
+
+    /// Whether the call succeeded.
+    #[inline(always)]
+    pub fn ok(&self) -> bool {
+        !(-4095..0).contains(&self.ret)
+    }
 }
 
 /// Reserves a `T` whose first field is a `SyscallRecord` and fills that part: header, result,
 /// arguments. The caller fills the rest and submits.
 #[inline(always)]
-pub fn syscall_exit<T: 'static>(
-    ctx: &TracePointContext,
-    kind: u16,
-    flags: u16,
-) -> Option<(aya_ebpf::maps::ring_buf::RingBufEntry<T>, i64, [u64; 6])> {
-    // SAFETY: the offset is the `ret` field of every sys_exit tracepoint.
-    let ret: i64 = unsafe { ctx.read_at(SYS_EXIT_RET) }.ok()?;
-    let args = syscall_args()?;
+pub fn reserve_syscall<T: 'static>(sys: &Sys, kind: u16, flags: u16) -> Option<RingBufEntry<T>> {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count(stat::LOST);
         return None;
     };
-    let sys = entry.as_mut_ptr().cast::<SyscallRecord>();
+    let rec = entry.as_mut_ptr().cast::<SyscallRecord>();
     // SAFETY: `T` starts with a SyscallRecord (checked by the callers' types), and the entry is
     // at least `size_of::<T>()` bytes.
     unsafe {
-        fill_header(&mut (*sys).header, kind, flags);
-        (*sys).ret = ret;
-        (*sys).args = args;
-        (*sys).aux = 0;
+        fill_header(&mut (*rec).header, kind, flags);
+        (*rec).ret = sys.ret;
+        (*rec).args = sys.args;
+        (*rec).aux = 0;
     }
-    Some((entry, ret, args))
+    Some(entry)
 }
+
+/// Records a syscall whose record is the plain `SyscallRecord`.
+#[inline(always)]
+pub fn emit_plain(sys: &Sys, kind: u16) -> Result<u32, u32> {
+    let entry = reserve_syscall::<SyscallRecord>(sys, kind, 0).ok_or(1u32)?;
+    submit(entry);
+    Ok(0)
+}
+
+/// `*p += v`, atomically (threads of one process share its usage entry, processes share an
+/// object's totals). The result is unused, so this is one `lock xadd`. (The BPF target has no
+/// compare-and-swap, so `core::sync::atomic` offers no `fetch_add`: the intrinsic it would use.)
+#[inline(always)]
+pub fn atomic_add_u64(p: *mut u64, v: u64) {
+    // SAFETY: `p` points into a map value, 8-byte aligned, that stays valid for this run.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p, v,
+        );
+    }
+}
+
+/// `*p += v` for a signed counter.
+#[inline(always)]
+pub fn atomic_add_i64(p: *mut i64, v: i64) {
+    atomic_add_u64(p.cast::<u64>(), v as u64);
+}
+
+/// A userspace-written flag.
+#[inline(always)]
+pub fn flag(index: u32) -> u32 {
+    FLAGS.get(index).copied().unwrap_or(0)
+}
+
+/// Whether the last snapshot saw this process blocked: then it is forgotten there, and its
+/// operation is recorded in full.
+#[inline(always)]
+pub fn was_waiting(tgid: u32) -> bool {
+    if flag(flags_index::WAITING) == 0 || WAITING.get_ptr(tgid).is_none() {
+        return false;
+    }
+    let _ = WAITING.remove(tgid);
+    true
+}
+
+/// One syscall's two attach points, both calling `$handler` with a way to read the call:
+/// `fexit/__x64_sys_NAME` (preferred: a BPF trampoline on that function only) and
+/// `syscalls:sys_exit_NAME` (the fallback on kernels without trampolines: enabling any syscall
+/// tracepoint sends every syscall on the host through the slow path). The loader attaches one
+/// set. The handler reads the call (`Sys`) only once it has decided to look at it.
+macro_rules! syscall_exit_programs {
+    ($fexit:ident = $function:tt, $tracepoint:ident = $name:tt, $handler:expr) => {
+        #[aya_ebpf::macros::fexit(function = $function)]
+        pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> i32 {
+            #[expect(
+                clippy::cast_possible_wrap,
+                reason = "the program's return value is 0 or 1"
+            )]
+            let r =
+                ($handler)(|| $crate::common::Sys::from_fexit(&ctx)).unwrap_or_else(|e| e) as i32;
+            r
+        }
+
+        #[aya_ebpf::macros::tracepoint(category = "syscalls", name = $name)]
+        pub fn $tracepoint(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            ($handler)(|| $crate::common::Sys::from_tracepoint(&ctx)).unwrap_or_else(|e| e)
+        }
+    };
+}
+pub(crate) use syscall_exit_programs;

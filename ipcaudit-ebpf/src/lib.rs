@@ -9,7 +9,7 @@
 #![no_std]
 
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
@@ -40,8 +40,14 @@ pub mod kind {
     pub const FORK: u16 = 14;
     pub const EXEC: u16 = 15;
     pub const EXIT: u16 = 16;
+    /// Aggregation (`watch`): one process's usage totals ([`super::UsageRecord`]).
+    pub const USAGE: u16 = 17;
+    /// Aggregation (`watch`): one semaphore set's totals ([`super::SemTotalsRecord`]).
+    pub const SEM_TOTALS: u16 = 18;
+    /// Aggregation (`watch`): one queue's totals ([`super::MsgTotalsRecord`]).
+    pub const MSG_TOTALS: u16 = 19;
     /// The largest kind; anything above is unknown to this ABI version.
-    pub const MAX: u16 = EXIT;
+    pub const MAX: u16 = MSG_TOTALS;
 }
 
 /// `Header::flags` bits.
@@ -145,12 +151,194 @@ pub struct ExitRecord {
     pub pad0: u32,
 }
 
+// ----- Aggregation (`watch`) -----
+//
+// In `watch` the hot operations (semop/semtimedop, msgsnd/msgrcv) are not recorded one by one.
+// A process's *first* successful operation on a semaphore (or queue) is recorded in full, and
+// installs a usage slot; its later operations only add to
+//
+// - its slot in [`ProcUsage`] (`PROCS`, per process): what the model needs per process —
+//   net adjustments with and without SEM_UNDO, units taken / given, messages sent / received;
+// - the object's totals ([`SemTotals`], [`MsgTotals`]; `SEMSETS`, `QUEUES`): what the model
+//   needs per object — the semaphores' values, the queue's depth.
+//
+// Every counter only ever grows or is a sum (never reset while its entry lives), so a record
+// carries cumulative totals and the model applies the difference to what it consumed before.
+// Totals are written to the ring buffer, in order with every other record:
+// - before any full record on the same object (so that the model sees operations in order);
+// - by a process's exit, before its exit record: its slots' objects' totals, then its usage;
+// - when the collector rings the doorbell (a failing `semctl` of its own, see [`doorbell`]):
+//   before it judges (grace ticks), answers `status`/`findings`, or reconciles.
+// An object's totals are dropped by IPC_RMID (and a semaphore set's by SETVAL/SETALL, which reset
+// adjustments); a slot whose object entry changed (`entry_ts` differs) is stale: the process's
+// usage is written out and the slot starts again with a full record.
+
+/// Usage slots per process (semaphores / queues); operations beyond them are recorded in full.
+pub const USAGE_SEM_SLOTS: usize = 8;
+pub const USAGE_MSG_SLOTS: usize = 4;
+/// Semaphores per set whose operations are aggregated (`sem_num` below this).
+pub const AGG_SEMNUMS: usize = 16;
+/// semop calls with at most this many operations are aggregated (others are recorded in full).
+pub const AGG_MAX_OPS: usize = 1;
+
+/// A process's use of one semaphore since its slot was installed (cumulative). 80 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SemUsage {
+    /// Calls counted on this slot (the slot of a call's first operation). Written last by
+    /// the programs, read first by the copy: a record that shows a call shows all of it.
+    pub calls: u64,
+    /// IPC namespace inode (0: the slot is free).
+    pub ns: u32,
+    pub semid: i32,
+    pub semnum: u16,
+    /// Explicit padding (always 0).
+    pub pad0: [u16; 3],
+    /// `first_ts` of the [`SemTotals`] entry this slot counts with (stale when it differs).
+    pub entry_ts: u64,
+    /// When the slot was installed (`bpf_ktime_get_ns`): which generation of the id it is.
+    pub first_ts: u64,
+    /// When the slot was installed (the hot path reads no clock: the model takes the time of
+    /// a flush that shows new calls as their last use).
+    pub last_ts: u64,
+    /// Sum of the operations without SEM_UNDO.
+    pub net: i64,
+    /// Sum of the operations with SEM_UNDO.
+    pub undo: i64,
+    /// Operations < 0 and > 0.
+    pub took: u64,
+    pub gave: u64,
+}
+
+/// A process's use of one queue since its slot was installed (cumulative). 72 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsgUsage {
+    /// Messages sent + received (written last, read first).
+    pub calls: u64,
+    /// IPC namespace inode (0: the slot is free).
+    pub ns: u32,
+    pub msqid: i32,
+    pub entry_ts: u64,
+    pub first_ts: u64,
+    pub last_ts: u64,
+    pub sent: u64,
+    pub sent_bytes: u64,
+    pub received: u64,
+    pub received_bytes: u64,
+}
+
+/// One process's usage slots (the value of `PROCS`, keyed by tgid). 968 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcUsage {
+    /// The process's identity (`start_boottime`), uid and name when the entry was made.
+    pub start_ns: u64,
+    /// `task->nsproxy` when `ns` was read: a process that changes namespaces gets a new one.
+    pub nsproxy: u64,
+    pub ns: u32,
+    pub uid: u32,
+    pub comm: [u8; COMM_LEN],
+    pub sem: [SemUsage; USAGE_SEM_SLOTS],
+    pub msg: [MsgUsage; USAGE_MSG_SLOTS],
+}
+
+/// A process's usage totals. The header names the process (whoever wrote the record).
+/// 56 + 968 = 1024 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub header: Header,
+    pub usage: ProcUsage,
+}
+
+/// The aggregated operations on one semaphore set since its entry was made (cumulative; the
+/// value of `SEMSETS`, keyed by (ns, semid)). 160 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SemTotals {
+    /// Operations counted (written last, read first).
+    pub ops: u64,
+    pub ns: u32,
+    pub semid: i32,
+    /// When the entry was made: its identity, and which generation of the id it counts for.
+    pub first_ts: u64,
+    /// `ops` when totals were last written out (kernel bookkeeping: only changed totals are).
+    pub written_ops: u64,
+    /// Sum of the operations per semaphore number.
+    pub delta: [i64; AGG_SEMNUMS],
+}
+
+/// The aggregated messages of one queue since its entry was made (cumulative; the value of
+/// `QUEUES`, keyed by (ns, msqid)). 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgTotals {
+    /// Messages sent + received (written last, read first).
+    pub ops: u64,
+    pub ns: u32,
+    pub msqid: i32,
+    pub first_ts: u64,
+    pub written_ops: u64,
+    pub sent: u64,
+    pub sent_bytes: u64,
+    pub received: u64,
+    pub received_bytes: u64,
+}
+
+/// 56 + 160 = 216 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SemTotalsRecord {
+    pub header: Header,
+    pub totals: SemTotals,
+}
+
+/// 56 + 64 = 120 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgTotalsRecord {
+    pub header: Header,
+    pub totals: MsgTotals,
+}
+
+/// Key of `SEMSETS` and `QUEUES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectId {
+    pub ns: u32,
+    pub id: i32,
+}
+
+/// The collector asks the programs to write totals out by calling
+/// `semctl(-1, doorbell::SEMNUM, what, key)` (it fails with EINVAL before the kernel looks at
+/// anything else): the `semctl` program recognises the collector's tgid (`Config::collector_tgid`)
+/// and this `semnum`, and writes out the entry `key` of map `what`.
+pub mod doorbell {
+    /// `semnum` of a doorbell call.
+    pub const SEMNUM: i32 = 0x01bc_ad17;
+    /// `cmd`: the `SEMSETS` entry whose key (`ObjectId` as a u64: ns low, id high) is the arg.
+    pub const SEM_TOTALS: i32 = 1;
+    /// `cmd`: the `QUEUES` entry of that key.
+    pub const MSG_TOTALS: i32 = 2;
+    /// `cmd`: the `PROCS` entry of the tgid in the arg.
+    pub const USAGE: i32 = 3;
+}
+
+/// Indexes into the `FLAGS` array, written by userspace.
+pub mod flags_index {
+    /// How many tgids `WAITING` holds (processes a snapshot saw blocked in semop, msgrcv or
+    /// msgsnd: their next operation is recorded in full, so that the model sees them leave).
+    pub const WAITING: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
 /// "Not found" value for an optional offset in [`Config`].
 pub const NO_OFFSET: u32 = u32::MAX;
 
 /// Read-only configuration the loader writes into the programs' `.rodata` before load:
 /// kernel struct offsets resolved from `/sys/kernel/btf/vmlinux`, tracepoint field offsets
-/// read from tracefs, and tuning. 48 bytes.
+/// read from tracefs, and tuning. 56 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -176,6 +364,10 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// Only trace this thread group (0: all). Set by the integration tests and `--pid` with one pid.
     pub only_tgid: u32,
+    /// 1: aggregate hot operations (`watch`); 0: one record per call (`trace`).
+    pub aggregate: u32,
+    /// The collector's tgid: its doorbell calls (see [`doorbell`]) are recognised by it.
+    pub collector_tgid: u32,
     /// Explicit padding (always 0).
     pub pad0: u32,
 }
@@ -195,6 +387,8 @@ impl Config {
             exit_group_dead: NO_OFFSET,
             wakeup_bytes: 256 * 1024,
             only_tgid: 0,
+            aggregate: 0,
+            collector_tgid: 0,
             pad0: 0,
         }
     }
@@ -206,7 +400,10 @@ pub mod stat {
     pub const LOST: u32 = 0;
     /// Kernel reads that failed (a struct offset or user pointer could not be read).
     pub const READ_FAILED: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// An aggregation entry could not be made (its map is full): those operations are recorded
+    /// in full instead.
+    pub const AGG_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 // Compile-time layout checks: a change here must be mirrored by the decoder.
@@ -218,7 +415,20 @@ const _: () = {
     assert!(core::mem::size_of::<ForkRecord>() == 72);
     assert!(core::mem::size_of::<ExecRecord>() == 320);
     assert!(core::mem::size_of::<ExitRecord>() == 64);
-    assert!(core::mem::size_of::<Config>() == 48);
+    assert!(core::mem::size_of::<Config>() == 56);
+    assert!(core::mem::size_of::<SemUsage>() == 80);
+    assert!(core::mem::size_of::<MsgUsage>() == 72);
+    assert!(core::mem::size_of::<ProcUsage>() == 968);
+    assert!(core::mem::size_of::<UsageRecord>() == 1024);
+    assert!(core::mem::size_of::<SemTotals>() == 160);
+    assert!(core::mem::size_of::<MsgTotals>() == 64);
+    assert!(core::mem::size_of::<SemTotalsRecord>() == 216);
+    assert!(core::mem::size_of::<MsgTotalsRecord>() == 120);
+    assert!(core::mem::size_of::<ObjectId>() == 8);
+    assert!(core::mem::offset_of!(SemUsage, calls) == 0);
+    assert!(core::mem::offset_of!(MsgUsage, calls) == 0);
+    assert!(core::mem::offset_of!(SemTotals, ops) == 0);
+    assert!(core::mem::offset_of!(MsgTotals, ops) == 0);
     assert!(core::mem::offset_of!(Header, ts_ns) == 24);
     assert!(core::mem::offset_of!(Header, comm) == 40);
     assert!(core::mem::offset_of!(SyscallRecord, args) == 64);
@@ -228,3 +438,20 @@ const _: () = {
 #[cfg(feature = "user")]
 // SAFETY: `Config` is `repr(C)`, made only of `u32`s, with no padding bytes left implicit.
 unsafe impl aya::Pod for Config {}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, two `u32`-sized fields, no padding.
+unsafe impl aya::Pod for ObjectId {}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, fixed-width integer fields and arrays of `repr(C)` structs of such fields,
+// all padding explicit (the size asserts above pin the layout).
+unsafe impl aya::Pod for ProcUsage {}
+
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for SemTotals {}
+
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for MsgTotals {}

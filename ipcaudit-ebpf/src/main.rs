@@ -2,10 +2,24 @@
 //! is a thin entry point calling a `try_` function. The records they emit are defined in the
 //! lib target (`ipcaudit_ebpf::*`), the ABI shared with userspace.
 //!
-//! Syscalls are traced at their *exit* tracepoint only: the result is there, and the arguments
-//! are read back from the task's saved user registers (`bpf_task_pt_regs`), so each traced call
-//! costs one program run, not two.
+//! Syscalls are traced at their exit only: the result is there, and the arguments are read back
+//! from the task's saved user registers, so each traced call costs one program run, not two.
+//! Each has two attach points: `fexit` on its `__x64_sys_*` function (a BPF trampoline on that
+//! function only: other syscalls pay nothing) and, as a fallback for kernels without
+//! trampolines, its `syscalls:sys_exit_*` tracepoint (enabling any syscall tracepoint sends every
+//! syscall on the host through the slow path). In `watch`, hot operations are aggregated
+//! in-kernel (`usage.rs`, and the ABI's "Aggregation").
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// `atomic_xadd`: the BPF target has no compare-and-swap, so `core::sync::atomic` has no
+// `fetch_add`, but the kernel's `lock xadd` is exactly an atomic add.
+#![cfg_attr(
+    target_arch = "bpf",
+    feature(core_intrinsics),
+    expect(
+        internal_features,
+        reason = "atomic_xadd is the only way to an atomic add on the BPF target"
+    )
+)]
 #![cfg_attr(
     target_arch = "bpf",
     expect(
@@ -36,6 +50,8 @@ mod process;
 mod sem;
 #[cfg(target_arch = "bpf")]
 mod shm;
+#[cfg(target_arch = "bpf")]
+mod usage;
 
 #[cfg(all(target_arch = "bpf", not(test)))]
 #[panic_handler]

@@ -1,46 +1,281 @@
 //! System V message queues: msgget, msgsnd, msgrcv, msgctl.
 //!
-//! Programs on `syscalls:sys_exit_*` (format in `shm.rs`); arguments from the saved registers.
-//! The message type is read from the caller's buffer (`struct msgbuf { long mtype; ... }`):
-//! as sent for msgsnd, as received for a successful msgrcv.
+//! Each syscall has two attach points (`common::syscall_exit_programs`; formats in `shm.rs`);
+//! the arguments come from the saved user registers. For reference, the entry formats of the
+//! arguments used here:
+//!
+//! ```text
+//! sys_enter_msgsnd:
+//! field:int msqid;    offset:16;    size:8;    signed:0;
+//! field:struct msgbuf * msgp;    offset:24;    size:8;    signed:0;
+//! field:size_t msgsz;    offset:32;    size:8;    signed:0;
+//! field:int msgflg;    offset:40;    size:8;    signed:0;
+//! sys_enter_msgrcv:
+//! field:int msqid;    offset:16;    size:8;    signed:0;
+//! field:struct msgbuf * msgp;    offset:24;    size:8;    signed:0;
+//! field:size_t msgsz;    offset:32;    size:8;    signed:0;
+//! field:long msgtyp;    offset:40;    size:8;    signed:0;
+//! field:int msgflg;    offset:48;    size:8;    signed:0;
+//! ```
+//!
+//! A full record carries the message type, read from the caller's buffer (`struct msgbuf
+//! { long mtype; ... }`): as sent for msgsnd, as received for a successful msgrcv.
+//!
+//! In `watch` (aggregation on) a successful send or receive on a queue the process already has
+//! a usage slot for only adds to its slot and the queue's totals; anything else is recorded in
+//! full, after the queue's pending totals, and installs a slot.
 
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use ipcaudit_ebpf::{SyscallRecord, flag, kind};
-
-use crate::{
-    common::{filtered_out, submit_flags, syscall_exit},
-    shm::emit_plain,
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_user};
+use ipcaudit_ebpf::{
+    MsgTotals, MsgUsage, ObjectId, ProcUsage, SyscallRecord, USAGE_MSG_SLOTS, flag, kind, stat,
 };
 
-#[tracepoint(category = "syscalls", name = "sys_exit_msgget")]
-pub fn sys_exit_msgget(ctx: TracePointContext) -> u32 {
-    emit_plain(&ctx, kind::MSGGET).unwrap_or_else(|e| e)
-}
+use crate::{
+    common::{
+        QUEUES, Sys, aggregating, atomic_add_u64, count, current_ipc_ns, current_tgid, emit_plain,
+        filtered_out, filtered_out_tgid, now_ns, reserve_syscall, submit, syscall_exit_programs,
+        was_waiting,
+    },
+    shm::plain,
+    usage::{current_usage, ensure_usage, write_msg_totals, write_usage},
+};
 
-#[tracepoint(category = "syscalls", name = "sys_exit_msgctl")]
-pub fn sys_exit_msgctl(ctx: TracePointContext) -> u32 {
-    emit_plain(&ctx, kind::MSGCTL).unwrap_or_else(|e| e)
-}
+const IPC_64: i32 = 0x100;
+const IPC_RMID: i32 = 0;
+const MSG_NOERROR: u64 = 0o10000;
+const MSG_COPY: u64 = 0o40000;
 
-#[tracepoint(category = "syscalls", name = "sys_exit_msgsnd")]
-pub fn sys_exit_msgsnd(ctx: TracePointContext) -> u32 {
-    try_msg_transfer(&ctx, kind::MSGSND).unwrap_or_else(|e| e)
-}
+syscall_exit_programs!(
+    fexit_msgget = "__x64_sys_msgget",
+    sys_exit_msgget = "sys_exit_msgget",
+    |sys| plain(sys, kind::MSGGET)
+);
+syscall_exit_programs!(
+    fexit_msgctl = "__x64_sys_msgctl",
+    sys_exit_msgctl = "sys_exit_msgctl",
+    on_msgctl
+);
+syscall_exit_programs!(
+    fexit_msgsnd = "__x64_sys_msgsnd",
+    sys_exit_msgsnd = "sys_exit_msgsnd",
+    |sys| on_transfer(sys, kind::MSGSND)
+);
+syscall_exit_programs!(
+    fexit_msgrcv = "__x64_sys_msgrcv",
+    sys_exit_msgrcv = "sys_exit_msgrcv",
+    |sys| on_transfer(sys, kind::MSGRCV)
+);
 
-#[tracepoint(category = "syscalls", name = "sys_exit_msgrcv")]
-pub fn sys_exit_msgrcv(ctx: TracePointContext) -> u32 {
-    try_msg_transfer(&ctx, kind::MSGRCV).unwrap_or_else(|e| e)
-}
-
-fn try_msg_transfer(ctx: &TracePointContext, kind: u16) -> Result<u32, u32> {
+#[inline(always)]
+fn on_msgctl(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
     if filtered_out() {
         return Ok(0);
     }
-    let (mut entry, ret, args) = syscall_exit::<SyscallRecord>(ctx, kind, 0).ok_or(1u32)?;
+    let sys = sys();
+    emit_plain(&sys, kind::MSGCTL)?;
+    if aggregating() && sys.ok() && sys.args[1] as i32 & !IPC_64 == IPC_RMID {
+        // Slots on this queue are stale from now on.
+        let _ = QUEUES.remove(ObjectId {
+            ns: current_ipc_ns(),
+            id: sys.args[0] as i32,
+        });
+    }
+    Ok(0)
+}
+
+/// Bytes moved by a successful send or receive that can be aggregated (not `MSG_COPY`, which
+/// does not dequeue, nor a receive that may have truncated the message).
+#[inline(always)]
+fn aggregatable(sys: &Sys, kind: u16) -> Option<u64> {
+    if kind == kind::MSGSND {
+        return (sys.ret == 0).then_some(sys.args[2]);
+    }
+    let flags = sys.args[4];
+    if sys.ret < 0
+        || flags & MSG_COPY != 0
+        || (flags & MSG_NOERROR != 0 && sys.ret as u64 == sys.args[2])
+    {
+        return None;
+    }
+    Some(sys.ret as u64)
+}
+
+#[inline(always)]
+fn on_transfer(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
+    let tgid = current_tgid();
+    if filtered_out_tgid(tgid) {
+        return Ok(0);
+    }
+    let sys = sys();
+    if !aggregating() {
+        return emit_transfer(&sys, kind);
+    }
+    let bytes = aggregatable(&sys, kind);
+    if let Some(bytes) = bytes
+        && !was_waiting(tgid)
+        && add_transfer(tgid, &sys, kind, bytes)
+    {
+        return Ok(0);
+    }
+    // In full: after what was aggregated on the queue before it.
+    let key = ObjectId {
+        ns: current_ipc_ns(),
+        id: sys.args[0] as i32,
+    };
+    if let Some(t) = QUEUES.get_ptr_mut(key) {
+        write_msg_totals(t, false);
+    }
+    emit_transfer(&sys, kind)?;
+    if bytes.is_some() {
+        install(tgid, key);
+    }
+    Ok(0)
+}
+
+/// Slots are two-way set-associative (see `sem.rs`): queue `msqid` may only be in slot `h` or
+/// `h ^ 1`.
+#[inline(always)]
+fn slot_hash(msqid: i32) -> usize {
+    ((msqid as u32).wrapping_mul(0x9e37_79b1) >> 30) as usize & (USAGE_MSG_SLOTS - 1)
+}
+
+/// The slot of (ns, msqid), when there is one.
+#[inline(always)]
+fn find_slot(p: *const ProcUsage, key: ObjectId) -> Option<usize> {
+    let h = slot_hash(key.id);
+    for s in [h, h ^ 1] {
+        let s = s & (USAGE_MSG_SLOTS - 1);
+        // SAFETY: a map value; `s` masked in bounds.
+        let u = unsafe { &(*p).msg[s] };
+        if u.ns == key.ns && u.msqid == key.id {
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// The hot path: adds the message to the process's slot and the queue's totals.
+#[inline(always)]
+fn add_transfer(tgid: u32, sys: &Sys, kind: u16, bytes: u64) -> bool {
+    let Some((p, ns)) = current_usage(tgid) else {
+        return false;
+    };
+    let key = ObjectId {
+        ns,
+        id: sys.args[0] as i32,
+    };
+    let Some(t) = QUEUES.get_ptr_mut(key) else {
+        return false;
+    };
+    let Some(slot) = find_slot(p, key) else {
+        return false;
+    };
+    let slot = slot & (USAGE_MSG_SLOTS - 1);
+    // SAFETY: map values; `slot` masked in bounds. The counts go last.
+    unsafe {
+        let u: *mut MsgUsage = &raw mut (*p).msg[slot];
+        if (*u).entry_ts != (*t).first_ts {
+            return false;
+        }
+        if kind == kind::MSGSND {
+            atomic_add_u64(&raw mut (*u).sent, 1);
+            atomic_add_u64(&raw mut (*u).sent_bytes, bytes);
+            atomic_add_u64(&raw mut (*t).sent, 1);
+            atomic_add_u64(&raw mut (*t).sent_bytes, bytes);
+        } else {
+            atomic_add_u64(&raw mut (*u).received, 1);
+            atomic_add_u64(&raw mut (*u).received_bytes, bytes);
+            atomic_add_u64(&raw mut (*t).received, 1);
+            atomic_add_u64(&raw mut (*t).received_bytes, bytes);
+        }
+        (*u).last_ts = now_ns();
+        atomic_add_u64(&raw mut (*u).calls, 1);
+        atomic_add_u64(&raw mut (*t).ops, 1);
+    }
+    true
+}
+
+/// After a send or receive recorded in full: a slot for the queue (and its totals entry): its
+/// own stale one, else a free one of its two, else it evicts one (whose counts are written out
+/// first).
+#[inline(always)]
+fn install(tgid: u32, key: ObjectId) {
+    let now = now_ns();
+    if QUEUES.get_ptr(key).is_none() {
+        let fresh = MsgTotals {
+            ops: 0,
+            ns: key.ns,
+            msqid: key.id,
+            first_ts: now,
+            written_ops: 0,
+            sent: 0,
+            sent_bytes: 0,
+            received: 0,
+            received_bytes: 0,
+        };
+        let _ = QUEUES.insert(key, fresh, BPF_NOEXIST.into());
+    }
+    let Some(totals) = QUEUES.get_ptr(key) else {
+        count(stat::AGG_FULL);
+        return;
+    };
+    // SAFETY: a map value.
+    let entry_ts = unsafe { (*totals).first_ts };
+    let Some(usage) = ensure_usage(tgid) else {
+        return;
+    };
+    let home = slot_hash(key.id);
+    let other = (home ^ 1) & (USAGE_MSG_SLOTS - 1);
+    // SAFETY: a map value; indexes masked in bounds.
+    let (at_home, at_other) = unsafe { (&(*usage).msg[home], &(*usage).msg[other]) };
+    let mine = |u: &MsgUsage| u.ns == key.ns && u.msqid == key.id;
+    let slot = if mine(at_home) {
+        home
+    } else if mine(at_other) || (at_other.ns == 0 && at_home.ns != 0) {
+        other
+    } else {
+        home
+    } & (USAGE_MSG_SLOTS - 1);
+    // SAFETY: as above.
+    let chosen: *mut MsgUsage = unsafe { &raw mut (*usage).msg[slot] };
+    // SAFETY: as above.
+    let (taken, current) = unsafe {
+        (
+            (*chosen).ns != 0,
+            mine(&*chosen) && (*chosen).entry_ts == entry_ts,
+        )
+    };
+    if current {
+        return;
+    }
+    if taken {
+        write_usage(tgid, usage);
+    }
+    // SAFETY: as above.
+    unsafe {
+        *chosen = MsgUsage {
+            calls: 0,
+            ns: key.ns,
+            msqid: key.id,
+            entry_ts,
+            first_ts: now,
+            last_ts: now,
+            sent: 0,
+            sent_bytes: 0,
+            received: 0,
+            received_bytes: 0,
+        };
+    }
+}
+
+/// The full record, with the message type when the call moved a message.
+#[inline(always)]
+fn emit_transfer(sys: &Sys, kind: u16) -> Result<u32, u32> {
+    let mut entry = reserve_syscall::<SyscallRecord>(sys, kind, 0).ok_or(1u32)?;
     // msgsnd(msqid, msgp, ...), msgrcv(msqid, msgp, ...): the type is the buffer's first long.
-    if ret >= 0 {
+    if sys.ret >= 0 {
         // SAFETY: fault-checked read of user memory the task just passed to the kernel.
-        if let Ok(mtype) = unsafe { bpf_probe_read_user(args[1] as *const i64) } {
+        if let Ok(mtype) = unsafe { bpf_probe_read_user(sys.args[1] as *const i64) } {
             let record = entry.as_mut_ptr();
             // SAFETY: `record` points into the reserved entry.
             unsafe {
@@ -49,6 +284,6 @@ fn try_msg_transfer(ctx: &TracePointContext, kind: u16) -> Result<u32, u32> {
             }
         }
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(0)
 }

@@ -1,6 +1,9 @@
 //! Process lifecycle: fork (attachments are inherited), exec and exit (attachments are dropped,
 //! SEM_UNDO adjustments are given back). Threads are not processes: a clone that shares the
-//! thread group, and the exit of a thread that is not the last one, emit nothing.
+//! thread group, and the exit of a thread that is not the last one, emit nothing. In `watch`,
+//! an exiting process's aggregated usage (and its objects' totals) is written out before its
+//! exit record, so that the model has seen everything the process did when it judges its
+//! death.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
@@ -9,9 +12,12 @@ use aya_ebpf::{
 };
 use ipcaudit_ebpf::{ExecRecord, ExitRecord, ForkRecord, NO_OFFSET, kind};
 
-use crate::common::{
-    EVENTS, SHM_TASKS, config, count, fill_header, filtered_out, process_start_ns, read_field,
-    submit_flags,
+use crate::{
+    common::{
+        EVENTS, SHM_TASKS, aggregating, config, count, current_task_btf, fill_header, filtered_out,
+        process_start_ns, submit, task_exit_code, task_tgid,
+    },
+    usage::flush_exiting,
 };
 
 /// `tp_btf/sched_process_fork`: `TP_PROTO(struct task_struct *parent, struct task_struct *child)`.
@@ -22,9 +28,9 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<i32, i32> {
-    let child: u64 = ctx.arg(1);
+    let child: *const u8 = ctx.arg(1);
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let child_tgid = read_field::<u32>(child, config!(task_tgid)).ok_or(1)?;
+    let child_tgid = task_tgid(child);
     if child_tgid == parent_tgid {
         return Ok(0); // a new thread
     }
@@ -46,7 +52,7 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Result<i32, i32> {
         (*record).pad0 = 0;
         (*record).child_start_ns = process_start_ns(child);
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(0)
 }
 
@@ -97,7 +103,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<u32, u32> {
             (*record).filename[0] = 0;
         }
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(0)
 }
 
@@ -132,6 +138,9 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     }
     let _ = SHM_TASKS.remove(tgid);
+    if aggregating() {
+        flush_exiting(tgid);
+    }
     if filtered_out() {
         return Ok(0);
     }
@@ -139,9 +148,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, u32> {
         count(ipcaudit_ebpf::stat::LOST);
         return Err(1);
     };
-    // SAFETY: returns the current task pointer as an integer; only used with probe reads.
-    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
-    let exit_code = read_field::<u32>(task, config!(task_exit_code)).unwrap_or(0);
+    let exit_code = task_exit_code(current_task_btf());
     let record = entry.as_mut_ptr();
     // SAFETY: `record` points into the reserved entry.
     unsafe {
@@ -149,6 +156,6 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<u32, u32> {
         (*record).exit_code = exit_code;
         (*record).pad0 = 0;
     }
-    entry.submit(submit_flags());
+    submit(entry);
     Ok(0)
 }

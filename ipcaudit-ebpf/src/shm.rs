@@ -1,7 +1,10 @@
 //! System V shared memory: shmget, shmat, shmdt, shmctl, and the munmap/mremap calls that
-//! detach or move an attachment without shmdt.
+//! detach or move an attachment without shmdt. Every call is recorded (attachments are the
+//! ownership the model tracks exactly; these calls cost microseconds in the kernel already).
 //!
-//! Every program here is on a `syscalls:sys_exit_*` tracepoint, whose format is
+//! Each syscall has two attach points (`common::syscall_exit_programs`): `fexit` on
+//! `__x64_sys_NAME(const struct pt_regs *regs)` — the context holds `regs`, then the return
+//! value — and the `syscalls:sys_exit_NAME` tracepoint, whose format is
 //!
 //! ```text
 //! field:unsigned short common_type;    offset:0;    size:2;    signed:0;
@@ -13,74 +16,73 @@
 //! field:long ret;    offset:16;    size:8;    signed:1;
 //! ```
 //!
-//! and whose arguments come from the saved user registers (`common::syscall_exit`).
+//! In both cases the arguments come from the saved user registers (`common::Sys`).
 
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+use ipcaudit_ebpf::kind;
+
+use crate::common::{
+    SHM_TASKS, Sys, current_tgid, emit_plain, filtered_out, syscall_exit_programs,
 };
-use ipcaudit_ebpf::{SyscallRecord, kind};
 
-use crate::common::{SHM_TASKS, filtered_out, submit_flags, syscall_exit};
+syscall_exit_programs!(
+    fexit_shmget = "__x64_sys_shmget",
+    sys_exit_shmget = "sys_exit_shmget",
+    |sys| plain(sys, kind::SHMGET)
+);
+syscall_exit_programs!(
+    fexit_shmat = "__x64_sys_shmat",
+    sys_exit_shmat = "sys_exit_shmat",
+    on_shmat
+);
+syscall_exit_programs!(
+    fexit_shmdt = "__x64_sys_shmdt",
+    sys_exit_shmdt = "sys_exit_shmdt",
+    |sys| plain(sys, kind::SHMDT)
+);
+syscall_exit_programs!(
+    fexit_shmctl = "__x64_sys_shmctl",
+    sys_exit_shmctl = "sys_exit_shmctl",
+    |sys| plain(sys, kind::SHMCTL)
+);
+syscall_exit_programs!(
+    fexit_munmap = "__x64_sys_munmap",
+    sys_exit_munmap = "sys_exit_munmap",
+    |sys| unmap_or_remap(sys, kind::MUNMAP)
+);
+syscall_exit_programs!(
+    fexit_mremap = "__x64_sys_mremap",
+    sys_exit_mremap = "sys_exit_mremap",
+    |sys| unmap_or_remap(sys, kind::MREMAP)
+);
 
-/// Records a syscall whose record is the plain `SyscallRecord`.
+/// Records a call whose record is the plain `SyscallRecord`.
 #[inline(always)]
-pub fn emit_plain(ctx: &TracePointContext, kind: u16) -> Result<u32, u32> {
+pub fn plain(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
     if filtered_out() {
         return Ok(0);
     }
-    let (entry, _, _) = syscall_exit::<SyscallRecord>(ctx, kind, 0).ok_or(1u32)?;
-    entry.submit(submit_flags());
-    Ok(0)
+    emit_plain(&sys(), kind)
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_shmget")]
-pub fn sys_exit_shmget(ctx: TracePointContext) -> u32 {
-    emit_plain(&ctx, kind::SHMGET).unwrap_or_else(|e| e)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_shmat")]
-pub fn sys_exit_shmat(ctx: TracePointContext) -> u32 {
-    try_sys_exit_shmat(&ctx).unwrap_or_else(|e| e)
-}
-
-fn try_sys_exit_shmat(ctx: &TracePointContext) -> Result<u32, u32> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+#[inline(always)]
+fn on_shmat(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
+    let sys = sys();
     // The attachment makes this process's munmap/mremap worth recording, traced or not.
-    // SAFETY: reading the tracepoint's `ret` field.
-    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(|_| 1u32)?;
-    if !(-4095..0).contains(&ret) {
-        let _ = SHM_TASKS.insert(tgid, 1, 0);
+    if sys.ok() {
+        let _ = SHM_TASKS.insert(current_tgid(), 1, 0);
     }
-    emit_plain(ctx, kind::SHMAT)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_shmdt")]
-pub fn sys_exit_shmdt(ctx: TracePointContext) -> u32 {
-    emit_plain(&ctx, kind::SHMDT).unwrap_or_else(|e| e)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_shmctl")]
-pub fn sys_exit_shmctl(ctx: TracePointContext) -> u32 {
-    emit_plain(&ctx, kind::SHMCTL).unwrap_or_else(|e| e)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_munmap")]
-pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
-    try_unmap_or_remap(&ctx, kind::MUNMAP).unwrap_or_else(|e| e)
-}
-
-#[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
-pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
-    try_unmap_or_remap(&ctx, kind::MREMAP).unwrap_or_else(|e| e)
+    if filtered_out() {
+        return Ok(0);
+    }
+    emit_plain(&sys, kind::SHMAT)
 }
 
 /// munmap and mremap run constantly in every process (malloc, loaders): decide first, from one
 /// map lookup, whether this process could be touching a SysV attachment at all.
 #[inline(always)]
-fn try_unmap_or_remap(ctx: &TracePointContext, kind: u16) -> Result<u32, u32> {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if SHM_TASKS.get_ptr(tgid).is_none() {
+fn unmap_or_remap(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
+    if SHM_TASKS.get_ptr(current_tgid()).is_none() {
         return Ok(0);
     }
-    emit_plain(ctx, kind)
+    plain(sys, kind)
 }

@@ -10,12 +10,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     clock::{self, Clocks},
-    decode::decode,
+    decode::{Record, decode_record},
     event::{Action, Event, EventKind, Task},
     filter::Filter,
     model::ObjectRef,
     model::{Applied, Model, ModelConfig},
-    probe::{Probe, ProbeError, ProbeOptions},
+    probe::{FlushScope, Probe, ProbeError, ProbeOptions},
     sink::{Encoder, Format, LineWriter, Printer, Session, Summary},
     snapshot,
 };
@@ -222,6 +222,9 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let mut probe = Probe::start(&ProbeOptions {
         ring_bytes: options.ring_bytes,
         only_tgid: options.filter.single_pid().unwrap_or(0),
+        // `watch` aggregates hot operations in-kernel; `trace` records every call.
+        aggregate: matches!(options.mode, Mode::Watch(_)),
+        ..ProbeOptions::default()
     })?;
     // Programs are attached before the snapshot is taken: what changes in between is in the
     // ring buffer, so nothing falls between bootstrap and the stream.
@@ -238,6 +241,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     });
     let snap = snapshot::read::take_snapshot(clock::now_wall_ns())?;
     probe.seed_attachers(snap.mappings.iter().map(|m| m.pid))?;
+    probe.set_waiting(snap.waiters.iter().map(|w| w.pid))?;
     model.bootstrap(&snap);
     if let Some(reaper) = out.reaper.as_mut() {
         reaper.seed(&snap);
@@ -325,7 +329,9 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                 continue;
             }
             due = async { match timers.as_mut() { Some(t) => t.next().await, None => std::future::pending().await } } => {
-                // The model must have seen everything the kernel did before it is judged.
+                // The model must have seen everything the kernel did before it is judged
+                // (aggregated totals too: values and depths before a tick, all before a dump).
+                probe.flush_aggregates(if matches!(due, Due::Tick) { FlushScope::Objects } else { FlushScope::All });
                 drain(&mut probe, &clocks, &mut model, &mut out);
                 match due {
                     Due::Tick => {
@@ -348,6 +354,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                 continue;
             }
             accepted = async { match control.as_ref() { Some(c) => c.accept().await, None => std::future::pending().await } } => {
+                probe.flush_aggregates(FlushScope::All);
                 drain(&mut probe, &clocks, &mut model, &mut out);
                 match accepted {
                     Ok(stream) => match crate::control::read_request(stream).await {
@@ -369,7 +376,9 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     }
     drop(control);
 
-    // Stop: detach first so nothing new arrives, then drain what the kernel already wrote.
+    // Stop: detach first so nothing new arrives, then drain what the kernel already wrote
+    // (aggregated totals are asked for while the programs are still there).
+    probe.flush_aggregates(FlushScope::All);
     probe.detach();
     while drain(&mut probe, &clocks, &mut model, &mut out) > 0 {}
     report_lost(&probe, &mut lost_seen, &mut model, &mut out);
@@ -443,10 +452,14 @@ async fn resync(
     model: &mut Model,
     out: &mut Output,
 ) -> Result<(), RunError> {
+    probe.flush_aggregates(FlushScope::All);
     drain(probe, clocks, model, out);
     let snap = tokio::task::spawn_blocking(|| snapshot::read::take_snapshot(clock::now_wall_ns()))
         .await
         .map_err(|e| RunError::Signal(std::io::Error::other(e)))??;
+    if let Err(e) = probe.set_waiting(snap.waiters.iter().map(|w| w.pid)) {
+        log::warn!("{e}");
+    }
     let reconciled = model.reconcile(&snap);
     out.gauges.resync_corrections += u64::try_from(reconciled.differences.len()).unwrap_or(0);
     if !reconciled.differences.is_empty() {
@@ -463,11 +476,18 @@ async fn resync(
 
 fn drain(probe: &mut Probe, clocks: &Clocks, model: &mut Model, out: &mut Output) -> usize {
     let mut last_event_ns = 0;
-    let n = probe.drain(BATCH, |bytes| match decode(bytes, clocks) {
-        Ok(ev) => {
+    let n = probe.drain(BATCH, |bytes| match decode_record(bytes, clocks) {
+        Ok(Record::Event(ev)) => {
             last_event_ns = ev.time_ns;
             let applied = model.apply(&ev);
             out.applied(&ev, &applied);
+        }
+        // Totals the kernel aggregated (`watch`): no record of their own, only findings.
+        Ok(Record::Aggregate(agg)) => {
+            let applied = model.apply_aggregate(&agg);
+            for change in &applied.findings {
+                out.printer.finding(agg.time_ns(), change);
+            }
         }
         Err(e) => {
             out.summary.undecodable += 1;

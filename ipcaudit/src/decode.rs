@@ -5,14 +5,16 @@
 use std::mem::{offset_of, size_of};
 
 use ipcaudit_ebpf::{
-    COMM_LEN, ExecRecord, ExitRecord, ForkRecord, Header, MAX_SEM_OPS, SemBuf, SemOpRecord,
-    SyscallRecord, flag, kind,
+    AGG_SEMNUMS, COMM_LEN, ExecRecord, ExitRecord, ForkRecord, Header, MAX_SEM_OPS, MsgTotals,
+    MsgTotalsRecord, MsgUsage, ProcUsage, SemBuf, SemOpRecord, SemTotals, SemTotalsRecord,
+    SemUsage, SyscallRecord, UsageRecord, flag, kind,
 };
 use thiserror::Error;
 
 use crate::{
     clock::Clocks,
     event::{Errno, Event, EventKind, ProcessKey, SemOp, SysResult, Task},
+    model::{Aggregate, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage},
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -21,6 +23,15 @@ pub enum DecodeError {
     Short { kind: u16, len: usize, need: usize },
     #[error("record kind {0} is unknown to this ipcaudit (ABI {abi})", abi = ipcaudit_ebpf::ABI_VERSION)]
     UnknownKind(u16),
+    #[error("record kind {0} carries aggregated totals, not an event")]
+    NotAnEvent(u16),
+}
+
+/// A decoded record: an event, or totals the kernel aggregated (`watch`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Event(Event),
+    Aggregate(Aggregate),
 }
 
 /// A record as the kernel wrote it, checked and typed, before clock conversion.
@@ -53,6 +64,9 @@ pub enum RawBody {
     Exit {
         exit_code: u32,
     },
+    Usage(Box<ProcUsage>),
+    SemTotals(SemTotals),
+    MsgTotals(MsgTotals),
 }
 
 fn array<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
@@ -102,6 +116,83 @@ fn syscall_fields(b: &[u8]) -> (i64, [u64; 6]) {
     (i64_at(b, offset_of!(SyscallRecord, ret)), args)
 }
 
+fn sem_usage(b: &[u8], at: usize) -> SemUsage {
+    let f = |off: usize| at + off;
+    SemUsage {
+        calls: u64_at(b, f(offset_of!(SemUsage, calls))),
+        ns: u32_at(b, f(offset_of!(SemUsage, ns))),
+        semid: u32_at(b, f(offset_of!(SemUsage, semid))).cast_signed(),
+        semnum: u16_at(b, f(offset_of!(SemUsage, semnum))),
+        pad0: [0; 3],
+        entry_ts: u64_at(b, f(offset_of!(SemUsage, entry_ts))),
+        first_ts: u64_at(b, f(offset_of!(SemUsage, first_ts))),
+        last_ts: u64_at(b, f(offset_of!(SemUsage, last_ts))),
+        net: i64_at(b, f(offset_of!(SemUsage, net))),
+        undo: i64_at(b, f(offset_of!(SemUsage, undo))),
+        took: u64_at(b, f(offset_of!(SemUsage, took))),
+        gave: u64_at(b, f(offset_of!(SemUsage, gave))),
+    }
+}
+
+fn msg_usage(b: &[u8], at: usize) -> MsgUsage {
+    let f = |off: usize| at + off;
+    MsgUsage {
+        calls: u64_at(b, f(offset_of!(MsgUsage, calls))),
+        ns: u32_at(b, f(offset_of!(MsgUsage, ns))),
+        msqid: u32_at(b, f(offset_of!(MsgUsage, msqid))).cast_signed(),
+        entry_ts: u64_at(b, f(offset_of!(MsgUsage, entry_ts))),
+        first_ts: u64_at(b, f(offset_of!(MsgUsage, first_ts))),
+        last_ts: u64_at(b, f(offset_of!(MsgUsage, last_ts))),
+        sent: u64_at(b, f(offset_of!(MsgUsage, sent))),
+        sent_bytes: u64_at(b, f(offset_of!(MsgUsage, sent_bytes))),
+        received: u64_at(b, f(offset_of!(MsgUsage, received))),
+        received_bytes: u64_at(b, f(offset_of!(MsgUsage, received_bytes))),
+    }
+}
+
+fn proc_usage(b: &[u8], at: usize) -> ProcUsage {
+    let f = |off: usize| at + off;
+    let sem_at = f(offset_of!(ProcUsage, sem));
+    let msg_at = f(offset_of!(ProcUsage, msg));
+    ProcUsage {
+        start_ns: u64_at(b, f(offset_of!(ProcUsage, start_ns))),
+        nsproxy: 0,
+        ns: u32_at(b, f(offset_of!(ProcUsage, ns))),
+        uid: u32_at(b, f(offset_of!(ProcUsage, uid))),
+        comm: array::<COMM_LEN>(b, f(offset_of!(ProcUsage, comm))),
+        sem: std::array::from_fn(|i| sem_usage(b, sem_at + i * size_of::<SemUsage>())),
+        msg: std::array::from_fn(|i| msg_usage(b, msg_at + i * size_of::<MsgUsage>())),
+    }
+}
+
+fn sem_totals(b: &[u8], at: usize) -> SemTotals {
+    let f = |off: usize| at + off;
+    let delta_at = f(offset_of!(SemTotals, delta));
+    SemTotals {
+        ops: u64_at(b, f(offset_of!(SemTotals, ops))),
+        ns: u32_at(b, f(offset_of!(SemTotals, ns))),
+        semid: u32_at(b, f(offset_of!(SemTotals, semid))).cast_signed(),
+        first_ts: u64_at(b, f(offset_of!(SemTotals, first_ts))),
+        written_ops: 0,
+        delta: std::array::from_fn(|i| i64_at(b, delta_at + i * 8)),
+    }
+}
+
+fn msg_totals(b: &[u8], at: usize) -> MsgTotals {
+    let f = |off: usize| at + off;
+    MsgTotals {
+        ops: u64_at(b, f(offset_of!(MsgTotals, ops))),
+        ns: u32_at(b, f(offset_of!(MsgTotals, ns))),
+        msqid: u32_at(b, f(offset_of!(MsgTotals, msqid))).cast_signed(),
+        first_ts: u64_at(b, f(offset_of!(MsgTotals, first_ts))),
+        written_ops: 0,
+        sent: u64_at(b, f(offset_of!(MsgTotals, sent))),
+        sent_bytes: u64_at(b, f(offset_of!(MsgTotals, sent_bytes))),
+        received: u64_at(b, f(offset_of!(MsgTotals, received))),
+        received_bytes: u64_at(b, f(offset_of!(MsgTotals, received_bytes))),
+    }
+}
+
 /// The size a record of `kind` must have at least.
 fn needed(kind: u16) -> Option<usize> {
     Some(match kind {
@@ -109,6 +200,9 @@ fn needed(kind: u16) -> Option<usize> {
         kind::FORK => size_of::<ForkRecord>(),
         kind::EXEC => size_of::<ExecRecord>(),
         kind::EXIT => size_of::<ExitRecord>(),
+        kind::USAGE => size_of::<UsageRecord>(),
+        kind::SEM_TOTALS => size_of::<SemTotalsRecord>(),
+        kind::MSG_TOTALS => size_of::<MsgTotalsRecord>(),
         1..=kind::MAX => size_of::<SyscallRecord>(),
         _ => return None,
     })
@@ -172,6 +266,13 @@ impl TryFrom<&[u8]> for RawRecord {
             kind::EXIT => RawBody::Exit {
                 exit_code: u32_at(b, offset_of!(ExitRecord, exit_code)),
             },
+            kind::USAGE => RawBody::Usage(Box::new(proc_usage(b, offset_of!(UsageRecord, usage)))),
+            kind::SEM_TOTALS => {
+                RawBody::SemTotals(sem_totals(b, offset_of!(SemTotalsRecord, totals)))
+            }
+            kind::MSG_TOTALS => {
+                RawBody::MsgTotals(msg_totals(b, offset_of!(MsgTotalsRecord, totals)))
+            }
             _ => {
                 let (ret, args) = syscall_fields(b);
                 RawBody::Syscall {
@@ -312,8 +413,8 @@ pub fn syscall_kind(
 }
 
 impl RawRecord {
-    /// The domain event, with kernel clocks converted by `clocks`.
-    pub fn into_event(self, clocks: &Clocks) -> Event {
+    /// The domain record, with kernel clocks converted by `clocks`.
+    pub fn into_record(self, clocks: &Clocks) -> Record {
         let h = self.header;
         let task = Task {
             process: ProcessKey {
@@ -360,20 +461,102 @@ impl RawRecord {
                 old_tid,
             }),
             RawBody::Exit { exit_code } => Some(EventKind::Exit { code: exit_code }),
+            RawBody::Usage(u) => return Record::Aggregate(usage(&h, task, &u, clocks)),
+            RawBody::SemTotals(t) => {
+                return Record::Aggregate(Aggregate::Set(SetTotals {
+                    time_ns: clocks.wall_ns(h.ts_ns),
+                    ns: t.ns,
+                    semid: t.semid,
+                    first_ns: clocks.wall_ns(t.first_ts),
+                    ops: t.ops,
+                    delta: t.delta.to_vec(),
+                }));
+            }
+            RawBody::MsgTotals(t) => {
+                return Record::Aggregate(Aggregate::Queue(QueueTotals {
+                    time_ns: clocks.wall_ns(h.ts_ns),
+                    ns: t.ns,
+                    msqid: t.msqid,
+                    first_ns: clocks.wall_ns(t.first_ts),
+                    ops: t.ops,
+                    sent: t.sent,
+                    sent_bytes: t.sent_bytes,
+                    received: t.received,
+                    received_bytes: t.received_bytes,
+                }));
+            }
         };
-        Event {
+        Record::Event(Event {
             time_ns: clocks.wall_ns(h.ts_ns),
             ipc_ns: h.ipc_ns,
             task,
             // Every kind that passed `needed()` maps to an event; Lost is never a record.
             kind: kind.unwrap_or(EventKind::Lost { count: 0 }),
+        })
+    }
+
+    /// The domain event (an error for aggregated totals).
+    pub fn into_event(self, clocks: &Clocks) -> Result<Event, DecodeError> {
+        let kind = self.header.kind;
+        match self.into_record(clocks) {
+            Record::Event(ev) => Ok(ev),
+            Record::Aggregate(_) => Err(DecodeError::NotAnEvent(kind)),
         }
     }
 }
 
-/// Decodes one ring-buffer record.
+/// A process's usage totals: its used slots, times on the wall clock.
+fn usage(h: &Header, task: Task, u: &ProcUsage, clocks: &Clocks) -> Aggregate {
+    let sem = u
+        .sem
+        .iter()
+        .filter(|s| s.ns != 0 && usize::from(s.semnum) < AGG_SEMNUMS)
+        .map(|s| SemSlotTotals {
+            ns: s.ns,
+            semid: s.semid,
+            semnum: s.semnum,
+            first_ns: clocks.wall_ns(s.first_ts),
+            last_ns: clocks.wall_ns(s.last_ts),
+            calls: s.calls,
+            net: s.net,
+            undo: s.undo,
+            took: s.took,
+            gave: s.gave,
+        })
+        .collect();
+    let msg = u
+        .msg
+        .iter()
+        .filter(|s| s.ns != 0)
+        .map(|s| MsgSlotTotals {
+            ns: s.ns,
+            msqid: s.msqid,
+            first_ns: clocks.wall_ns(s.first_ts),
+            last_ns: clocks.wall_ns(s.last_ts),
+            calls: s.calls,
+            sent: s.sent,
+            sent_bytes: s.sent_bytes,
+            received: s.received,
+            received_bytes: s.received_bytes,
+        })
+        .collect();
+    Aggregate::Usage(Usage {
+        time_ns: clocks.wall_ns(h.ts_ns),
+        ns: h.ipc_ns,
+        task,
+        sem,
+        msg,
+    })
+}
+
+/// Decodes one ring-buffer record that is an event.
 pub fn decode(bytes: &[u8], clocks: &Clocks) -> Result<Event, DecodeError> {
-    RawRecord::try_from(bytes).map(|r| r.into_event(clocks))
+    RawRecord::try_from(bytes)?.into_event(clocks)
+}
+
+/// Decodes one ring-buffer record: an event or aggregated totals.
+pub fn decode_record(bytes: &[u8], clocks: &Clocks) -> Result<Record, DecodeError> {
+    RawRecord::try_from(bytes).map(|r| r.into_record(clocks))
 }
 
 #[cfg(test)]
@@ -653,6 +836,167 @@ mod tests {
         }
     }
 
+    #[test]
+    fn decodes_usage_totals_with_used_slots_only() {
+        let mut b = vec![0u8; size_of::<UsageRecord>()];
+        header_bytes(&mut b, kind::USAGE, 0);
+        let at = offset_of!(UsageRecord, usage);
+        let sem1 = at + offset_of!(ProcUsage, sem) + size_of::<SemUsage>();
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, calls),
+            7u64.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, ns),
+            4_026_531_839u32.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, semid),
+            42i32.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, semnum),
+            3u16.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, first_ts),
+            1_000u64.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, last_ts),
+            9_000u64.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, net),
+            (-1i64).to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, undo),
+            2i64.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, took),
+            4u64.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            sem1 + offset_of!(SemUsage, gave),
+            3u64.to_ne_bytes(),
+        );
+        let msg3 = at + offset_of!(ProcUsage, msg) + 3 * size_of::<MsgUsage>();
+        put(&mut b, msg3 + offset_of!(MsgUsage, ns), 5u32.to_ne_bytes());
+        put(
+            &mut b,
+            msg3 + offset_of!(MsgUsage, msqid),
+            9i32.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            msg3 + offset_of!(MsgUsage, sent),
+            10u64.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            msg3 + offset_of!(MsgUsage, received_bytes),
+            160u64.to_ne_bytes(),
+        );
+        let Ok(Record::Aggregate(Aggregate::Usage(u))) = decode_record(&b, &CLOCKS) else {
+            panic!("not a usage record")
+        };
+        assert_eq!(u.task.process.pid, 4711);
+        assert_eq!(u.task.process.start_ticks, 250);
+        assert_eq!(u.time_ns, 1_000_000_005_000);
+        assert_eq!(
+            u.sem,
+            vec![SemSlotTotals {
+                ns: 4_026_531_839,
+                semid: 42,
+                semnum: 3,
+                first_ns: 1_000_000_001_000,
+                last_ns: 1_000_000_009_000,
+                calls: 7,
+                net: -1,
+                undo: 2,
+                took: 4,
+                gave: 3,
+            }]
+        );
+        assert_eq!(u.msg.len(), 1);
+        assert_eq!(
+            (u.msg[0].msqid, u.msg[0].sent, u.msg[0].received_bytes),
+            (9, 10, 160)
+        );
+        assert_eq!(
+            decode(&b, &CLOCKS),
+            Err(DecodeError::NotAnEvent(kind::USAGE))
+        );
+    }
+
+    #[test]
+    fn decodes_object_totals() {
+        let mut b = vec![0u8; size_of::<SemTotalsRecord>()];
+        header_bytes(&mut b, kind::SEM_TOTALS, 0);
+        let at = offset_of!(SemTotalsRecord, totals);
+        put(&mut b, at + offset_of!(SemTotals, ops), 12u64.to_ne_bytes());
+        put(
+            &mut b,
+            at + offset_of!(SemTotals, semid),
+            42i32.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            at + offset_of!(SemTotals, first_ts),
+            77u64.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            at + offset_of!(SemTotals, delta) + 8 * 15,
+            (-3i64).to_ne_bytes(),
+        );
+        let Ok(Record::Aggregate(Aggregate::Set(t))) = decode_record(&b, &CLOCKS) else {
+            panic!("not set totals")
+        };
+        assert_eq!((t.semid, t.ops, t.first_ns), (42, 12, 1_000_000_000_077));
+        assert_eq!(t.delta.len(), AGG_SEMNUMS);
+        assert_eq!(t.delta[15], -3);
+        let mut b = vec![0u8; size_of::<MsgTotalsRecord>()];
+        header_bytes(&mut b, kind::MSG_TOTALS, 0);
+        let at = offset_of!(MsgTotalsRecord, totals);
+        put(
+            &mut b,
+            at + offset_of!(MsgTotals, msqid),
+            8i32.to_ne_bytes(),
+        );
+        put(&mut b, at + offset_of!(MsgTotals, sent), 5u64.to_ne_bytes());
+        put(
+            &mut b,
+            at + offset_of!(MsgTotals, received),
+            4u64.to_ne_bytes(),
+        );
+        let Ok(Record::Aggregate(Aggregate::Queue(q))) = decode_record(&b, &CLOCKS) else {
+            panic!("not queue totals")
+        };
+        assert_eq!((q.msqid, q.sent, q.received), (8, 5, 4));
+        // Short records are errors, not panics.
+        assert_eq!(
+            decode_record(&b[..100], &CLOCKS),
+            Err(DecodeError::Short {
+                kind: kind::MSG_TOTALS,
+                len: 100,
+                need: size_of::<MsgTotalsRecord>()
+            })
+        );
+    }
+
     proptest! {
         #[test]
         fn any_bytes_decode_or_err_without_panic(b in proptest::collection::vec(any::<u8>(), 0..400)) {
@@ -661,9 +1005,24 @@ mod tests {
 
         #[test]
         fn every_known_kind_with_enough_bytes_decodes(k in 1u16..=kind::MAX, extra in 0usize..16) {
-            let mut b = vec![0u8; 400 + extra];
+            let mut b = vec![0u8; size_of::<UsageRecord>() + extra];
             header_bytes(&mut b, k, 0);
-            prop_assert!(decode(&b, &CLOCKS).is_ok());
+            prop_assert!(decode_record(&b, &CLOCKS).is_ok());
+            // Events decode as events; aggregated totals are not events.
+            let aggregate = matches!(k, kind::USAGE | kind::SEM_TOTALS | kind::MSG_TOTALS);
+            prop_assert_eq!(decode(&b, &CLOCKS).is_ok(), !aggregate);
+        }
+
+        #[test]
+        fn any_bytes_decode_as_records_or_err_without_panic(
+            k in prop_oneof![Just(kind::USAGE), Just(kind::SEM_TOTALS), Just(kind::MSG_TOTALS)],
+            b in proptest::collection::vec(any::<u8>(), 0..1100),
+        ) {
+            let mut b = b;
+            if b.len() >= 2 {
+                b[..2].copy_from_slice(&k.to_ne_bytes());
+            }
+            let _ = decode_record(&b, &CLOCKS);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up a machine, build, run, test, lint. Every command runs `setup` first,
 //! which is idempotent and installs only what is missing.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -49,6 +50,10 @@ enum Task {
     /// Build a release and lay out what a package needs in target/dist: the binary, the man
     /// page, bash/zsh/fish completions (generated from the clap definitions) and the systemd unit.
     Dist,
+    /// The benchmark (root): hot IPC loops bare, under `watch`, `trace` and bpftrace; the
+    /// collector's throughput, loss, memory and start-up; residue after exit. Reports, never
+    /// gates; results in bench/results/.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -87,6 +92,10 @@ fn main() -> Result<()> {
             setup::run()?;
             build_release()?;
             dist(&root)
+        }
+        Task::Bench(args) => {
+            setup::run()?;
+            bench::bench(&root, &args)
         }
     }
 }

@@ -509,6 +509,7 @@ impl Model {
                         if let Some(slot) = s.slot_mut(n) {
                             slot.value = Some(v);
                         }
+                        s.reset_ns.insert(n, cx.now);
                         for m in s.adjs.values_mut() {
                             if let Some(a) = m.get_mut(&n) {
                                 a.net = 0;
@@ -521,6 +522,7 @@ impl Model {
                         for slot in &mut s.slots {
                             slot.value = None;
                         }
+                        s.reset_all_ns = cx.now;
                         for a in s.adjs.values_mut().flat_map(|m| m.values_mut()) {
                             a.net = 0;
                             a.undo = 0;

@@ -54,6 +54,7 @@
 //! without a new change. Evidence names processes with their role; a process known only by pid
 //! (a creator that predates the model) has no `entity`.
 
+mod aggregate;
 mod apply;
 mod core;
 mod object;
@@ -63,6 +64,8 @@ mod rules;
 mod shm;
 mod view;
 
+#[cfg(test)]
+mod aggregate_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -75,6 +78,7 @@ use serde::Serialize;
 use crate::event::{Action, Event, IpcType, ProcessKey};
 use crate::snapshot::{Limits, Snapshot};
 
+pub use aggregate::{Aggregate, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage};
 pub use object::{ObjectKey, ObjectRef, ObjectStatus, Peer, SemAdj, SemSlot};
 pub use reconcile::{Difference, MappedRange, Reconciled};
 pub use rules::{Finding, FindingChange, LimitKind, ProcessEvidence, Role, Rule, Severity};
@@ -245,6 +249,13 @@ impl Model {
     /// Applies one event; returns what the sinks need.
     pub fn apply(&mut self, ev: &Event) -> Applied {
         self.apply_event(ev)
+    }
+
+    /// Applies totals the kernel aggregated (`watch`): the operations they add since the
+    /// previous totals of the same kernel entry. Returns the findings they raised or cleared
+    /// (no action: aggregated operations are not events).
+    pub fn apply_aggregate(&mut self, agg: &Aggregate) -> Applied {
+        self.apply_aggregate_inner(agg)
     }
 
     /// Time-driven rules: conditions that held for their grace period are raised, the

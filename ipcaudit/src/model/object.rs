@@ -246,9 +246,24 @@ pub(crate) struct SemState {
     pub users: Peers,
     /// Processes blocked in semop on the set (from the last snapshot).
     pub waiters: BTreeSet<ProcessKey>,
+    /// When adjustments were last reset (SETVAL of one semaphore, SETALL of all): aggregated
+    /// totals counted before that are void for them (`aggregate.rs`).
+    pub reset_all_ns: u64,
+    pub reset_ns: BTreeMap<u16, u64>,
+    /// The kernel's aggregated totals of this set consumed so far.
+    pub totals: Option<super::aggregate::SetConsumed>,
 }
 
 impl SemState {
+    /// When adjustments of semaphore `num` were last reset.
+    pub fn reset_of(&self, num: u16) -> u64 {
+        self.reset_ns
+            .get(&num)
+            .copied()
+            .unwrap_or(0)
+            .max(self.reset_all_ns)
+    }
+
     /// The slot of semaphore `num`, grown on demand (up to `nsems` when known).
     pub fn slot_mut(&mut self, num: u16) -> Option<&mut SemSlot> {
         let i = usize::from(num);
@@ -324,6 +339,8 @@ pub(crate) struct MsgState {
     /// Processes blocked in msgrcv / msgsnd (from the last snapshot).
     pub recv_waiters: BTreeSet<ProcessKey>,
     pub send_waiters: BTreeSet<ProcessKey>,
+    /// The kernel's aggregated totals of this queue consumed so far.
+    pub totals: Option<super::aggregate::QueueConsumed>,
 }
 
 /// Per type state.

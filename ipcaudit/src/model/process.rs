@@ -27,6 +27,8 @@ pub(crate) struct Process {
     /// Objects that refer to this process (creator, attacher, user, sender, reader, waiter):
     /// the ones to re-evaluate when it dies.
     pub related: HashSet<ObjectKey>,
+    /// Its kernel usage slots' totals consumed so far (aggregation; `aggregate.rs`).
+    pub usage: Vec<(super::aggregate::SlotId, super::aggregate::SlotCounts)>,
 }
 
 impl Process {
@@ -43,6 +45,7 @@ impl Process {
             ns,
             vmas: VmaMap::new(),
             related: HashSet::new(),
+            usage: Vec::new(),
         }
     }
 

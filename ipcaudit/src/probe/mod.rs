@@ -11,10 +11,10 @@ use std::{io, os::fd::AsRawFd as _, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, TracePoint},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FExit, TracePoint},
 };
-use ipcaudit_ebpf::{Config, NO_OFFSET, stat};
+use ipcaudit_ebpf::{Config, NO_OFFSET, ObjectId, doorbell, flags_index, stat};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
@@ -42,13 +42,13 @@ pub enum ProbeError {
     Load(#[source] Box<aya::EbpfError>),
     #[error("program `{name}` ({what}) failed: {source}")]
     Program {
-        name: &'static str,
+        name: String,
         what: String,
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
     #[error("eBPF program `{0}` is missing from the object: rebuild ipcaudit")]
-    MissingProgram(&'static str),
+    MissingProgram(String),
     #[error("eBPF map `{0}` is missing or of the wrong type")]
     Map(&'static str),
     #[error("eBPF map `{name}` operation failed: {source}")]
@@ -67,22 +67,25 @@ struct Attachment {
     category: &'static str,
 }
 
-/// Programs on `syscalls:sys_exit_*` (program name = tracepoint name).
-const SYSCALL_EXITS: &[&str] = &[
-    "sys_exit_shmget",
-    "sys_exit_shmat",
-    "sys_exit_shmdt",
-    "sys_exit_shmctl",
-    "sys_exit_semget",
-    "sys_exit_semop",
-    "sys_exit_semtimedop",
-    "sys_exit_semctl",
-    "sys_exit_msgget",
-    "sys_exit_msgsnd",
-    "sys_exit_msgrcv",
-    "sys_exit_msgctl",
-    "sys_exit_munmap",
-    "sys_exit_mremap",
+/// The traced syscalls. Each has two programs: `fexit_NAME` on `__x64_sys_NAME` (preferred: a
+/// BPF trampoline costs only the calls of that syscall) and `sys_exit_NAME` on the
+/// `syscalls:sys_exit_NAME` tracepoint (the fallback: enabling any syscall tracepoint sends
+/// every syscall of every process through the kernel's slow path, ≈ 25–70 ns each).
+const SYSCALLS: &[&str] = &[
+    "shmget",
+    "shmat",
+    "shmdt",
+    "shmctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "munmap",
+    "mremap",
 ];
 
 const SCHED: &[Attachment] = &[
@@ -106,6 +109,49 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// Trace only this thread group (in-kernel filter); 0: all.
     pub only_tgid: u32,
+    /// Aggregate hot operations in-kernel (`watch`); otherwise one record per call (`trace`).
+    pub aggregate: bool,
+    /// Attach the syscall programs to the `sys_exit_*` tracepoints even when `fexit` works
+    /// (to compare the two; the tracepoints are the fallback).
+    pub tracepoints: bool,
+}
+
+/// Benchmark knobs (`cargo xtask bench` measures what each design choice buys):
+/// `IPCAUDIT_ATTACH=tracepoints` attaches the syscall programs to the tracepoints,
+/// `IPCAUDIT_AGGREGATE=0` records every call in `watch` too.
+fn knobs(options: &ProbeOptions) -> (bool, bool) {
+    let tracepoints = options.tracepoints
+        || std::env::var_os("IPCAUDIT_ATTACH").is_some_and(|v| v == "tracepoints");
+    let aggregate =
+        options.aggregate && std::env::var_os("IPCAUDIT_AGGREGATE").is_none_or(|v| v != "0");
+    (tracepoints, aggregate)
+}
+
+/// Where the syscall programs are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// `fexit` on each `__x64_sys_*` function.
+    Fexit,
+    /// The `syscalls:sys_exit_*` tracepoints.
+    Tracepoints,
+}
+
+/// Which aggregates [`Probe::flush_aggregates`] writes out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushScope {
+    /// Objects' totals (semaphore values, queue depths): before the rules are judged.
+    Objects,
+    /// Objects' totals and every process's usage: before answering a query or reconciling.
+    All,
+}
+
+/// The maps aggregation needs from userspace.
+struct AggregateMaps {
+    procs: BpfHashMap<MapData, u32, ipcaudit_ebpf::ProcUsage>,
+    semsets: BpfHashMap<MapData, ObjectId, ipcaudit_ebpf::SemTotals>,
+    queues: BpfHashMap<MapData, ObjectId, ipcaudit_ebpf::MsgTotals>,
+    waiting: BpfHashMap<MapData, u32, u32>,
+    flags: Array<MapData, u32>,
 }
 
 /// Loaded and attached programs plus their maps.
@@ -114,6 +160,9 @@ pub struct Probe {
     ebpf: Option<Ebpf>,
     ring: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
+    /// `Some` when aggregating (`watch`).
+    aggregates: Option<AggregateMaps>,
+    pub attach_mode: AttachMode,
     pub tracefs: PathBuf,
 }
 
@@ -122,6 +171,8 @@ pub struct Probe {
 pub struct KernelStats {
     pub lost: u64,
     pub read_failed: u64,
+    /// Operations recorded in full because an aggregation map was full.
+    pub agg_full: u64,
 }
 
 fn is_root_or_capable() -> bool {
@@ -151,7 +202,11 @@ impl Probe {
         }
         let tracefs = tracefs::ensure_mounted()?;
         let mut config = Config::unresolved();
-        btf::resolve_offsets(&mut config)?;
+        let started = std::time::Instant::now();
+        let phase = |what: &str| log::debug!("probe: {what} at {:?}", started.elapsed());
+        let vmlinux = btf::read_vmlinux()?;
+        btf::resolve_offsets(&vmlinux, &mut config)?;
+        phase("offsets resolved");
         config.exit_group_dead =
             tracefs::field_offset(&tracefs, "sched", "sched_process_exit", "group_dead")
                 .unwrap_or(NO_OFFSET);
@@ -161,6 +216,9 @@ impl Probe {
             );
         }
         config.only_tgid = options.only_tgid;
+        let (tracepoints, aggregate) = knobs(options);
+        config.aggregate = u32::from(aggregate);
+        config.collector_tgid = std::process::id();
         let ring_bytes = if options.ring_bytes == 0 {
             8 << 20
         } else {
@@ -178,10 +236,12 @@ impl Probe {
             log::debug!("setrlimit(RLIMIT_MEMLOCK): {}", io::Error::last_os_error());
         }
 
-        let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Btf {
-            path: btf::VMLINUX_BTF,
-            reason: e.to_string(),
-        })?;
+        let kernel_btf =
+            aya::Btf::parse(&vmlinux, aya::Endianness::default()).map_err(|e| ProbeError::Btf {
+                path: btf::VMLINUX_BTF,
+                reason: e.to_string(),
+            })?;
+        phase("kernel BTF parsed");
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel_btf))
             .override_global("CONFIG", &config, true)
@@ -189,22 +249,16 @@ impl Probe {
             .load(EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
 
-        for &name in SYSCALL_EXITS {
-            attach_tracepoint(
-                &mut ebpf,
-                &Attachment {
-                    program: name,
-                    category: "syscalls",
-                },
-            )?;
-        }
+        phase("object loaded");
+        let attach_mode = attach_syscalls(&mut ebpf, &kernel_btf, tracepoints)?;
+        phase("syscall programs attached");
         for attachment in SCHED {
             attach_tracepoint(&mut ebpf, attachment)?;
         }
         for &name in BTF_TRACEPOINTS {
             let program: &mut BtfTracePoint = ebpf
                 .program_mut(name)
-                .ok_or(ProbeError::MissingProgram(name))?
+                .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
                 .try_into()
                 .map_err(|e| program_error(name, "type", e))?;
             program
@@ -225,15 +279,29 @@ impl Probe {
                 name: "STATS",
                 source: Box::new(e),
             })?;
+        let aggregates = if aggregate {
+            Some(AggregateMaps {
+                procs: take_map(&mut ebpf, "PROCS")?,
+                semsets: take_map(&mut ebpf, "SEMSETS")?,
+                queues: take_map(&mut ebpf, "QUEUES")?,
+                waiting: take_map(&mut ebpf, "WAITING")?,
+                flags: take_map(&mut ebpf, "FLAGS")?,
+            })
+        } else {
+            None
+        };
         log::debug!("ring buffer fd {}", ring.as_raw_fd());
         // SAFETY: the RingBuf owns its map fd, which stays open and the same for as long as the
         // AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| ProbeError::Io(e.into()))?;
+        phase("ready");
         Ok(Self {
             ebpf: Some(ebpf),
             ring,
             stats,
+            aggregates,
+            attach_mode,
             tracefs,
         })
     }
@@ -265,6 +333,20 @@ impl Probe {
 
     /// Detaches every program (the ring buffer stays readable, so what is in it can be drained).
     pub fn detach(&mut self) {
+        if let Some(ebpf) = &self.ebpf
+            && log::log_enabled!(log::Level::Debug)
+        {
+            // With `sysctl kernel.bpf_stats_enabled=1` the kernel times every program run.
+            for (name, program) in ebpf.programs() {
+                if let Ok(info) = program.info()
+                    && info.run_count() > 0
+                {
+                    let runs = info.run_count();
+                    let ns = info.run_time().as_nanos() / u128::from(runs);
+                    log::debug!("probe: {name}: {runs} runs, {ns} ns each");
+                }
+            }
+        }
         self.ebpf = None;
     }
 
@@ -302,28 +384,192 @@ impl Probe {
         Ok(KernelStats {
             lost: sum(stat::LOST)?,
             read_failed: sum(stat::READ_FAILED)?,
+            agg_full: sum(stat::AGG_FULL)?,
         })
+    }
+
+    /// Whether hot operations are aggregated in-kernel.
+    pub fn aggregating(&self) -> bool {
+        self.aggregates.is_some()
+    }
+
+    /// Asks the programs to write aggregated totals out (in order with every other record:
+    /// drain after this). Only totals that changed since they were last written are. Returns
+    /// how many entries were asked for.
+    pub fn flush_aggregates(&self, scope: FlushScope) -> usize {
+        let Some(maps) = &self.aggregates else {
+            return 0;
+        };
+        let mut asked = 0;
+        for key in maps.semsets.keys().filter_map(Result::ok) {
+            ring_doorbell(doorbell::SEM_TOTALS, object_arg(key));
+            asked += 1;
+        }
+        for key in maps.queues.keys().filter_map(Result::ok) {
+            ring_doorbell(doorbell::MSG_TOTALS, object_arg(key));
+            asked += 1;
+        }
+        if scope == FlushScope::All {
+            for tgid in maps.procs.keys().filter_map(Result::ok) {
+                ring_doorbell(doorbell::USAGE, u64::from(tgid));
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// Tells the programs which processes a snapshot saw blocked in semop, msgrcv or msgsnd:
+    /// their next operation is recorded in full (so that the model sees them stop waiting).
+    pub fn set_waiting(&mut self, tgids: impl IntoIterator<Item = u32>) -> Result<(), ProbeError> {
+        let Some(maps) = &mut self.aggregates else {
+            return Ok(());
+        };
+        let map_err = |e| ProbeError::MapOp {
+            name: "WAITING",
+            source: Box::new(e),
+        };
+        let old: Vec<u32> = maps.waiting.keys().filter_map(Result::ok).collect();
+        for tgid in old {
+            let _ = maps.waiting.remove(&tgid);
+        }
+        let mut n = 0u32;
+        for tgid in tgids {
+            if maps.waiting.insert(tgid, 1, 0).is_ok() {
+                n += 1;
+            }
+        }
+        maps.flags.set(flags_index::WAITING, n, 0).map_err(map_err)
     }
 }
 
-fn program_error(name: &'static str, what: &str, e: aya::programs::ProgramError) -> ProbeError {
-    ProbeError::Program {
+/// A `SEMSETS`/`QUEUES` key as the doorbell's argument: ns in the low half, id in the high.
+fn object_arg(key: ObjectId) -> u64 {
+    u64::from(key.ns) | (u64::from(key.id.cast_unsigned()) << 32)
+}
+
+/// `semctl(-1, doorbell::SEMNUM, what, arg)`: fails with EINVAL in the kernel's first check,
+/// after which the semctl program, seeing the collector's tgid and this semnum, writes out the
+/// entry `arg` of map `what` (`ipcaudit_ebpf::doorbell`).
+fn ring_doorbell(what: i32, arg: u64) {
+    // SAFETY: semctl with an invalid id touches no memory (the kernel returns EINVAL first).
+    unsafe { libc::syscall(libc::SYS_semctl, -1, doorbell::SEMNUM, what, arg) };
+}
+
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    M::try_from(ebpf.take_map(name).ok_or(ProbeError::Map(name))?).map_err(|e| ProbeError::MapOp {
         name,
+        source: Box::new(e),
+    })
+}
+
+/// Attaches the syscall programs: `fexit` when the kernel can (and `tracepoints` is not asked
+/// for), else the `sys_exit_*` tracepoints. A partial `fexit` set is unloaded before falling
+/// back, so that no call is ever recorded twice.
+fn attach_syscalls(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    tracepoints: bool,
+) -> Result<AttachMode, ProbeError> {
+    if !tracepoints {
+        let mut done: Vec<String> = Vec::new();
+        let mut failed = None;
+        for name in SYSCALLS {
+            let program = format!("fexit_{name}");
+            let t = std::time::Instant::now();
+            let r = attach_fexit(ebpf, btf, &program, &format!("__x64_sys_{name}"));
+            log::debug!("probe: {program}: {:?}", t.elapsed());
+            match r {
+                Ok(()) => done.push(program),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some(e) = failed else {
+            return Ok(AttachMode::Fexit);
+        };
+        log::warn!(
+            "fexit is not available ({e}): tracing syscalls at their sys_exit tracepoints \
+             instead, which puts every syscall on the host on the kernel's slow path (≈ +25–70 ns)"
+        );
+        for program in done {
+            if let Some(p) = ebpf.program_mut(&program) {
+                let p: Result<&mut FExit, _> = p.try_into();
+                if let Ok(p) = p {
+                    let _ = p.unload();
+                }
+            }
+        }
+    }
+    for name in SYSCALLS {
+        let program = format!("sys_exit_{name}");
+        let t = std::time::Instant::now();
+        attach_tracepoint_named(ebpf, &program, "syscalls")?;
+        log::debug!(
+            "probe: {program}: {:?}{}",
+            t.elapsed(),
+            verified(ebpf, &program)
+        );
+    }
+    Ok(AttachMode::Tracepoints)
+}
+
+/// How many instructions the verifier went through for a program (debug output).
+fn verified(ebpf: &Ebpf, program: &str) -> String {
+    ebpf.program(program)
+        .and_then(|p| p.info().ok())
+        .map_or_else(String::new, |i| {
+            format!(
+                ", {} instructions, {} verified",
+                i.size_translated().unwrap_or(0) / 8,
+                i.verified_instruction_count().unwrap_or(0)
+            )
+        })
+}
+
+fn attach_fexit(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    program: &str,
+    function: &str,
+) -> Result<(), String> {
+    let p: &mut FExit = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} is missing"))?
+        .try_into()
+        .map_err(|e| format!("{program}: {e}"))?;
+    p.load(function, btf)
+        .map_err(|e| format!("loading {program} on {function}: {e}"))?;
+    p.attach()
+        .map_err(|e| format!("attaching {program} to {function}: {e}"))?;
+    Ok(())
+}
+
+fn program_error(name: &str, what: &str, e: aya::programs::ProgramError) -> ProbeError {
+    ProbeError::Program {
+        name: name.to_owned(),
         what: what.to_owned(),
         source: Box::new(e),
     }
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, a: &Attachment) -> Result<(), ProbeError> {
-    let name = a.program;
+    attach_tracepoint_named(ebpf, a.program, a.category)
+}
+
+fn attach_tracepoint_named(ebpf: &mut Ebpf, name: &str, category: &str) -> Result<(), ProbeError> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
-        .ok_or(ProbeError::MissingProgram(name))?
+        .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
         .try_into()
         .map_err(|e| program_error(name, "type", e))?;
     program.load().map_err(|e| program_error(name, "load", e))?;
     program
-        .attach(a.category, name)
-        .map_err(|e| program_error(name, &format!("attach to {}:{name}", a.category), e))?;
+        .attach(category, name)
+        .map_err(|e| program_error(name, &format!("attach to {category}:{name}"), e))?;
     Ok(())
 }
