@@ -155,6 +155,19 @@ impl Output {
         }
     }
 
+    /// Totals the kernel aggregated: a metric record (so that a replay rebuilds the same
+    /// model), then the findings they raised or cleared.
+    fn aggregated(&mut self, agg: &crate::model::Aggregate, applied: &Applied) {
+        if self.filter.matches_aggregate(agg) && self.events < self.max_events {
+            self.printer.with(|e, line| e.aggregate(agg, line));
+        }
+        if self.findings {
+            for change in &applied.findings {
+                self.printer.finding(agg.time_ns(), change);
+            }
+        }
+    }
+
     /// A `stats` record's figures.
     fn stats(&self, rate: f64) -> crate::sink::Stats {
         crate::sink::Stats {
@@ -482,12 +495,10 @@ fn drain(probe: &mut Probe, clocks: &Clocks, model: &mut Model, out: &mut Output
             let applied = model.apply(&ev);
             out.applied(&ev, &applied);
         }
-        // Totals the kernel aggregated (`watch`): no record of their own, only findings.
+        // Totals the kernel aggregated (`watch`).
         Ok(Record::Aggregate(agg)) => {
             let applied = model.apply_aggregate(&agg);
-            for change in &applied.findings {
-                out.printer.finding(agg.time_ns(), change);
-            }
+            out.aggregated(&agg, &applied);
         }
         Err(e) => {
             out.summary.undecodable += 1;

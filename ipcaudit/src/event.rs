@@ -22,7 +22,7 @@ impl fmt::Display for ProcessKey {
 }
 
 /// The task an event came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub process: ProcessKey,
     /// Thread id.

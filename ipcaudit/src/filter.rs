@@ -94,6 +94,29 @@ impl Filter {
         }
         true
     }
+
+    /// Whether a record of aggregated totals is wanted: a process's usage by the process
+    /// filters, an object's totals by the type and namespace filters (key ranges and
+    /// executables cannot be told from totals: they pass).
+    pub fn matches_aggregate(&self, agg: &crate::model::Aggregate) -> bool {
+        use crate::model::Aggregate;
+        let (ns, ty) = match agg {
+            Aggregate::Usage(u) => {
+                let comm = u.task.comm.as_str();
+                if (!self.pids.is_empty() && !self.pids.contains(&u.task.process.pid))
+                    || (!self.comms.is_empty() && !self.comms.iter().any(|g| g.matches(comm)))
+                    || self.exclude_comms.iter().any(|g| g.matches(comm))
+                {
+                    return false;
+                }
+                (u.ns, None)
+            }
+            Aggregate::Set(t) => (t.ns, Some(IpcType::Sem)),
+            Aggregate::Queue(t) => (t.ns, Some(IpcType::Msg)),
+        };
+        (self.namespaces.is_empty() || self.namespaces.contains(&ns))
+            && (self.types.is_empty() || ty.is_none_or(|ty| self.types.contains(&ty)))
+    }
 }
 
 #[cfg(test)]

@@ -134,6 +134,7 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
         let time = match &parsed {
             Parsed::Event(ev, _) => Some(ev.time_ns),
             Parsed::Snapshot(s) => Some(s.taken_ns),
+            Parsed::Aggregate(a) => Some(a.time_ns()),
             Parsed::Other { time_ns, .. } => *time_ns,
         };
         // Grace periods expire on the same one-second ticks as in the live collector.
@@ -171,6 +172,14 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
                 };
                 for change in &changes {
                     out.finding(snap.taken_ns, change);
+                }
+            }
+            Parsed::Aggregate(agg) => {
+                if args.all {
+                    out.with(|e, line| e.aggregate(&agg, line));
+                }
+                for change in &model.apply_aggregate(&agg).findings {
+                    out.finding(agg.time_ns(), change);
                 }
             }
             Parsed::Other { .. } => {}

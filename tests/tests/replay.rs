@@ -33,16 +33,37 @@ fn replay_of_a_live_recording_gives_the_same_findings() {
     let shmid = holder.info["shmid"].clone();
     let parent = Held::start(WORKLOAD, "rmid-child", None);
     let pinned = parent.info["shmid"].clone();
-    std::thread::sleep(Duration::from_millis(500));
+    // Hot paths the kernel aggregates in `watch`: a lock taken by a process that dies, and a
+    // queue whose reader dies while a producer keeps sending.
+    let mut locker = Held::start(WORKLOAD, "sem-hold", None);
+    let semid = locker.info["semid"].clone();
+    let mut reader = Held::start(WORKLOAD, "msg-reader", None);
+    let msqid = reader.info["msqid"].clone();
+    let producer = Held::start(WORKLOAD, "msg-producer", Some(&msqid.to_string()));
+    std::thread::sleep(Duration::from_millis(1500));
     holder.kill();
+    locker.kill();
+    reader.kill();
     watch.wait_finding("orphaned-segment", &shmid);
     watch.wait_finding("removed-segment-still-attached", &pinned);
+    watch.wait_finding("semaphore-held-by-dead-process", &semid);
+    watch.wait_finding("stalled-queue", &msqid);
     ipcaudit_tests::kill_pid(parent.info["child"].as_u64().unwrap());
     drop(parent);
+    drop(producer);
     std::thread::sleep(Duration::from_millis(1500));
     ipcrm("-m", &shmid);
+    ipcrm("-s", &semid);
+    ipcrm("-q", &msqid);
     std::thread::sleep(Duration::from_millis(500));
     let live = watch.ipcaudit.stop();
+    // What the kernel aggregated was recorded (replay needs it to rebuild values and depths).
+    for action in ["usage", "sem-totals", "msg-totals"] {
+        assert!(
+            live.iter().any(|r| r["event"]["action"] == action),
+            "no {action} record in the recording"
+        );
+    }
 
     let path = std::env::temp_dir().join(format!("ipcaudit-replay-{}.ndjson", std::process::id()));
     let mut file = std::fs::File::create(&path).unwrap();
@@ -66,14 +87,26 @@ fn replay_of_a_live_recording_gives_the_same_findings() {
         .collect();
 
     let (live_alerts, replay_alerts) = (alerts(&live), alerts(&replayed));
-    let (shm_a, shm_b) = (shmid.to_string(), pinned.to_string());
+    let ids = [&shmid, &pinned, &semid, &msqid].map(ToString::to_string);
     let ours = |set: &BTreeSet<(String, String, String, String)>| {
         set.iter()
-            .filter(|a| a.3 == shm_a || a.3 == shm_b)
+            .filter(|a| ids.contains(&a.3))
             .cloned()
             .collect::<BTreeSet<_>>()
     };
-    assert!(!ours(&live_alerts).is_empty());
+    for rule in [
+        "orphaned-segment",
+        "removed-segment-still-attached",
+        "semaphore-held-by-dead-process",
+        "stalled-queue",
+    ] {
+        assert!(
+            ours(&live_alerts)
+                .iter()
+                .any(|a| a.1 == format!("{rule:?}")),
+            "{rule} not in {live_alerts:?}"
+        );
+    }
     assert_eq!(ours(&replay_alerts), ours(&live_alerts));
     // Every finding, including those on objects that predate the session, agrees.
     assert_eq!(replay_alerts, live_alerts);

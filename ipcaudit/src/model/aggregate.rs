@@ -18,13 +18,15 @@
 //! peer's `count`/`bytes`/`last_ns` arrive with the totals, and operations between two flushes
 //! are applied at once (so a transient value in between is never seen).
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::{IpcType, ProcessKey, Task};
 
 use super::object::{ObjectKey, ObjectStatus};
 use super::{Applied, Cx, Model};
 
 /// One usage slot of a process on a semaphore: cumulative since `first_ns`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SemSlotTotals {
     pub ns: u32,
     pub semid: i32,
@@ -43,7 +45,7 @@ pub struct SemSlotTotals {
 }
 
 /// One usage slot of a process on a queue: cumulative since `first_ns`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MsgSlotTotals {
     pub ns: u32,
     pub msqid: i32,
@@ -57,7 +59,7 @@ pub struct MsgSlotTotals {
 }
 
 /// A process's usage slots.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// When the kernel wrote it out.
     pub time_ns: u64,
@@ -69,7 +71,7 @@ pub struct Usage {
 }
 
 /// A semaphore set's aggregated operations: cumulative since `first_ns`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetTotals {
     pub time_ns: u64,
     pub ns: u32,
@@ -81,7 +83,7 @@ pub struct SetTotals {
 }
 
 /// A queue's aggregated messages: cumulative since `first_ns`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueTotals {
     pub time_ns: u64,
     pub ns: u32,
@@ -94,8 +96,10 @@ pub struct QueueTotals {
     pub received_bytes: u64,
 }
 
-/// Totals the kernel aggregated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Totals the kernel aggregated. Recorded (`ipcaudit.aggregate` of a `usage`, `sem-totals` or
+/// `msg-totals` metric record) so that `replay` rebuilds what the live model had.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Aggregate {
     Usage(Usage),
     Set(SetTotals),
@@ -103,6 +107,15 @@ pub enum Aggregate {
 }
 
 impl Aggregate {
+    /// The record's `event.action`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Usage(_) => "usage",
+            Self::Set(_) => "sem-totals",
+            Self::Queue(_) => "msg-totals",
+        }
+    }
+
     /// When the kernel wrote the totals out.
     pub fn time_ns(&self) -> u64 {
         match self {

@@ -722,6 +722,41 @@ pub fn snapshot_value(
     value
 }
 
+/// A `metric` record of totals the kernel aggregated (`watch`): `usage` (one process's use of
+/// semaphores and queues), `sem-totals` or `msg-totals` (one object's operations). The totals
+/// are under `ipcaudit.aggregate` (what `replay` reads back); the process or object is also
+/// named by the usual ECS fields.
+pub fn aggregate_value(session: &Session, agg: &crate::model::Aggregate) -> serde_json::Value {
+    use crate::model::Aggregate;
+    let mut timestamp = String::new();
+    rfc3339_nanos(agg.time_ns(), &mut timestamp);
+    let mut value = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {"kind": "metric", "action": agg.action()},
+        "ipcaudit": {"aggregate": agg},
+    });
+    match agg {
+        Aggregate::Usage(u) => {
+            value["process"] = serde_json::json!({
+                "pid": u.task.process.pid,
+                "thread": {"id": u.task.tid},
+                "name": u.task.comm,
+                "entity_id": session.entity_id(u.task.process),
+            });
+            value["user"] = serde_json::json!({"id": u.task.uid.to_string()});
+            value["ipc"] = serde_json::json!({"namespace": u.ns});
+        }
+        Aggregate::Set(t) => {
+            value["ipc"] = serde_json::json!({"namespace": t.ns, "type": "sem", "id": t.semid});
+        }
+        Aggregate::Queue(t) => {
+            value["ipc"] = serde_json::json!({"namespace": t.ns, "type": "msg", "id": t.msqid});
+        }
+    }
+    stamp(session, &mut value);
+    value
+}
+
 /// Why a recorded line could not be turned back into an event.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
@@ -744,7 +779,12 @@ fn field(field: &'static str, why: impl Into<String>) -> ParseError {
 pub enum Parsed {
     Event(Event, Action),
     Snapshot(Box<crate::snapshot::Snapshot>),
-    Other { kind: String, time_ns: Option<u64> },
+    /// Totals the kernel aggregated (`usage`, `sem-totals`, `msg-totals`).
+    Aggregate(Box<crate::model::Aggregate>),
+    Other {
+        kind: String,
+        time_ns: Option<u64>,
+    },
 }
 
 /// Parses one NDJSON line written by this module back into what it recorded.
@@ -786,6 +826,20 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
             let snap = serde_json::from_value(snap.clone())
                 .map_err(|e| field("ipcaudit.snapshot", e.to_string()))?;
             return Ok(Parsed::Snapshot(Box::new(snap)));
+        }
+        ("metric", "usage" | "sem-totals" | "msg-totals") => {
+            let agg = value
+                .pointer("/ipcaudit/aggregate")
+                .ok_or_else(|| field("ipcaudit.aggregate", "missing"))?;
+            let agg: crate::model::Aggregate = serde_json::from_value(agg.clone())
+                .map_err(|e| field("ipcaudit.aggregate", e.to_string()))?;
+            if agg.action() != action {
+                return Err(field(
+                    "ipcaudit.aggregate",
+                    format!("holds {} totals in a {action} record", agg.action()),
+                ));
+            }
+            return Ok(Parsed::Aggregate(Box::new(agg)));
         }
         // Derived records (the model recomputes them) and resync notes are not events to apply.
         ("event", "shm-destroy" | "model-resync") => return other(action),
@@ -1267,5 +1321,95 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn aggregates_round_trip_and_name_their_process_or_object() {
+        use crate::model::{
+            Aggregate, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage,
+        };
+        let usage = Aggregate::Usage(Usage {
+            time_ns: 1_700_000_000_123_456_789,
+            ns: 4_026_531_839,
+            task: ev(EventKind::Exit { code: 0 }).task,
+            sem: vec![SemSlotTotals {
+                ns: 4_026_531_839,
+                semid: 7,
+                semnum: 2,
+                first_ns: 10,
+                last_ns: 20,
+                calls: 5,
+                net: -1,
+                undo: 0,
+                took: 3,
+                gave: 2,
+            }],
+            msg: vec![MsgSlotTotals {
+                ns: 4_026_531_839,
+                msqid: 9,
+                first_ns: 11,
+                last_ns: 21,
+                calls: 4,
+                sent: 4,
+                sent_bytes: 64,
+                received: 0,
+                received_bytes: 0,
+            }],
+        });
+        let set = Aggregate::Set(SetTotals {
+            time_ns: 1_700_000_000_000_000_001,
+            ns: 1,
+            semid: 7,
+            first_ns: 10,
+            ops: 5,
+            delta: vec![0, 0, -1],
+        });
+        let queue = Aggregate::Queue(QueueTotals {
+            time_ns: 1_700_000_000_000_000_002,
+            ns: 1,
+            msqid: 9,
+            first_ns: 11,
+            ops: 4,
+            sent: 4,
+            sent_bytes: 64,
+            received: 0,
+            received_bytes: 0,
+        });
+        for agg in [usage, set, queue] {
+            let value = aggregate_value(&session(), &agg);
+            assert_eq!(value["event"]["kind"], "metric");
+            assert_eq!(value["event"]["action"], agg.action());
+            match &agg {
+                Aggregate::Usage(u) => {
+                    assert_eq!(value["process"]["pid"], u.task.process.pid);
+                    assert_eq!(value["process"]["entity_id"], "abcdef01-4711-990");
+                }
+                Aggregate::Set(t) => assert_eq!(value["ipc"]["id"], t.semid),
+                Aggregate::Queue(t) => assert_eq!(value["ipc"]["id"], t.msqid),
+            }
+            let line = value.to_string();
+            assert_eq!(
+                parse_event(&line),
+                Ok(Parsed::Aggregate(Box::new(agg.clone()))),
+                "{line}"
+            );
+            // A usage record whose action says otherwise is refused, naming the field.
+            let bad = line.replace(
+                &format!("\"action\":\"{}\"", agg.action()),
+                "\"action\":\"usage\"",
+            );
+            if agg.action() != "usage" {
+                assert!(
+                    matches!(
+                        parse_event(&bad),
+                        Err(ParseError::Field {
+                            field: "ipcaudit.aggregate",
+                            ..
+                        })
+                    ),
+                    "{bad}"
+                );
+            }
+        }
     }
 }

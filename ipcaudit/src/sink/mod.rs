@@ -204,6 +204,14 @@ impl Encoder {
         }
     }
 
+    /// Totals the kernel aggregated (JSON only: what `replay` needs to rebuild the model;
+    /// `status` and findings show their effect to people).
+    pub fn aggregate(&self, agg: &crate::model::Aggregate, out: &mut String) {
+        if self.format != Format::Text {
+            self.emit(json::aggregate_value(&self.session, agg), out);
+        }
+    }
+
     /// One object as the model holds it (JSON only).
     pub fn state(&self, time_ns: u64, object: &crate::model::ObjectView<'_>, out: &mut String) {
         if self.format != Format::Text {
