@@ -256,6 +256,21 @@ fn zombie_creator() {
     if unsafe { libc::read(rd, bytes.as_mut_ptr().cast(), 4) } != 4 {
         fail("read");
     }
+    // Wait for the child to have exited without reaping it (WNOWAIT): it is a zombie from here.
+    // SAFETY: zeroed siginfo out-parameter for our own child.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe {
+        libc::waitid(
+            libc::P_PID,
+            child.cast_unsigned(),
+            &raw mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    } != 0
+    {
+        fail("waitid");
+    }
     say(&json!({"pid": pid(), "child": child, "shmid": i32::from_ne_bytes(bytes)}));
     hold();
 }
