@@ -3,7 +3,7 @@
 //!
 //! This is the IO edge: it reads clocks and the kernel, and hands the pure layers what they need.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     clock::{self, Clocks},
     decode::{Record, decode_record},
-    event::{Action, Event, EventKind, Task},
+    event::{Action, Event, EventKind, ProcessKey, Task},
     filter::Filter,
     model::ObjectRef,
     model::{Applied, Model, ModelConfig},
@@ -103,6 +103,9 @@ struct Output {
     /// `--max-events`: nothing more is written once it is reached.
     max_events: u64,
     gauges: crate::metrics::Gauges,
+    /// The last usage record written per process: the kernel writes a process's usage out
+    /// whenever it is asked for, changed or not; an unchanged one is not written again.
+    usage_written: HashMap<ProcessKey, crate::model::Usage>,
 }
 
 impl Output {
@@ -134,6 +137,7 @@ impl Output {
         self.printer.event(ev, action, object, context);
         if matches!(ev.kind, EventKind::Exit { .. }) {
             self.enricher.forget(subject);
+            self.usage_written.remove(&subject);
         }
     }
 
@@ -158,7 +162,20 @@ impl Output {
     /// Totals the kernel aggregated: a metric record (so that a replay rebuilds the same
     /// model), then the findings they raised or cleared.
     fn aggregated(&mut self, agg: &crate::model::Aggregate, applied: &Applied) {
-        if self.filter.matches_aggregate(agg) && self.events < self.max_events {
+        let unchanged = match agg {
+            crate::model::Aggregate::Usage(u) => {
+                let same = self.usage_written.get(&u.task.process).is_some_and(|w| {
+                    w.ns == u.ns && w.task == u.task && w.sem == u.sem && w.msg == u.msg
+                });
+                if !same {
+                    self.usage_written.insert(u.task.process, u.clone());
+                }
+                same
+            }
+            // The kernel writes an object's totals only when they changed.
+            crate::model::Aggregate::Set(_) | crate::model::Aggregate::Queue(_) => false,
+        };
+        if !unchanged && self.filter.matches_aggregate(agg) && self.events < self.max_events {
             self.printer.with(|e, line| e.aggregate(agg, line));
         }
         if self.findings {
@@ -227,6 +244,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         events: 0,
         max_events: options.max_events.unwrap_or(u64::MAX),
         gauges: crate::metrics::Gauges::default(),
+        usage_written: HashMap::new(),
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
@@ -284,7 +302,8 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         None => false,
     };
     if watch.is_some() {
-        out.printer.with(|e, line| e.snapshot(&snap, line));
+        let ticks = out.findings;
+        out.printer.with(|e, line| e.snapshot(&snap, ticks, line));
     }
     eprintln!(
         "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present); Ctrl-C to stop",
@@ -350,12 +369,14 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                     Due::Tick => {
                         let now = clock::now_wall_ns();
                         for change in model.tick(now) {
-                            out.printer.finding(now, &change);
+                            out.printer.tick_finding(now, &change);
                         }
-                        out.reap(&model, now);                        if !unprivileged && model.needs_reconcile() && timers.as_mut().is_some_and(WatchTimers::resync_allowed) {
+                        out.reap(&model, now);
+                        if !unprivileged && model.needs_reconcile() && timers.as_mut().is_some_and(WatchTimers::resync_allowed) {
                             resync(&mut probe, &clocks, &mut model, &mut out).await?;
                         }
-                    }                    Due::Resync if !unprivileged => resync(&mut probe, &clocks, &mut model, &mut out).await?,
+                    }
+                    Due::Resync if !unprivileged => resync(&mut probe, &clocks, &mut model, &mut out).await?,
                     Due::Resync => {}
                     Due::State => {
                         let now = clock::now_wall_ns();
@@ -477,12 +498,14 @@ async fn resync(
     out.gauges.resync_corrections += u64::try_from(reconciled.differences.len()).unwrap_or(0);
     if !reconciled.differences.is_empty() {
         log::info!("resync: {} corrections", reconciled.differences.len());
-        out.printer.with(|e, line| e.snapshot(&snap, line));
+        out.printer.with(|e, line| e.snapshot(&snap, false, line));
         out.printer
             .with(|e, line| e.resync(snap.taken_ns, &reconciled.differences, line));
     }
+    // A reconcile ticks the model at the snapshot's time: its findings are marked as a tick's,
+    // so that a replay (which sees the snapshot only when something was corrected) ticks too.
     for change in &reconciled.findings {
-        out.printer.finding(snap.taken_ns, change);
+        out.printer.tick_finding(snap.taken_ns, change);
     }
     Ok(())
 }

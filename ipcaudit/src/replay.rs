@@ -102,6 +102,11 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
     let mut lineno = 0u64;
     let mut last_time = 0u64;
     let mut bootstrapped = false;
+    // A `watch` recording says when the live model ticked (findings marked `ipcaudit.tick`):
+    // replay ticks at those instants, so grace periods expire exactly as they did live.
+    // Otherwise (a `trace` recording) it ticks on whole seconds of the recorded time.
+    let mut ticks_recorded = false;
+    let mut last_tick = 0u64;
     let mut events = 0u64;
     loop {
         let bad = |why: String| ReplayError::Line {
@@ -133,13 +138,14 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
         })?;
         let time = match &parsed {
             Parsed::Event(ev, _) => Some(ev.time_ns),
-            Parsed::Snapshot(s) => Some(s.taken_ns),
+            Parsed::Snapshot(s, _) => Some(s.taken_ns),
             Parsed::Aggregate(a) => Some(a.time_ns()),
+            Parsed::Tick { time_ns } => Some(*time_ns),
             Parsed::Other { time_ns, .. } => *time_ns,
         };
         // Grace periods expire on the same one-second ticks as in the live collector.
         if let Some(t) = time {
-            if last_time != 0 && t / 1_000_000_000 > last_time / 1_000_000_000 {
+            if !ticks_recorded && last_time != 0 && t / 1_000_000_000 > last_time / 1_000_000_000 {
                 for change in model.tick(t) {
                     out.finding(t, &change);
                 }
@@ -162,11 +168,14 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
                     out.finding(ev.time_ns, change);
                 }
             }
-            Parsed::Snapshot(snap) => {
+            Parsed::Snapshot(snap, ticks) => {
                 let changes = if bootstrapped {
+                    // A reconcile ticks at the snapshot's time (the live one did too).
+                    last_tick = snap.taken_ns;
                     model.reconcile(&snap).findings
                 } else {
                     bootstrapped = true;
+                    ticks_recorded = ticks;
                     model.bootstrap(&snap);
                     Vec::new()
                 };
@@ -182,11 +191,22 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
                     out.finding(agg.time_ns(), change);
                 }
             }
+            Parsed::Tick { time_ns } => {
+                // One tick per instant, however many findings it raised or cleared.
+                if ticks_recorded && time_ns != last_tick {
+                    last_tick = time_ns;
+                    for change in model.tick(time_ns) {
+                        out.finding(time_ns, &change);
+                    }
+                }
+            }
             Parsed::Other { .. } => {}
         }
     }
-    for change in model.tick(last_time) {
-        out.finding(last_time, &change);
+    if !ticks_recorded {
+        for change in model.tick(last_time) {
+            out.finding(last_time, &change);
+        }
     }
     log::info!(
         "replayed {events} events from {lineno} lines of {}",

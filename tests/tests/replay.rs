@@ -36,7 +36,7 @@ fn replay_of_a_live_recording_gives_the_same_findings() {
     // Hot paths the kernel aggregates in `watch`: a lock taken by a process that dies, and a
     // queue whose reader dies while a producer keeps sending.
     let mut locker = Held::start(WORKLOAD, "sem-hold", None);
-    let semid = locker.info["semid"].clone();
+    let lock_semid = locker.info["lock_semid"].clone();
     let mut reader = Held::start(WORKLOAD, "msg-reader", None);
     let msqid = reader.info["msqid"].clone();
     let producer = Held::start(WORKLOAD, "msg-producer", Some(&msqid.to_string()));
@@ -46,14 +46,14 @@ fn replay_of_a_live_recording_gives_the_same_findings() {
     reader.kill();
     watch.wait_finding("orphaned-segment", &shmid);
     watch.wait_finding("removed-segment-still-attached", &pinned);
-    watch.wait_finding("semaphore-held-by-dead-process", &semid);
+    watch.wait_finding("semaphore-held-by-dead-process", &lock_semid);
     watch.wait_finding("stalled-queue", &msqid);
     ipcaudit_tests::kill_pid(parent.info["child"].as_u64().unwrap());
     drop(parent);
     drop(producer);
     std::thread::sleep(Duration::from_millis(1500));
     ipcrm("-m", &shmid);
-    ipcrm("-s", &semid);
+    ipcrm("-s", &lock_semid);
     ipcrm("-q", &msqid);
     std::thread::sleep(Duration::from_millis(500));
     let live = watch.ipcaudit.stop();
@@ -87,7 +87,7 @@ fn replay_of_a_live_recording_gives_the_same_findings() {
         .collect();
 
     let (live_alerts, replay_alerts) = (alerts(&live), alerts(&replayed));
-    let ids = [&shmid, &pinned, &semid, &msqid].map(ToString::to_string);
+    let ids = [&shmid, &pinned, &lock_semid, &msqid].map(ToString::to_string);
     let ours = |set: &BTreeSet<(String, String, String, String)>| {
         set.iter()
             .filter(|a| ids.contains(&a.3))

@@ -628,7 +628,14 @@ fn object_json(o: &ObjectRef) -> serde_json::Value {
 }
 
 /// An `alert` record: a finding raised (`finding-raised`) or no longer holding (`finding-cleared`).
-pub fn finding_value(session: &Session, time_ns: u64, change: &FindingChange) -> serde_json::Value {
+/// `tick`: the change came from a grace tick of the live model (`ipcaudit.tick`), which `replay`
+/// repeats at the same instant.
+pub fn finding_value(
+    session: &Session,
+    time_ns: u64,
+    change: &FindingChange,
+    tick: bool,
+) -> serde_json::Value {
     let f = change.finding();
     let mut timestamp = String::new();
     rfc3339_nanos(time_ns, &mut timestamp);
@@ -663,6 +670,9 @@ pub fn finding_value(session: &Session, time_ns: u64, change: &FindingChange) ->
     }
     if let Some(remedy) = &f.remedy {
         value["ipcaudit"]["remedy"] = remedy.clone().into();
+    }
+    if tick {
+        value["ipcaudit"]["tick"] = true.into();
     }
     stamp(session, &mut value);
     value
@@ -705,9 +715,12 @@ pub fn state_value(
 
 /// A `state` record: the kernel snapshot the model was bootstrapped or reconciled with, so that
 /// `replay` rebuilds exactly the same model.
+/// `ticks_recorded`: the stream records the live model's grace ticks (`ipcaudit.tick` on the
+/// findings they raise), so that `replay` ticks when the live model did instead of on its own.
 pub fn snapshot_value(
     session: &Session,
     snapshot: &crate::snapshot::Snapshot,
+    ticks_recorded: bool,
 ) -> serde_json::Value {
     let (time_ns, action) = (snapshot.taken_ns, "snapshot");
     let mut timestamp = String::new();
@@ -718,6 +731,9 @@ pub fn snapshot_value(
         "ipc": {"namespace": snapshot.ipc_ns},
         "ipcaudit": {"snapshot": snapshot},
     });
+    if ticks_recorded {
+        value["ipcaudit"]["ticks_recorded"] = true.into();
+    }
     stamp(session, &mut value);
     value
 }
@@ -778,7 +794,12 @@ fn field(field: &'static str, why: impl Into<String>) -> ParseError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     Event(Event, Action),
-    Snapshot(Box<crate::snapshot::Snapshot>),
+    /// A kernel snapshot, and whether the stream records the live model's grace ticks.
+    Snapshot(Box<crate::snapshot::Snapshot>, bool),
+    /// A finding raised or cleared by a grace tick of the live model, at `time_ns`.
+    Tick {
+        time_ns: u64,
+    },
     /// Totals the kernel aggregated (`usage`, `sem-totals`, `msg-totals`).
     Aggregate(Box<crate::model::Aggregate>),
     Other {
@@ -825,7 +846,8 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
                 .ok_or_else(|| field("ipcaudit.snapshot", "missing"))?;
             let snap = serde_json::from_value(snap.clone())
                 .map_err(|e| field("ipcaudit.snapshot", e.to_string()))?;
-            return Ok(Parsed::Snapshot(Box::new(snap)));
+            let ticks = value.pointer("/ipcaudit/ticks_recorded") == Some(&true.into());
+            return Ok(Parsed::Snapshot(Box::new(snap), ticks));
         }
         ("metric", "usage" | "sem-totals" | "msg-totals") => {
             let agg = value
@@ -844,6 +866,14 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
         // Derived records (the model recomputes them) and resync notes are not events to apply.
         ("event", "shm-destroy" | "model-resync") => return other(action),
         ("event", _) => {}
+        ("alert", _) if value.pointer("/ipcaudit/tick") == Some(&true.into()) => {
+            let time_ns = value
+                .get("@timestamp")
+                .and_then(serde_json::Value::as_str)
+                .and_then(parse_rfc3339)
+                .ok_or_else(|| field("@timestamp", "not RFC 3339 UTC"))?;
+            return Ok(Parsed::Tick { time_ns });
+        }
         ("", _) => return Err(field("event.kind", "missing")),
         (kind, _) => return other(kind),
     }

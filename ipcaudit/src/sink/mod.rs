@@ -142,9 +142,23 @@ impl Encoder {
     }
 
     pub fn finding(&self, time_ns: u64, change: &crate::model::FindingChange, out: &mut String) {
+        self.finding_from(time_ns, change, false, out);
+    }
+
+    /// A finding raised or cleared; `tick`: by a grace tick (recorded for `replay`).
+    pub fn finding_from(
+        &self,
+        time_ns: u64,
+        change: &crate::model::FindingChange,
+        tick: bool,
+        out: &mut String,
+    ) {
         match self.format {
             Format::Json | Format::Ecs | Format::Ocsf => {
-                self.emit(json::finding_value(&self.session, time_ns, change), out);
+                self.emit(
+                    json::finding_value(&self.session, time_ns, change, tick),
+                    out,
+                );
             }
             Format::Text => text::encode_finding(time_ns, change, out),
         }
@@ -198,9 +212,17 @@ impl Encoder {
 
     /// The kernel snapshot the model was bootstrapped or reconciled with (JSON only: it is what
     /// `replay` needs; a person reading text has no use for it).
-    pub fn snapshot(&self, snapshot: &crate::snapshot::Snapshot, out: &mut String) {
+    pub fn snapshot(
+        &self,
+        snapshot: &crate::snapshot::Snapshot,
+        ticks_recorded: bool,
+        out: &mut String,
+    ) {
         if self.format != Format::Text {
-            self.emit(json::snapshot_value(&self.session, snapshot), out);
+            self.emit(
+                json::snapshot_value(&self.session, snapshot, ticks_recorded),
+                out,
+            );
         }
     }
 
@@ -280,13 +302,23 @@ impl Printer {
     }
 
     pub fn finding(&mut self, time_ns: u64, change: &crate::model::FindingChange) {
+        self.finding_from(time_ns, change, false);
+    }
+
+    /// A finding raised or cleared by a grace tick of the live model.
+    pub fn tick_finding(&mut self, time_ns: u64, change: &crate::model::FindingChange) {
+        self.finding_from(time_ns, change, true);
+    }
+
+    fn finding_from(&mut self, time_ns: u64, change: &crate::model::FindingChange, tick: bool) {
         let level = match change.finding().severity {
             crate::model::Severity::Critical => Level::Critical,
             crate::model::Severity::Warning => Level::Warning,
             crate::model::Severity::Info => Level::Info,
         };
         self.line.clear();
-        self.encoder.finding(time_ns, change, &mut self.line);
+        self.encoder
+            .finding_from(time_ns, change, tick, &mut self.line);
         self.writer.record(&self.line, level);
     }
 }
