@@ -157,6 +157,13 @@ pub struct WatchArgs {
     /// rule's grace (through the same recheck as `reap`). Without it nothing is removed.
     #[arg(long, value_name = "FILE")]
     pub reap_policy: Option<PathBuf>,
+    /// Bounded memory: track at most N processes (dead ones are forgotten first, live ones that
+    /// hold something never); what is evicted is counted in the summary and metrics.
+    #[arg(long, default_value_t = 1 << 18, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_processes: u32,
+    /// Track at most N objects (destroyed ones are forgotten oldest first; live ones never).
+    #[arg(long, default_value_t = 1 << 17, value_name = "N", value_parser = clap::value_parser!(u32).range(16..))]
+    pub max_objects: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -61,6 +61,9 @@ pub struct WatchOptions {
     pub socket: PathBuf,
     /// `--reap-policy`: remove what it covers (None: report only).
     pub reap_policy: Option<crate::policy::Policy>,
+    /// Caps on what the model tracks (`--max-processes`, `--max-objects`).
+    pub max_processes: usize,
+    pub max_objects: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -268,6 +271,12 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         grace_ns: u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
         boot_time_ns: clocks.boot_wall_ns,
         ticks_per_sec: clocks.ticks_per_sec,
+        max_processes: watch
+            .as_ref()
+            .map_or(ModelConfig::default().max_processes, |w| w.max_processes),
+        max_objects: watch
+            .as_ref()
+            .map_or(ModelConfig::default().max_objects, |w| w.max_objects),
         ..ModelConfig::default()
     });
     let snap = snapshot::read::take_snapshot(clock::now_wall_ns())?;
@@ -355,6 +364,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                 if let Ok((stream, _)) = accepted {
                     let mut summary = out.summary.clone();
                     summary.output = out.printer.writer.stats();
+                    summary.evicted = model.evicted();
                     let body = crate::metrics::render(&summary, watch.is_some().then_some(&model), out.gauges);
                     serve_metrics(stream, &body).await;
                 }
@@ -420,6 +430,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     out.summary.duration_ns = now.saturating_sub(started);
     out.printer.writer.poll();
     out.summary.output = out.printer.writer.stats();
+    out.summary.evicted = model.evicted();
     let summary = out.summary;
     out.printer.with(|e, line| e.summary(now, &summary, line));
     Ok(summary)

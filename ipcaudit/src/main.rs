@@ -97,6 +97,8 @@ fn run(command: Command) -> Result<ExitCode> {
                 snapshot_every: w.snapshot_every,
                 socket: w.socket.clone(),
                 reap_policy,
+                max_processes: w.max_processes as usize,
+                max_objects: w.max_objects as usize,
             });
             runtime()?.block_on(collector::run(session_options(&w.trace, mode)))?;
         }

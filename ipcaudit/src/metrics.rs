@@ -70,7 +70,38 @@ pub fn render(summary: &Summary, model: Option<&Model>, gauges: Gauges) -> Strin
         "ipcaudit_resync_corrections_total {}",
         gauges.resync_corrections
     );
+    family(
+        &mut out,
+        "ipcaudit_model_evicted_total",
+        "counter",
+        "Processes and objects the model forgot to stay within its caps (--max-processes, --max-objects).",
+    );
+    let _ = writeln!(
+        out,
+        "ipcaudit_model_evicted_total{{kind=\"process\"}} {}",
+        summary.evicted.processes
+    );
+    let _ = writeln!(
+        out,
+        "ipcaudit_model_evicted_total{{kind=\"object\"}} {}",
+        summary.evicted.objects
+    );
     if let Some(model) = model {
+        let (processes, objects_tracked) = model.tracked();
+        family(
+            &mut out,
+            "ipcaudit_model_tracked",
+            "gauge",
+            "Processes and objects the model tracks now.",
+        );
+        let _ = writeln!(
+            out,
+            "ipcaudit_model_tracked{{kind=\"process\"}} {processes}"
+        );
+        let _ = writeln!(
+            out,
+            "ipcaudit_model_tracked{{kind=\"object\"}} {objects_tracked}"
+        );
         let mut objects: BTreeMap<(String, String), u64> = BTreeMap::new();
         for o in model.objects() {
             let status = serde_json::to_value(o.status)

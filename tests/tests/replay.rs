@@ -36,7 +36,7 @@ fn replay_of_a_live_recording_gives_the_same_findings() {
     // Hot paths the kernel aggregates in `watch`: a lock taken by a process that dies, and a
     // queue whose reader dies while a producer keeps sending.
     let mut locker = Held::start(WORKLOAD, "sem-hold", None);
-    let lock_semid = locker.info["lock_semid"].clone();
+    let lock_semid = locker.info["semid"].clone();
     let mut reader = Held::start(WORKLOAD, "msg-reader", None);
     let msqid = reader.info["msqid"].clone();
     let producer = Held::start(WORKLOAD, "msg-producer", Some(&msqid.to_string()));

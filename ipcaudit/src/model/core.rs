@@ -397,6 +397,73 @@ impl Model {
         cx.findings
     }
 
+    // ----- caps -----
+
+    /// Keeps the model within [`ModelConfig::max_processes`] and [`ModelConfig::max_objects`]:
+    /// once over a cap, forgets down to 7/8 of it in one pass (so that the scan is amortised),
+    /// least useful first — dead processes, oldest exit first, then live ones that hold and use
+    /// nothing (their next event brings them back); destroyed objects, oldest first. What was
+    /// forgotten is counted.
+    pub(crate) fn enforce_caps(&mut self) {
+        if self.processes.len() > self.cfg.max_processes {
+            let target = self.cfg.max_processes - self.cfg.max_processes / 8;
+            // Least useful first: dead processes nothing refers to, dead ones named as past
+            // peers (a process the model does not know counts as dead, so the rules judge the
+            // same), then live ones that hold and use nothing. Live holders are never evicted.
+            let mut idle: Vec<(u8, u64, ProcessKey)> = self
+                .processes
+                .values()
+                .filter_map(|p| {
+                    let unrelated = p.related.is_empty();
+                    let idle = unrelated && p.vmas.is_empty() && p.usage.is_empty();
+                    match (p.alive, unrelated) {
+                        (false, true) => Some((0, p.exit_ns.unwrap_or(0), p.key)),
+                        (false, false) => Some((1, p.exit_ns.unwrap_or(0), p.key)),
+                        (true, _) if idle => Some((2, p.key.start_ticks, p.key)),
+                        (true, _) => None,
+                    }
+                })
+                .collect();
+            idle.sort_unstable();
+            let excess = self.processes.len().saturating_sub(target);
+            for (_, _, key) in idle.into_iter().take(excess) {
+                self.processes.remove(&key);
+                if self.live_by_pid.get(&key.pid) == Some(&key) {
+                    self.live_by_pid.remove(&key.pid);
+                }
+                self.evicted.processes += 1;
+            }
+        }
+        if self.objects.len() > self.cfg.max_objects {
+            let target = self.cfg.max_objects - self.cfg.max_objects / 8;
+            let mut destroyed: Vec<(u64, ObjectKey)> = self
+                .objects
+                .values()
+                .filter(|o| o.status == ObjectStatus::Destroyed)
+                .map(|o| (o.destroyed_ns.unwrap_or(0), o.key))
+                .collect();
+            destroyed.sort_unstable();
+            let excess = self.objects.len().saturating_sub(target);
+            let mut refs = Vec::new();
+            for (_, okey) in destroyed.into_iter().take(excess) {
+                let Some(o) = self.objects.remove(&okey) else {
+                    continue;
+                };
+                if self.by_id.get(&(okey.ns, okey.ty, okey.id)) == Some(&okey) {
+                    self.by_id.remove(&(okey.ns, okey.ty, okey.id));
+                }
+                refs.clear();
+                o.referenced(&mut refs);
+                for pk in &refs {
+                    if let Some(p) = self.processes.get_mut(pk) {
+                        p.related.remove(&okey);
+                    }
+                }
+                self.evicted.objects += 1;
+            }
+        }
+    }
+
     /// Forgets destroyed objects older than the grace period and dead processes nothing
     /// refers to.
     pub(crate) fn sweep(&mut self, now: u64) {

@@ -106,6 +106,13 @@ pub struct ModelConfig {
     pub leaky_window_ns: u64,
     /// Page size (4096).
     pub page_size: u64,
+    /// Bounded memory: at most this many processes are tracked (default 262,144). Beyond it,
+    /// dead processes are forgotten oldest first, then live ones that hold and use nothing.
+    pub max_processes: usize,
+    /// At most this many objects are tracked (default 131,072). Beyond it, destroyed objects
+    /// are forgotten oldest first. Live objects are never evicted (the kernel bounds them:
+    /// shmmni, semmni, msgmni per namespace).
+    pub max_objects: usize,
 }
 
 impl Default for ModelConfig {
@@ -117,6 +124,8 @@ impl Default for ModelConfig {
             leaky_threshold: 100,
             leaky_window_ns: 60 * NS_PER_SEC,
             page_size: 4096,
+            max_processes: 1 << 18,
+            max_objects: 1 << 17,
         }
     }
 }
@@ -207,6 +216,14 @@ pub struct Model {
     last_sweep_ns: u64,
     lost_events: u64,
     needs_reconcile: bool,
+    evicted: Evicted,
+}
+
+/// What the caps made the model forget (counted in the session summary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Evicted {
+    pub processes: u64,
+    pub objects: u64,
 }
 
 impl Model {
@@ -229,6 +246,7 @@ impl Model {
             last_sweep_ns: 0,
             lost_events: 0,
             needs_reconcile: false,
+            evicted: Evicted::default(),
         }
     }
 
@@ -244,11 +262,14 @@ impl Model {
         cx.sync = true;
         self.sync(snap, None, &mut cx);
         self.outbox.append(&mut cx.findings);
+        self.enforce_caps();
     }
 
     /// Applies one event; returns what the sinks need.
     pub fn apply(&mut self, ev: &Event) -> Applied {
-        self.apply_event(ev)
+        let applied = self.apply_event(ev);
+        self.enforce_caps();
+        applied
     }
 
     /// Applies totals the kernel aggregated (`watch`): the operations they add since the
@@ -276,6 +297,7 @@ impl Model {
         let mut findings = cx.findings;
         findings.extend(self.tick_inner(snap.taken_ns));
         self.needs_reconcile = false;
+        self.enforce_caps();
         Reconciled {
             differences,
             findings,
@@ -313,6 +335,16 @@ impl Model {
     }
 
     /// Records the kernel could not deliver, in total.
+    /// What the caps ([`ModelConfig::max_processes`], [`ModelConfig::max_objects`]) evicted.
+    pub fn evicted(&self) -> Evicted {
+        self.evicted
+    }
+
+    /// Processes and objects tracked now.
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.processes.len(), self.objects.len())
+    }
+
     pub fn lost_events(&self) -> u64 {
         self.lost_events
     }

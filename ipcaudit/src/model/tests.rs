@@ -1457,6 +1457,49 @@ fn dead_processes_are_forgotten_unless_referenced() {
 }
 
 #[test]
+fn caps_evict_idle_processes_and_destroyed_objects_never_holders() {
+    let mut s = Sim::with(ModelConfig {
+        max_processes: 16,
+        max_objects: 8,
+        ..cfg()
+    });
+    // A holder: attached to a segment it created; it must survive every eviction.
+    s.shmget(1, 0x10, PAGE, IPC_CREAT | 0o600, 5);
+    s.shmat(1, 5, A);
+    for pid in 100..200 {
+        s.fork(1, pid);
+        s.ev(
+            pid,
+            EventKind::Exec {
+                filename: "/bin/true".into(),
+                old_tid: pid,
+            },
+        );
+        // The child inherited the attachment and dropped it at exec: it holds nothing.
+        s.exit(pid);
+    }
+    let (processes, _) = s.m.tracked();
+    assert!(processes <= 16, "{processes} processes tracked");
+    assert!(s.m.evicted().processes >= 84, "{:?}", s.m.evicted());
+    assert!(s.m.process(pk(1)).is_some_and(|p| p.alive));
+    // Destroyed objects go, oldest first; the live one stays.
+    for id in 10..40 {
+        s.shmget(1, 0, PAGE, IPC_CREAT | 0o600, id);
+        s.shmctl(1, id, 0);
+    }
+    let (_, objects) = s.m.tracked();
+    assert!(objects <= 8, "{objects} objects tracked");
+    assert!(s.m.evicted().objects >= 22, "{:?}", s.m.evicted());
+    assert!(s.m.object(NS, IpcType::Shm, 5).is_some());
+    assert!(s.m.object(NS, IpcType::Shm, 39).is_some());
+    assert!(s.m.object(NS, IpcType::Shm, 10).is_none());
+    // Nothing the caps dropped was needed: the holder still holds, and its death is seen.
+    s.exit(1);
+    s.advance(61);
+    assert_eq!(s.active(Rule::OrphanedSegment).len(), 1);
+}
+
+#[test]
 fn views_serialize() {
     let mut s = Sim::new();
     s.shmget(1, 0x10, PAGE, IPC_CREAT | 0o600, 5);

@@ -598,6 +598,7 @@ pub fn summary_value(session: &Session, time_ns: u64, summary: &Summary) -> serd
             "lost": summary.lost,
             "undecodable": summary.undecodable,
             "output": summary.output,
+            "evicted": summary.evicted,
         }
     });
     stamp(session, &mut value);

@@ -85,6 +85,8 @@ pub struct Summary {
     pub undecodable: u64,
     /// What the output could not write.
     pub output: writer::WriterStats,
+    /// What the model's caps made it forget (`watch`).
+    pub evicted: crate::model::Evicted,
     pub duration_ns: u64,
 }
 

@@ -238,8 +238,8 @@ pub fn encode_summary(summary: &Summary, out: &mut String) {
     let total: u64 = summary.counts.values().sum();
     let _ = write!(
         out,
-        "-- {total} records, {} lost, {} undecodable:",
-        summary.lost, summary.undecodable
+        "-- {total} records, {} lost, {} undecodable, {} processes and {} objects evicted:",
+        summary.lost, summary.undecodable, summary.evicted.processes, summary.evicted.objects
     );
     for (action, n) in &summary.counts {
         let _ = write!(out, " {action}={n}");
