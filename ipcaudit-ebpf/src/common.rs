@@ -16,7 +16,8 @@ use aya_ebpf::{
     programs::{FExitContext, TracePointContext},
 };
 use ipcaudit_ebpf::{
-    Config, Header, MsgTotals, ObjectId, ProcUsage, SemTotals, SyscallRecord, flags_index, stat,
+    Config, Header, MsgTotals, ObjectId, ProcUsage, SemTotals, SyscallRecord, filter_sets,
+    flags_index, stat,
 };
 
 #[cfg(not(bpf_target_arch = "x86_64"))]
@@ -61,6 +62,15 @@ pub static QUEUES: HashMap<ObjectId, MsgTotals> =
 /// their next operation is recorded in full, so that the model sees them stop waiting.
 #[map]
 pub static WAITING: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// In-kernel filter (`--pid` with several pids): the thread groups traced, when
+/// `Config::filter_sets` has `TGIDS`. Filled by the loader before attaching.
+#[map]
+pub static FILTER_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// In-kernel filter (`--uid`): the real uids traced, when `Config::filter_sets` has `UIDS`.
+#[map]
+pub static FILTER_UIDS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
 
 /// Small values userspace writes (`ipcaudit_ebpf::flags_index`).
 #[map]
@@ -212,7 +222,8 @@ pub fn submit<T>(entry: RingBufEntry<T>) {
     entry.submit(submit_flags(size_of::<T>() as u64 + 8));
 }
 
-/// Only one thread group is traced (tests, `--pid` with one pid): is this another one?
+/// The in-kernel process filters (`--pid`, `--uid`): is the current task left out? Decided
+/// before anything is read or reserved, so that filtered-out work costs a compare or a lookup.
 #[inline(always)]
 pub fn filtered_out() -> bool {
     filtered_out_tgid(current_tgid())
@@ -222,7 +233,40 @@ pub fn filtered_out() -> bool {
 #[inline(always)]
 pub fn filtered_out_tgid(tgid: u32) -> bool {
     let only = config!(only_tgid);
-    only != 0 && only != tgid
+    if only != 0 {
+        return only != tgid;
+    }
+    let sets = config!(filter_sets);
+    if sets == 0 {
+        return false;
+    }
+    // SAFETY: map lookups; the values are not kept.
+    if sets & filter_sets::TGIDS != 0 && unsafe { FILTER_TGIDS.get(&tgid) }.is_none() {
+        return true;
+    }
+    if sets & filter_sets::UIDS != 0 {
+        let uid = bpf_get_current_uid_gid() as u32;
+        // SAFETY: as above.
+        if unsafe { FILTER_UIDS.get(&uid) }.is_none() {
+            return true;
+        }
+    }
+    false
+}
+
+/// [`filtered_out`] for a record of IPC family `family` ([`ipcaudit_ebpf::family`]): the type
+/// filter (`--type`) first, a constant compare.
+#[inline(always)]
+pub fn family_filtered_out(family: u32) -> bool {
+    let mask = config!(type_mask);
+    (mask != 0 && mask & family == 0) || filtered_out()
+}
+
+/// [`family_filtered_out`] for a tgid already at hand.
+#[inline(always)]
+pub fn family_filtered_out_tgid(family: u32, tgid: u32) -> bool {
+    let mask = config!(type_mask);
+    (mask != 0 && mask & family == 0) || filtered_out_tgid(tgid)
 }
 
 /// `current->nsproxy` as an address (to compare with the one a usage entry was made with).

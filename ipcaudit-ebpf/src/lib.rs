@@ -9,7 +9,7 @@
 #![no_std]
 
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
@@ -338,7 +338,7 @@ pub const NO_OFFSET: u32 = u32::MAX;
 
 /// Read-only configuration the loader writes into the programs' `.rodata` before load:
 /// kernel struct offsets resolved from `/sys/kernel/btf/vmlinux`, tracepoint field offsets
-/// read from tracefs, and tuning. 56 bytes.
+/// read from tracefs, and tuning. 60 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -368,8 +368,27 @@ pub struct Config {
     pub aggregate: u32,
     /// The collector's tgid: its doorbell calls (see [`doorbell`]) are recognised by it.
     pub collector_tgid: u32,
-    /// Explicit padding (always 0).
-    pub pad0: u32,
+    /// In-kernel type filter (`--type`): [`family`] bits of the IPC families traced; 0: all.
+    /// Process lifecycle records are not filtered by type.
+    pub type_mask: u32,
+    /// In-kernel filter sets consulted ([`filter_sets`] bits): `FILTER_TGIDS` (`--pid`, more
+    /// than one) and `FILTER_UIDS` (`--uid`), maps the loader fills.
+    pub filter_sets: u32,
+}
+
+/// [`Config::type_mask`] bits.
+pub mod family {
+    pub const SHM: u32 = 1;
+    pub const SEM: u32 = 2;
+    pub const MSG: u32 = 4;
+}
+
+/// [`Config::filter_sets`] bits.
+pub mod filter_sets {
+    /// Only thread groups in `FILTER_TGIDS`.
+    pub const TGIDS: u32 = 1;
+    /// Only tasks whose real uid is in `FILTER_UIDS`.
+    pub const UIDS: u32 = 2;
 }
 
 impl Config {
@@ -389,7 +408,8 @@ impl Config {
             only_tgid: 0,
             aggregate: 0,
             collector_tgid: 0,
-            pad0: 0,
+            type_mask: 0,
+            filter_sets: 0,
         }
     }
 }
@@ -415,7 +435,7 @@ const _: () = {
     assert!(core::mem::size_of::<ForkRecord>() == 72);
     assert!(core::mem::size_of::<ExecRecord>() == 320);
     assert!(core::mem::size_of::<ExitRecord>() == 64);
-    assert!(core::mem::size_of::<Config>() == 56);
+    assert!(core::mem::size_of::<Config>() == 60);
     assert!(core::mem::size_of::<SemUsage>() == 80);
     assert!(core::mem::size_of::<MsgUsage>() == 72);
     assert!(core::mem::size_of::<ProcUsage>() == 968);

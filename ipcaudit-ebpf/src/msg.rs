@@ -27,14 +27,15 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_user};
 use ipcaudit_ebpf::{
-    MsgTotals, MsgUsage, ObjectId, ProcUsage, SyscallRecord, USAGE_MSG_SLOTS, flag, kind, stat,
+    MsgTotals, MsgUsage, ObjectId, ProcUsage, SyscallRecord, USAGE_MSG_SLOTS, family, flag, kind,
+    stat,
 };
 
 use crate::{
     common::{
         QUEUES, Sys, aggregating, atomic_add_u64, count, current_ipc_ns, current_tgid, emit_plain,
-        filtered_out, filtered_out_tgid, now_ns, reserve_syscall, submit, syscall_exit_programs,
-        was_waiting,
+        family_filtered_out, family_filtered_out_tgid, now_ns, reserve_syscall, submit,
+        syscall_exit_programs, was_waiting,
     },
     shm::plain,
     usage::{current_usage, ensure_usage, write_msg_totals, write_usage},
@@ -48,7 +49,7 @@ const MSG_COPY: u64 = 0o40000;
 syscall_exit_programs!(
     fexit_msgget = "__x64_sys_msgget",
     sys_exit_msgget = "sys_exit_msgget",
-    |sys| plain(sys, kind::MSGGET)
+    |sys| plain(sys, kind::MSGGET, family::MSG)
 );
 syscall_exit_programs!(
     fexit_msgctl = "__x64_sys_msgctl",
@@ -68,7 +69,7 @@ syscall_exit_programs!(
 
 #[inline(always)]
 fn on_msgctl(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
-    if filtered_out() {
+    if family_filtered_out(family::MSG) {
         return Ok(0);
     }
     let sys = sys();
@@ -103,7 +104,7 @@ fn aggregatable(sys: &Sys, kind: u16) -> Option<u64> {
 #[inline(always)]
 fn on_transfer(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
     let tgid = current_tgid();
-    if filtered_out_tgid(tgid) {
+    if family_filtered_out_tgid(family::MSG, tgid) {
         return Ok(0);
     }
     let sys = sys();

@@ -30,14 +30,14 @@ use aya_ebpf::{
 };
 use ipcaudit_ebpf::{
     AGG_SEMNUMS, MAX_SEM_OPS, ObjectId, ProcUsage, SemBuf, SemOpRecord, SemTotals, SemUsage,
-    USAGE_SEM_SLOTS, doorbell, flag, kind, stat,
+    USAGE_SEM_SLOTS, doorbell, family, flag, kind, stat,
 };
 
 use crate::{
     common::{
         PROCS, QUEUES, SEMSETS, Sys, aggregating, atomic_add_i64, atomic_add_u64, config, count,
-        current_ipc_ns, current_tgid, emit_plain, filtered_out, filtered_out_tgid, now_ns,
-        reserve_syscall, submit, syscall_exit_programs, was_waiting,
+        current_ipc_ns, current_tgid, emit_plain, family_filtered_out, family_filtered_out_tgid,
+        now_ns, reserve_syscall, submit, syscall_exit_programs, was_waiting,
     },
     usage::{current_usage, ensure_usage, write_msg_totals, write_sem_totals, write_usage},
 };
@@ -73,7 +73,7 @@ syscall_exit_programs!(
 
 #[inline(always)]
 fn on_semget(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
-    if filtered_out() {
+    if family_filtered_out(family::SEM) {
         return Ok(0);
     }
     emit_plain(&sys(), kind::SEMGET)
@@ -87,7 +87,7 @@ fn on_semctl(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
         doorbell_call(&sys);
         return Ok(0);
     }
-    if filtered_out() {
+    if family_filtered_out(family::SEM) {
         return Ok(0);
     }
     let cmd = sys.args[2] as i32 & !IPC_64;
@@ -155,7 +155,7 @@ fn aggregatable_op(sys: &Sys) -> Option<SemBuf> {
 #[inline(always)]
 fn on_semop(sys: impl FnOnce() -> Sys, flags: u16) -> Result<u32, u32> {
     let tgid = current_tgid();
-    if filtered_out_tgid(tgid) {
+    if family_filtered_out_tgid(family::SEM, tgid) {
         return Ok(0);
     }
     let sys = sys();

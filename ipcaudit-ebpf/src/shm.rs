@@ -18,16 +18,16 @@
 //!
 //! In both cases the arguments come from the saved user registers (`common::Sys`).
 
-use ipcaudit_ebpf::kind;
+use ipcaudit_ebpf::{family, kind};
 
 use crate::common::{
-    SHM_TASKS, Sys, current_tgid, emit_plain, filtered_out, syscall_exit_programs,
+    SHM_TASKS, Sys, current_tgid, emit_plain, family_filtered_out, syscall_exit_programs,
 };
 
 syscall_exit_programs!(
     fexit_shmget = "__x64_sys_shmget",
     sys_exit_shmget = "sys_exit_shmget",
-    |sys| plain(sys, kind::SHMGET)
+    |sys| plain(sys, kind::SHMGET, family::SHM)
 );
 syscall_exit_programs!(
     fexit_shmat = "__x64_sys_shmat",
@@ -37,12 +37,12 @@ syscall_exit_programs!(
 syscall_exit_programs!(
     fexit_shmdt = "__x64_sys_shmdt",
     sys_exit_shmdt = "sys_exit_shmdt",
-    |sys| plain(sys, kind::SHMDT)
+    |sys| plain(sys, kind::SHMDT, family::SHM)
 );
 syscall_exit_programs!(
     fexit_shmctl = "__x64_sys_shmctl",
     sys_exit_shmctl = "sys_exit_shmctl",
-    |sys| plain(sys, kind::SHMCTL)
+    |sys| plain(sys, kind::SHMCTL, family::SHM)
 );
 syscall_exit_programs!(
     fexit_munmap = "__x64_sys_munmap",
@@ -55,10 +55,10 @@ syscall_exit_programs!(
     |sys| unmap_or_remap(sys, kind::MREMAP)
 );
 
-/// Records a call whose record is the plain `SyscallRecord`.
+/// Records a call of IPC family `family` whose record is the plain `SyscallRecord`.
 #[inline(always)]
-pub fn plain(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
-    if filtered_out() {
+pub fn plain(sys: impl FnOnce() -> Sys, kind: u16, family: u32) -> Result<u32, u32> {
+    if family_filtered_out(family) {
         return Ok(0);
     }
     emit_plain(&sys(), kind)
@@ -71,7 +71,7 @@ fn on_shmat(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
     if sys.ok() {
         let _ = SHM_TASKS.insert(current_tgid(), 1, 0);
     }
-    if filtered_out() {
+    if family_filtered_out(family::SHM) {
         return Ok(0);
     }
     emit_plain(&sys, kind::SHMAT)
@@ -84,5 +84,5 @@ fn unmap_or_remap(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
     if SHM_TASKS.get_ptr(current_tgid()).is_none() {
         return Ok(0);
     }
-    plain(sys, kind)
+    plain(sys, kind, family::SHM)
 }

@@ -76,6 +76,10 @@ pub struct FilterArgs {
     /// Only events of this process (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Only events of processes running as this user (real uid; a number or a name; repeatable).
+    /// Applied in the kernel.
+    #[arg(long = "uid", value_name = "USER", value_parser = parse_user)]
+    pub uids: Vec<u32>,
     /// Only events of processes whose name (`comm`) matches this glob (repeatable).
     #[arg(long = "comm", value_name = "GLOB", value_parser = parse_glob)]
     pub comms: Vec<glob::Pattern>,
@@ -271,6 +275,20 @@ fn parse_ipc_type(s: &str) -> Result<IpcType, String> {
         other => Err(format!(
             "unknown IPC type {other:?}: expected shm, sem or msg"
         )),
+    }
+}
+
+/// A uid: a number, or a user name from the password database.
+fn parse_user(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(s) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!(
+            "no user named {s:?} (give a name or a numeric uid)"
+        )),
+        Err(e) => Err(format!("cannot look up user {s:?}: {e}")),
     }
 }
 

@@ -157,7 +157,7 @@ impl Output {
         }
         if self.findings {
             for change in &applied.findings {
-                self.printer.finding(ev.time_ns, change);
+                self.finding(ev.time_ns, change, false);
             }
         }
     }
@@ -183,8 +183,21 @@ impl Output {
         }
         if self.findings {
             for change in &applied.findings {
-                self.printer.finding(agg.time_ns(), change);
+                self.finding(agg.time_ns(), change, false);
             }
+        }
+    }
+
+    /// A finding raised or cleared (`tick`: by a grace tick), unless the filter leaves out
+    /// its object's type or namespace.
+    fn finding(&mut self, time_ns: u64, change: &crate::model::FindingChange, tick: bool) {
+        if !self.filter.matches_finding(change.finding()) {
+            return;
+        }
+        if tick {
+            self.printer.tick_finding(time_ns, change);
+        } else {
+            self.printer.finding(time_ns, change);
         }
     }
 
@@ -256,6 +269,9 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let mut probe = Probe::start(&ProbeOptions {
         ring_bytes: options.ring_bytes,
         only_tgid: options.filter.single_pid().unwrap_or(0),
+        tgids: options.filter.pids().to_vec(),
+        uids: options.filter.uids().to_vec(),
+        type_mask: options.filter.type_mask(),
         // `watch` aggregates hot operations in-kernel; `trace` records every call.
         aggregate: matches!(options.mode, Mode::Watch(_)),
         ..ProbeOptions::default()
@@ -379,7 +395,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                     Due::Tick => {
                         let now = clock::now_wall_ns();
                         for change in model.tick(now) {
-                            out.printer.tick_finding(now, &change);
+                            out.finding(now, &change, true);
                         }
                         out.reap(&model, now);
                         if !unprivileged && model.needs_reconcile() && timers.as_mut().is_some_and(WatchTimers::resync_allowed) {
@@ -516,7 +532,7 @@ async fn resync(
     // A reconcile ticks the model at the snapshot's time: its findings are marked as a tick's,
     // so that a replay (which sees the snapshot only when something was corrected) ticks too.
     for change in &reconciled.findings {
-        out.printer.tick_finding(snap.taken_ns, change);
+        out.finding(snap.taken_ns, change, true);
     }
     Ok(())
 }
@@ -544,6 +560,7 @@ fn drain(probe: &mut Probe, clocks: &Clocks, model: &mut Model, out: &mut Output
         let lag = clock::now_wall_ns().saturating_sub(last_event_ns) as f64 / 1e9;
         out.gauges.lag_seconds = lag;
     }
+    out.summary.received += n as u64;
     n
 }
 

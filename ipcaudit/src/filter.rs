@@ -1,5 +1,7 @@
-//! Which events a session keeps (`--pid`, `--comm`, `--exclude-comm`, `--exe`, `--type`, `--key`,
-//! `--namespace`). Pure.
+//! Which events a session keeps (`--pid`, `--uid`, `--comm`, `--exclude-comm`, `--exe`, `--type`,
+//! `--key`, `--namespace`). Pure. `--pid`, `--uid` and `--type` are also applied in the kernel
+//! (the probe's filter sets and type mask), so what they leave out never reaches the ring buffer;
+//! this filter stays the exact one (a kernel set is a superset: e.g. a process's uid may change).
 
 use crate::{
     cli::FilterArgs,
@@ -9,6 +11,7 @@ use crate::{
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     pids: Vec<u32>,
+    uids: Vec<u32>,
     comms: Vec<glob::Pattern>,
     exclude_comms: Vec<glob::Pattern>,
     exes: Vec<glob::Pattern>,
@@ -21,6 +24,7 @@ impl From<&FilterArgs> for Filter {
     fn from(a: &FilterArgs) -> Self {
         Self {
             pids: a.pids.clone(),
+            uids: a.uids.clone(),
             comms: a.comms.clone(),
             exclude_comms: a.exclude_comms.clone(),
             exes: a.exes.clone(),
@@ -38,6 +42,37 @@ impl Filter {
             [pid] => Some(*pid),
             _ => None,
         }
+    }
+
+    /// The processes to keep (empty: all).
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// The real uids to keep (empty: all).
+    pub fn uids(&self) -> &[u32] {
+        &self.uids
+    }
+
+    /// The kernel's type mask (`ipcaudit_ebpf::family` bits; 0: every family).
+    pub fn type_mask(&self) -> u32 {
+        self.types
+            .iter()
+            .map(|t| match t {
+                IpcType::Shm => ipcaudit_ebpf::family::SHM,
+                IpcType::Sem => ipcaudit_ebpf::family::SEM,
+                IpcType::Msg => ipcaudit_ebpf::family::MSG,
+            })
+            .fold(0, |mask, bit| mask | bit)
+    }
+
+    /// Whether a finding is wanted: on an object of a kept type and namespace (findings
+    /// without an object — `leaky-process`, `near-limit` — pass).
+    pub fn matches_finding(&self, finding: &crate::model::Finding) -> bool {
+        finding.object.as_ref().is_none_or(|o| {
+            (self.types.is_empty() || self.types.contains(&o.ty))
+                && (self.namespaces.is_empty() || self.namespaces.contains(&o.ns))
+        })
     }
 
     /// Whether the filter needs each process's executable path (read from /proc).
@@ -59,6 +94,9 @@ impl Filter {
             return true;
         }
         if !self.pids.is_empty() && !self.pids.contains(&ev.task.process.pid) {
+            return false;
+        }
+        if !self.uids.is_empty() && !self.uids.contains(&ev.task.uid) {
             return false;
         }
         let comm = ev.task.comm.as_str();
@@ -104,6 +142,7 @@ impl Filter {
             Aggregate::Usage(u) => {
                 let comm = u.task.comm.as_str();
                 if (!self.pids.is_empty() && !self.pids.contains(&u.task.process.pid))
+                    || (!self.uids.is_empty() && !self.uids.contains(&u.task.uid))
                     || (!self.comms.is_empty() && !self.comms.iter().any(|g| g.matches(comm)))
                     || self.exclude_comms.iter().any(|g| g.matches(comm))
                 {
@@ -243,5 +282,30 @@ mod tests {
             .single_pid(),
             Some(7)
         );
+    }
+
+    #[test]
+    fn uids_and_the_kernel_type_mask() {
+        let f = Filter {
+            uids: vec![1000],
+            types: vec![IpcType::Sem, IpcType::Msg],
+            ..Filter::default()
+        };
+        assert_eq!(
+            f.type_mask(),
+            ipcaudit_ebpf::family::SEM | ipcaudit_ebpf::family::MSG
+        );
+        assert_eq!(Filter::default().type_mask(), 0);
+        let get = EventKind::SemGet {
+            key: 0,
+            nsems: 1,
+            flags: 0,
+            result: Ok(1),
+        };
+        let mut e = ev(1, "x", get);
+        assert!(!f.matches(&e, None, None, None));
+        e.task.uid = 1000;
+        assert!(f.matches(&e, None, None, None));
+        assert_eq!(f.uids(), [1000]);
     }
 }

@@ -1,10 +1,18 @@
 //! `ipcaudit trace` on the real kernel: a workload does real IPC in a child process and each
 //! test expects the exact records from that PID.
 
-use ipcaudit_tests::{actions, of_pid, require_root, start, workload};
+use std::{
+    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use ipcaudit_tests::{actions, eventually, of_pid, require_root, start, workload};
 use serde_json::Value;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_ipc-workload");
+/// The uid of `nobody`.
+const NOBODY: u32 = 65534;
 
 fn pid_of(v: &Value) -> u64 {
     v["pid"].as_u64().expect("workload pid")
@@ -293,4 +301,131 @@ fn ecs_and_ocsf_formats_match_the_schema() {
         .find(|r| r["class_uid"] == 1007 && r["activity_id"] == 2)
         .expect("process exit");
     assert_eq!(exit["process"]["pid"], pid);
+}
+
+/// A workload that stopped itself before doing anything (`IPC_WORKLOAD_STOP`), so that its pid
+/// can be given to the tracer first; `uid` runs it as that user.
+fn stopped(bin: &str, scenario: &str, arg: Option<&str>, uid: Option<u32>) -> Child {
+    let mut cmd = Command::new(bin);
+    cmd.arg(scenario)
+        .args(arg)
+        .env("IPC_WORKLOAD_STOP", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let child = cmd.spawn().expect("spawn ipc-workload");
+    let stat = format!("/proc/{}/stat", child.id());
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&stat)
+            .is_ok_and(|s| s.contains(") T "))),
+        "{scenario} did not stop"
+    );
+    child
+}
+
+/// Lets a stopped workload run to its end; returns what it printed (one JSON object).
+fn resume(child: Child) -> Value {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGCONT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "workload failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default(),
+    )
+    .expect("workload JSON")
+}
+
+/// Records the session read from the ring buffer (its summary's `received`).
+fn received(records: &[Value]) -> u64 {
+    let summary = records
+        .iter()
+        .rfind(|r| r["event"]["action"] == "session-summary")
+        .expect("session summary");
+    summary["ipcaudit"]["received"].as_u64().expect("received")
+}
+
+#[test]
+fn several_pids_are_filtered_in_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let a = stopped(WORKLOAD, "sem-basic", None, None);
+    let b = stopped(WORKLOAD, "msg-basic", None, None);
+    // A storm of semop and shmget/shmat loops that is not asked for.
+    let storm = stopped(WORKLOAD, "storm", Some("1"), None);
+    let (pa, pb) = (a.id().to_string(), b.id().to_string());
+    let tracer = start(&["trace", "--pid", &pa, "--pid", &pb]);
+    let (wa, wb, ws) = (resume(a), resume(b), resume(storm));
+    let all = tracer.stop();
+    let sem: Vec<String> = actions(&of_pid(&all, pid_of(&wa)))
+        .into_iter()
+        .filter(|a| a.starts_with("sem"))
+        .collect();
+    assert!(sem.contains(&"sem-create".to_owned()), "{sem:?}");
+    assert!(sem.contains(&"sem-op".to_owned()), "{sem:?}");
+    let msg = actions(&of_pid(&all, pid_of(&wb)));
+    assert!(msg.contains(&"msg-send".to_owned()), "{msg:?}");
+    assert!(of_pid(&all, pid_of(&ws)).is_empty());
+    // The storm made hundreds of thousands of calls; none of them reached the collector.
+    assert!(
+        ws["kiloiterations"].as_u64().unwrap() > 10,
+        "the storm did not run: {ws}"
+    );
+    let received = received(&all);
+    assert!(received < 200, "{received} records crossed the ring buffer");
+}
+
+#[test]
+fn uid_and_type_are_filtered_in_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    // The workload must be executable by `nobody`: a copy in a world-readable directory.
+    let dir = std::env::temp_dir().join(format!("ipcaudit-nobody-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("ipc-workload");
+    std::fs::copy(WORKLOAD, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin.to_str().unwrap();
+
+    let sem = stopped(bin, "sem-basic", None, Some(NOBODY));
+    let shm = stopped(bin, "shm-basic", None, Some(NOBODY));
+    let storm = stopped(WORKLOAD, "storm", Some("1"), None);
+    let tracer = start(&["trace", "--uid", "65534", "--type", "sem"]);
+    let (ws, wm, wstorm) = (resume(sem), resume(shm), resume(storm));
+    let all = tracer.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let theirs = of_pid(&all, pid_of(&ws));
+    assert!(
+        actions(&theirs).contains(&"sem-create".to_owned()),
+        "{:?}",
+        actions(&theirs)
+    );
+    assert!(
+        theirs
+            .iter()
+            .all(|r| r["user"]["id"].as_str() == Some("65534"))
+    );
+    // The shm workload ran as nobody too, but its type is filtered out.
+    assert!(
+        of_pid(&all, pid_of(&wm)).is_empty(),
+        "{:?}",
+        actions(&of_pid(&all, pid_of(&wm)))
+    );
+    assert!(all.iter().all(|r| r["ipc"]["type"] != "shm"));
+    assert!(of_pid(&all, pid_of(&wstorm)).is_empty());
+    let received = received(&all);
+    assert!(received < 200, "{received} records crossed the ring buffer");
 }

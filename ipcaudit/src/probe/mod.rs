@@ -109,6 +109,11 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// Trace only this thread group (in-kernel filter); 0: all.
     pub only_tgid: u32,
+    /// In-kernel filters: only these thread groups (when `only_tgid` is 0), only these real
+    /// uids, only these IPC families (`ipcaudit_ebpf::family` bits; 0: all). Empty: no filter.
+    pub tgids: Vec<u32>,
+    pub uids: Vec<u32>,
+    pub type_mask: u32,
     /// Aggregate hot operations in-kernel (`watch`); otherwise one record per call (`trace`).
     pub aggregate: bool,
     /// Attach the syscall programs to the `sys_exit_*` tracepoints even when `fexit` works
@@ -216,6 +221,13 @@ impl Probe {
             );
         }
         config.only_tgid = options.only_tgid;
+        config.type_mask = options.type_mask;
+        if options.only_tgid == 0 && !options.tgids.is_empty() {
+            config.filter_sets |= ipcaudit_ebpf::filter_sets::TGIDS;
+        }
+        if !options.uids.is_empty() {
+            config.filter_sets |= ipcaudit_ebpf::filter_sets::UIDS;
+        }
         let (tracepoints, aggregate) = knobs(options);
         config.aggregate = u32::from(aggregate);
         config.collector_tgid = std::process::id();
@@ -250,6 +262,13 @@ impl Probe {
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
 
         phase("object loaded");
+        // The filter sets are filled before anything is attached: no record escapes them.
+        if config.filter_sets & ipcaudit_ebpf::filter_sets::TGIDS != 0 {
+            fill_set(&mut ebpf, "FILTER_TGIDS", &options.tgids)?;
+        }
+        if config.filter_sets & ipcaudit_ebpf::filter_sets::UIDS != 0 {
+            fill_set(&mut ebpf, "FILTER_UIDS", &options.uids)?;
+        }
         let attach_mode = attach_syscalls(&mut ebpf, &kernel_btf, tracepoints)?;
         phase("syscall programs attached");
         for attachment in SCHED {
@@ -453,6 +472,23 @@ fn object_arg(key: ObjectId) -> u64 {
 fn ring_doorbell(what: i32, arg: u64) {
     // SAFETY: semctl with an invalid id touches no memory (the kernel returns EINVAL first).
     unsafe { libc::syscall(libc::SYS_semctl, -1, doorbell::SEMNUM, what, arg) };
+}
+
+/// Fills an in-kernel filter set (a `HashMap<u32, u8>`); more values than it holds is an error.
+fn fill_set(ebpf: &mut Ebpf, name: &'static str, values: &[u32]) -> Result<(), ProbeError> {
+    let map = ebpf.map_mut(name).ok_or(ProbeError::Map(name))?;
+    let mut set: BpfHashMap<_, u32, u8> =
+        BpfHashMap::try_from(map).map_err(|e| ProbeError::MapOp {
+            name,
+            source: Box::new(e),
+        })?;
+    for &value in values {
+        set.insert(value, 1, 0).map_err(|e| ProbeError::MapOp {
+            name,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
 }
 
 fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>

@@ -595,6 +595,7 @@ pub fn summary_value(session: &Session, time_ns: u64, summary: &Summary) -> serd
         "event": {"kind": "metric", "action": "session-summary", "duration": summary.duration_ns},
         "ipcaudit": {
             "records": {"by_action": counts, "total": summary.counts.values().sum::<u64>()},
+            "received": summary.received,
             "lost": summary.lost,
             "undecodable": summary.undecodable,
             "output": summary.output,

@@ -79,6 +79,9 @@ pub fn parse_entity_id(s: &str) -> Option<crate::event::ProcessKey> {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub counts: std::collections::BTreeMap<Action, u64>,
+    /// Records read from the ring buffer (before the userspace filter): what the in-kernel
+    /// filters let through.
+    pub received: u64,
     /// Records the kernel could not deliver (ring buffer full).
     pub lost: u64,
     /// Records that could not be decoded.

@@ -584,6 +584,12 @@ fn main() {
     if scenario == "peak-rss" {
         peak_rss();
     }
+    // Tests that must name this process to the tracer before it does anything start it with
+    // IPC_WORKLOAD_STOP set: it stops itself here until they send SIGCONT.
+    if std::env::var_os("IPC_WORKLOAD_STOP").is_some() {
+        // SAFETY: stopping ourselves.
+        unsafe { libc::raise(libc::SIGSTOP) };
+    }
     // Give the tracer a moment after we started; tests start us after ipcaudit is attached.
     std::thread::sleep(Duration::from_millis(10));
     match scenario.as_str() {
