@@ -240,18 +240,13 @@ pub fn filtered_out_tgid(tgid: u32) -> bool {
     if sets == 0 {
         return false;
     }
-    // SAFETY: map lookups; the values are not kept.
-    if sets & filter_sets::TGIDS != 0 && unsafe { FILTER_TGIDS.get(&tgid) }.is_none() {
+    if sets & filter_sets::TGIDS != 0 && FILTER_TGIDS.get_ptr(tgid).is_none() {
         return true;
     }
-    if sets & filter_sets::UIDS != 0 {
-        let uid = bpf_get_current_uid_gid() as u32;
-        // SAFETY: as above.
-        if unsafe { FILTER_UIDS.get(&uid) }.is_none() {
-            return true;
-        }
-    }
-    false
+    sets & filter_sets::UIDS != 0
+        && FILTER_UIDS
+            .get_ptr(bpf_get_current_uid_gid() as u32)
+            .is_none()
 }
 
 /// [`filtered_out`] for a record of IPC family `family` ([`ipcaudit_ebpf::family`]): the type
