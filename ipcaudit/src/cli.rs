@@ -139,6 +139,10 @@ pub struct TraceArgs {
     /// Ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 8, value_name = "MIB", value_parser = parse_ring_mib)]
     pub ring_mib: u32,
+    /// The kernel's BTF (type information), for kernels that do not expose
+    /// /sys/kernel/btf/vmlinux (e.g. a file from BTFHub for the running kernel).
+    #[arg(long, value_name = "FILE", default_value = crate::probe::btf::VMLINUX_BTF)]
+    pub btf: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

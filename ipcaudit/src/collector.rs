@@ -73,6 +73,8 @@ pub struct Options {
     pub output: Option<crate::sink::Destination>,
     pub duration: Option<Duration>,
     pub ring_bytes: u32,
+    /// The kernel's BTF (`--btf`).
+    pub btf: PathBuf,
     pub mode: Mode,
     /// Stop after this many event records.
     pub max_events: Option<u64>,
@@ -268,6 +270,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
 
     let mut probe = Probe::start(&ProbeOptions {
         ring_bytes: options.ring_bytes,
+        btf: options.btf.clone(),
         only_tgid: options.filter.single_pid().unwrap_or(0),
         tgids: options.filter.pids().to_vec(),
         uids: options.filter.uids().to_vec(),

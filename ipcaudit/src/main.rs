@@ -51,6 +51,7 @@ fn session_options(t: &TraceArgs, mode: Mode) -> Options {
         output: t.output.output.clone(),
         duration: t.output.duration,
         ring_bytes: t.ring_mib << 20,
+        btf: t.btf.clone(),
         mode,
         max_events: t.output.max_events,
         stats_every: t.output.stats_every,

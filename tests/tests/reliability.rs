@@ -437,3 +437,33 @@ fn a_missing_tracefs_is_mounted() {
         "tracefs not mounted: {err}"
     );
 }
+
+#[test]
+fn a_missing_or_unreadable_btf_is_one_clear_line() {
+    if !require_root() {
+        return;
+    }
+    let junk = std::env::temp_dir().join(format!("ipcaudit-junk-btf-{}", std::process::id()));
+    std::fs::write(&junk, b"this is not BTF").unwrap();
+    let cases = [
+        ("/nonexistent/vmlinux".to_owned(), "No such file"),
+        (junk.to_string_lossy().into_owned(), "not well-formed BTF"),
+    ];
+    for (path, why) in &cases {
+        let before = ours(&loaded_bpf_programs()).len();
+        let out = Command::new(ipcaudit_bin())
+            .args(["trace", "--btf", path])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {err}");
+        // It names the file, why, what to do, and what still works.
+        assert!(lines[0].contains(path.as_str()) && lines[0].contains(why), "{err}");
+        assert!(lines[0].contains("--btf FILE") && lines[0].contains("`leaks`"), "{err}");
+        assert_eq!(ours(&loaded_bpf_programs()).len(), before);
+    }
+    let _ = std::fs::remove_file(&junk);
+}

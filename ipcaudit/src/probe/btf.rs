@@ -5,6 +5,8 @@
 //! are found by name and their members looked up. (A general BTF library parses all of the
 //! ~130k types the kernel has; done that way, this step was most of the start-up time.)
 
+use std::path::Path;
+
 use ipcaudit_ebpf::Config;
 
 use super::ProbeError;
@@ -192,18 +194,18 @@ impl<'a> Btf<'a> {
 }
 
 /// Reads the kernel's BTF (once: the loader needs it too).
-pub fn read_vmlinux() -> Result<Vec<u8>, ProbeError> {
-    std::fs::read(VMLINUX_BTF).map_err(|e| ProbeError::Btf {
-        path: VMLINUX_BTF,
+pub fn read_vmlinux(path: &Path) -> Result<Vec<u8>, ProbeError> {
+    std::fs::read(path).map_err(|e| ProbeError::Btf {
+        path: path.to_owned(),
         reason: e.to_string(),
     })
 }
 
 /// Fills the struct offsets of `config` from the kernel's BTF (`read_vmlinux`).
-pub fn resolve_offsets(vmlinux: &[u8], config: &mut Config) -> Result<(), ProbeError> {
+pub fn resolve_offsets(path: &Path, vmlinux: &[u8], config: &mut Config) -> Result<(), ProbeError> {
     let btf = Btf::parse(vmlinux).ok_or_else(|| ProbeError::Btf {
-        path: VMLINUX_BTF,
-        reason: "not well-formed BTF".to_owned(),
+        path: path.to_owned(),
+        reason: "not well-formed BTF (bad magic, header or type section)".to_owned(),
     })?;
     config.task_group_leader = btf.offset_of("task_struct", &["group_leader"])?;
     config.task_start_boottime = btf.offset_of("task_struct", &["start_boottime"])?;
@@ -223,8 +225,9 @@ mod tests {
     #[test]
     fn resolves_this_kernels_offsets() {
         let mut config = Config::unresolved();
-        let vmlinux = read_vmlinux().unwrap();
-        resolve_offsets(&vmlinux, &mut config).unwrap();
+        let path = Path::new(VMLINUX_BTF);
+        let vmlinux = read_vmlinux(path).unwrap();
+        resolve_offsets(path, &vmlinux, &mut config).unwrap();
         // Sanity: fields are inside a task_struct (a few KiB) and distinct.
         let offs = [
             config.task_group_leader,
@@ -246,6 +249,22 @@ mod tests {
             Err(ProbeError::BtfMember(_))
         ));
         assert!(btf.offset_of("no_such_struct", &["x"]).is_err());
+    }
+
+    /// A missing or malformed BTF file is one clear error naming the file, never a panic.
+    #[test]
+    fn missing_or_malformed_btf_is_a_clear_error() {
+        let missing = Path::new("/nonexistent/vmlinux");
+        let e = read_vmlinux(missing).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/vmlinux"), "{e}");
+        assert!(e.contains("--btf FILE") && e.contains("`ls`"), "{e}");
+        let mut config = Config::unresolved();
+        for junk in [&b""[..], b"\x9f\xeb\x01\x00", &[0xffu8; 64][..]] {
+            let e = resolve_offsets(missing, junk, &mut config)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not well-formed BTF"), "{e}");
+        }
     }
 
     /// The offset of a string in a NUL-separated table.

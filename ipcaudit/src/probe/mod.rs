@@ -33,10 +33,16 @@ pub enum ProbeError {
     )]
     Tracefs(#[source] io::Error),
     #[error(
-        "cannot read kernel BTF at {path}: {reason} (a kernel built with CONFIG_DEBUG_INFO_BTF=y is required)"
+        "cannot use the kernel's BTF at {}: {reason}. Tracing needs it (a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y, or `--btf FILE` for the running kernel); `ls`, `limits`, \
+         `leaks`, `reap` and `replay` work without it",
+        path.display()
     )]
-    Btf { path: &'static str, reason: String },
-    #[error("kernel BTF has no `{0}`: this kernel's layout is not supported")]
+    Btf { path: PathBuf, reason: String },
+    #[error(
+        "the kernel's BTF has no `{0}`: this kernel's layout is not supported for tracing; \
+         `ls`, `limits`, `leaks`, `reap` and `replay` work without it"
+    )]
     BtfMember(String),
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[source] Box<aya::EbpfError>),
@@ -107,6 +113,8 @@ const BTF_TRACEPOINTS: &[&str] = &["sched_process_fork"];
 pub struct ProbeOptions {
     /// Ring buffer size in bytes (a power of two multiple of the page size); 0: the default.
     pub ring_bytes: u32,
+    /// The kernel's BTF; empty: /sys/kernel/btf/vmlinux.
+    pub btf: PathBuf,
     /// Trace only this thread group (in-kernel filter); 0: all.
     pub only_tgid: u32,
     /// In-kernel filters: only these thread groups (when `only_tgid` is 0), only these real
@@ -209,8 +217,13 @@ impl Probe {
         let mut config = Config::unresolved();
         let started = std::time::Instant::now();
         let phase = |what: &str| log::debug!("probe: {what} at {:?}", started.elapsed());
-        let vmlinux = btf::read_vmlinux()?;
-        btf::resolve_offsets(&vmlinux, &mut config)?;
+        let btf_path = if options.btf.as_os_str().is_empty() {
+            PathBuf::from(btf::VMLINUX_BTF)
+        } else {
+            options.btf.clone()
+        };
+        let vmlinux = btf::read_vmlinux(&btf_path)?;
+        btf::resolve_offsets(&btf_path, &vmlinux, &mut config)?;
         phase("offsets resolved");
         config.exit_group_dead =
             tracefs::field_offset(&tracefs, "sched", "sched_process_exit", "group_dead")
@@ -250,7 +263,7 @@ impl Probe {
 
         let kernel_btf =
             aya::Btf::parse(&vmlinux, aya::Endianness::default()).map_err(|e| ProbeError::Btf {
-                path: btf::VMLINUX_BTF,
+                path: btf_path.clone(),
                 reason: e.to_string(),
             })?;
         phase("kernel BTF parsed");
