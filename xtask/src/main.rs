@@ -2,6 +2,7 @@
 //! which is idempotent and installs only what is missing.
 
 mod bench;
+mod kernels;
 mod setup;
 
 use std::{
@@ -54,6 +55,10 @@ enum Task {
     /// collector's throughput, loss, memory and start-up; residue after exit. Reports, never
     /// gates; results in bench/results/.
     Bench(bench::Args),
+    /// The root integration suites on a matrix of real kernels: Debian's cloud kernels (5.10,
+    /// 6.1, 6.12, the newest) fetched with apt-get into target/kernels, booted under qemu (TCG)
+    /// with an initramfs holding the test binaries; pass/fail per kernel.
+    TestKernels(kernels::Args),
 }
 
 fn main() -> Result<()> {
@@ -96,6 +101,10 @@ fn main() -> Result<()> {
         Task::Bench(args) => {
             setup::run()?;
             bench::bench(&root, &args)
+        }
+        Task::TestKernels(args) => {
+            setup::run()?;
+            kernels::test_kernels(&root, &args)
         }
     }
 }
