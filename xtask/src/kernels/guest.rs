@@ -348,7 +348,8 @@ pub fn stream(
         match rx.recv_timeout(left.max(Duration::from_millis(1))) {
             Ok(line) => {
                 use std::io::Write as _;
-                let _ = log.write_all(line.as_bytes());
+                // Flushed per line: the log is readable while the run goes.
+                let _ = log.write_all(line.as_bytes()).and_then(|()| log.flush());
                 if let Some(p) = parser.line(&line) {
                     show(&p);
                 }
