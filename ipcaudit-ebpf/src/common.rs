@@ -115,15 +115,24 @@ pub fn now_ns() -> u64 {
 /// load the verifier checks against the struct's BTF at load time (`off` is a load-time
 /// constant of `CONFIG`), which reads 0 if the memory faults. No helper call: on the hot
 /// paths a `bpf_probe_read_kernel` costs tens of ns each.
+///
+/// On kernels without `bpf_get_current_task_btf` (`compat::TASK_PROBE_READ`) the pointers are
+/// plain addresses and the load is a `bpf_probe_read_kernel` (0 if it faults).
 #[inline(always)]
 fn btf_load<T: Copy>(base: *const u8, off: u32) -> T {
+    if crate::compat::task_probe_read() {
+        return crate::compat::probe_load(base, off);
+    }
     // SAFETY: see above; the verifier rejects the program if `off` is not a field of `T`'s size.
     unsafe { *base.add(off as usize).cast::<T>() }
 }
 
-/// The current task, BTF-typed.
+/// The current task, BTF-typed (a plain address with `compat::TASK_PROBE_READ`).
 #[inline(always)]
 pub fn current_task_btf() -> *const u8 {
+    if crate::compat::task_probe_read() {
+        return crate::compat::current_task();
+    }
     // SAFETY: no preconditions.
     unsafe { bpf_get_current_task_btf() }
         .cast::<u8>()
@@ -307,8 +316,19 @@ const SYS_EXIT_RET: usize = 16;
 impl Sys {
     /// At a `syscalls:sys_exit_*` tracepoint (the fallback attach point): the result from the
     /// tracepoint, the arguments from the task's saved user registers.
+    /// On kernels without `bpf_task_pt_regs` (`compat::ARGS_AT_ENTER`) the arguments are the
+    /// ones the `sys_enter_*` program saved (`compat::exit_without_enter` has checked they are
+    /// there).
     #[inline(always)]
     pub fn from_tracepoint(ctx: &TracePointContext) -> Self {
+        if crate::compat::args_at_enter() {
+            // SAFETY: as below.
+            let ret = unsafe { *ctx.as_ptr().cast::<i64>().add(SYS_EXIT_RET / 8) };
+            return Self {
+                ret,
+                args: crate::compat::saved_args(),
+            };
+        }
         // SAFETY: the offset is the `ret` field of every sys_exit tracepoint (a direct context
         // load); the helpers return the current task and its user register frame.
         unsafe {
@@ -426,7 +446,12 @@ macro_rules! syscall_exit_programs {
 
         #[aya_ebpf::macros::tracepoint(category = "syscalls", name = $name)]
         pub fn $tracepoint(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
-            ($handler)(|| $crate::common::Sys::from_tracepoint(&ctx)).unwrap_or_else(|e| e)
+            if $crate::compat::exit_without_enter(&ctx) {
+                return 0;
+            }
+            let r = ($handler)(|| $crate::common::Sys::from_tracepoint(&ctx)).unwrap_or_else(|e| e);
+            $crate::compat::exit_done();
+            r
         }
     };
 }

@@ -374,6 +374,8 @@ pub struct Config {
     /// In-kernel filter sets consulted ([`filter_sets`] bits): `FILTER_TGIDS` (`--pid`, more
     /// than one) and `FILTER_UIDS` (`--uid`), maps the loader fills.
     pub filter_sets: u32,
+    /// What this kernel lacks and the programs work around ([`compat`] bits; 0 on 5.15+).
+    pub compat: u32,
 }
 
 /// [`Config::type_mask`] bits.
@@ -389,6 +391,18 @@ pub mod filter_sets {
     pub const TGIDS: u32 = 1;
     /// Only tasks whose real uid is in `FILTER_UIDS`.
     pub const UIDS: u32 = 2;
+}
+
+/// [`Config::compat`] bits, set by the loader from the kernel's BTF. The programs test them on
+/// load-time constants, so the verifier drops the branch not taken: a kernel never sees a
+/// helper it does not have.
+pub mod compat {
+    /// No `bpf_get_current_task_btf` (Linux < 5.11): task fields are read with
+    /// `bpf_probe_read_kernel` from `bpf_get_current_task`, not loaded through BTF pointers.
+    pub const TASK_PROBE_READ: u32 = 1;
+    /// No `bpf_task_pt_regs` (Linux < 5.15): on the tracepoint path, each syscall's arguments
+    /// are saved at its `sys_enter_*` tracepoint and taken back at its `sys_exit_*`.
+    pub const ARGS_AT_ENTER: u32 = 2;
 }
 
 impl Config {
@@ -410,6 +424,7 @@ impl Config {
             collector_tgid: 0,
             type_mask: 0,
             filter_sets: 0,
+            compat: 0,
         }
     }
 }
@@ -435,7 +450,7 @@ const _: () = {
     assert!(core::mem::size_of::<ForkRecord>() == 72);
     assert!(core::mem::size_of::<ExecRecord>() == 320);
     assert!(core::mem::size_of::<ExitRecord>() == 64);
-    assert!(core::mem::size_of::<Config>() == 60);
+    assert!(core::mem::size_of::<Config>() == 64);
     assert!(core::mem::size_of::<SemUsage>() == 80);
     assert!(core::mem::size_of::<MsgUsage>() == 72);
     assert!(core::mem::size_of::<ProcUsage>() == 968);

@@ -43,6 +43,8 @@
 #[cfg(target_arch = "bpf")]
 mod common;
 #[cfg(target_arch = "bpf")]
+mod compat;
+#[cfg(target_arch = "bpf")]
 mod msg;
 #[cfg(target_arch = "bpf")]
 mod process;

@@ -333,6 +333,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         let ticks = out.findings;
         out.printer.with(|e, line| e.snapshot(&snap, ticks, line));
     }
+    eprintln!("ipcaudit: programs: {}", probe.programs);
     eprintln!(
         "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present); Ctrl-C to stop",
         snap.shm.len(),

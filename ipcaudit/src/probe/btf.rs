@@ -177,6 +177,29 @@ impl<'a> Btf<'a> {
         None
     }
 
+    /// Whether enum `name` has the enumerator `value` (`bpf_func_id`, `BPF_FUNC_task_pt_regs`):
+    /// how the kernel says which BPF helpers and map types it has.
+    pub fn enum_has(&self, name: &str, value: &str) -> bool {
+        let Ok(count) = u32::try_from(self.starts.len()) else {
+            return false;
+        };
+        (1..=count).any(|id| {
+            let Some(t) = self.raw(id) else {
+                return false;
+            };
+            let entry = match t.kind {
+                KIND_ENUM => 8,
+                KIND_ENUM64 => 12,
+                _ => return false,
+            };
+            self.name(t.name_off) == name.as_bytes()
+                && (0..usize_of(t.vlen)).any(|i| {
+                    u32_at(self.types, t.data + i * entry)
+                        .is_some_and(|off| self.name(off) == value.as_bytes())
+                })
+        })
+    }
+
     /// Offset of a member path inside struct `root` (`ipc_namespace`, `["ns", "inum"]`).
     pub fn offset_of(&self, root: &str, path: &[&str]) -> Result<u32, ProbeError> {
         let missing = || ProbeError::BtfMember(format!("{root}.{}", path.join(".")));
@@ -311,6 +334,44 @@ mod tests {
         b.extend_from_slice(&types);
         b.extend_from_slice(&strings);
         b
+    }
+
+    #[test]
+    fn finds_enumerators() {
+        let strings = b"\0int\0bpf_func_id\0BPF_FUNC_unspec\0BPF_FUNC_task_pt_regs\0".to_vec();
+        let s = &strings;
+        let mut types: Vec<u8> = Vec::new();
+        for v in [name(b"int", s), KIND_INT << 24, 4, 32] {
+            types.extend_from_slice(&v.to_ne_bytes());
+        }
+        let e = [
+            name(b"bpf_func_id", s),
+            (KIND_ENUM << 24) | 2,
+            4,
+            name(b"BPF_FUNC_unspec", s),
+            0,
+            name(b"BPF_FUNC_task_pt_regs", s),
+            175,
+        ];
+        for v in e {
+            types.extend_from_slice(&v.to_ne_bytes());
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&BTF_MAGIC.to_ne_bytes());
+        b.extend_from_slice(&[1, 0]);
+        let tl = u32::try_from(types.len()).unwrap();
+        let sl = u32::try_from(strings.len()).unwrap();
+        for v in [24u32, 0, tl, tl, sl] {
+            b.extend_from_slice(&v.to_ne_bytes());
+        }
+        b.extend_from_slice(&types);
+        b.extend_from_slice(&strings);
+        let btf = Btf::parse(&b).unwrap();
+        assert!(btf.enum_has("bpf_func_id", "BPF_FUNC_task_pt_regs"));
+        assert!(btf.enum_has("bpf_func_id", "BPF_FUNC_unspec"));
+        assert!(!btf.enum_has("bpf_func_id", "BPF_FUNC_get_current_task_btf"));
+        assert!(!btf.enum_has("bpf_map_type", "BPF_FUNC_unspec"));
+        assert!(!btf.enum_has("int", "BPF_FUNC_unspec"));
     }
 
     #[test]

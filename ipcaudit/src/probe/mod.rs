@@ -5,6 +5,7 @@
 //! descriptors, so nothing stays attached after ipcaudit exits, however it exits.
 
 pub mod btf;
+pub mod kernel;
 pub mod tracefs;
 
 use std::{io, os::fd::AsRawFd as _, path::PathBuf};
@@ -44,6 +45,8 @@ pub enum ProbeError {
          `ls`, `limits`, `leaks`, `reap` and `replay` work without it"
     )]
     BtfMember(String),
+    #[error("not supported on this kernel ({kernel}): {what}")]
+    Unsupported { kernel: String, what: String },
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("program `{name}` ({what}) failed: {source}")]
@@ -177,6 +180,8 @@ pub struct Probe {
     aggregates: Option<AggregateMaps>,
     pub attach_mode: AttachMode,
     pub tracefs: PathBuf,
+    /// Which programs run and how, on this kernel (`kernel::Kernel::describe`).
+    pub programs: String,
 }
 
 /// Counter totals across CPUs.
@@ -223,6 +228,8 @@ impl Probe {
             options.btf.clone()
         };
         let vmlinux = btf::read_vmlinux(&btf_path)?;
+        let kernel = kernel::Kernel::detect(&btf_path, &vmlinux)?;
+        config.compat = kernel.compat();
         btf::resolve_offsets(&btf_path, &vmlinux, &mut config)?;
         phase("offsets resolved");
         config.exit_group_dead =
@@ -282,7 +289,8 @@ impl Probe {
         if config.filter_sets & ipcaudit_ebpf::filter_sets::UIDS != 0 {
             fill_set(&mut ebpf, "FILTER_UIDS", &options.uids)?;
         }
-        let attach_mode = attach_syscalls(&mut ebpf, &kernel_btf, tracepoints)?;
+        let attach_mode = attach_syscalls(&mut ebpf, &kernel_btf, tracepoints, &kernel, &tracefs)?;
+        let programs = kernel.describe(attach_mode, config.exit_group_dead != NO_OFFSET);
         phase("syscall programs attached");
         for attachment in SCHED {
             attach_tracepoint(&mut ebpf, attachment)?;
@@ -335,6 +343,7 @@ impl Probe {
             aggregates,
             attach_mode,
             tracefs,
+            programs,
         })
     }
 
@@ -521,6 +530,8 @@ fn attach_syscalls(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     tracepoints: bool,
+    kernel: &kernel::Kernel,
+    tracefs: &std::path::Path,
 ) -> Result<AttachMode, ProbeError> {
     if !tracepoints {
         let mut done: Vec<String> = Vec::new();
@@ -554,6 +565,9 @@ fn attach_syscalls(
             }
         }
     }
+    if kernel.compat() & ipcaudit_ebpf::compat::ARGS_AT_ENTER != 0 {
+        attach_sys_enters(ebpf, kernel, tracefs)?;
+    }
     for name in SYSCALLS {
         let program = format!("sys_exit_{name}");
         let t = std::time::Instant::now();
@@ -565,6 +579,32 @@ fn attach_syscalls(
         );
     }
     Ok(AttachMode::Tracepoints)
+}
+
+/// Without `bpf_task_pt_regs`: the `sys_enter_*` programs that save each call's arguments for
+/// its `sys_exit_*` program, attached first (so that every exit seen after the exits are
+/// attached has its entry saved, calls in flight aside). Each tracepoint's format on this
+/// kernel must be what the programs read.
+fn attach_sys_enters(
+    ebpf: &mut Ebpf,
+    kernel: &kernel::Kernel,
+    tracefs: &std::path::Path,
+) -> Result<(), ProbeError> {
+    for &(name, nargs) in kernel::ENTER_ARGS {
+        let tracepoint = format!("sys_enter_{name}");
+        let text = tracefs::format(tracefs, "syscalls", &tracepoint).map_err(|e| {
+            ProbeError::Unsupported {
+                kernel: kernel.release.clone(),
+                what: format!("syscalls:{tracepoint} ({e}), needed without bpf_task_pt_regs"),
+            }
+        })?;
+        tracefs::check_enter_format(&text, nargs).map_err(|why| ProbeError::Unsupported {
+            kernel: kernel.release.clone(),
+            what: format!("the format of syscalls:{tracepoint}: {why}"),
+        })?;
+        attach_tracepoint_named(ebpf, &tracepoint, "syscalls")?;
+    }
+    Ok(())
 }
 
 /// How many instructions the verifier went through for a program (debug output).

@@ -79,6 +79,38 @@ pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Opt
         .map(|f| f.offset)
 }
 
+/// Checks that a `syscalls:sys_enter_*` format is what the `sys_enter_*` programs read:
+/// `__syscall_nr` at offset 8, then `nargs` 8-byte arguments at 16, 24, …; why not, if not.
+pub fn check_enter_format(text: &str, nargs: usize) -> Result<(), String> {
+    let fields: Vec<Field> = parse_format(text)
+        .into_iter()
+        .filter(|f| !f.name.starts_with("common_"))
+        .collect();
+    match fields.first() {
+        Some(f) if f.name == "__syscall_nr" && f.offset == 8 => {}
+        _ => return Err("no __syscall_nr field at offset 8".to_owned()),
+    }
+    let args = &fields[1..];
+    if args.len() != nargs {
+        return Err(format!("{} arguments, expected {nargs}", args.len()));
+    }
+    for (i, f) in args.iter().enumerate() {
+        let want = 16 + 8 * u32::try_from(i).unwrap_or(u32::MAX);
+        if f.offset != want || f.size != 8 {
+            return Err(format!(
+                "argument `{}` at offset {} size {}, expected offset {want} size 8",
+                f.name, f.offset, f.size
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `format` file of tracepoint `category/name`.
+pub fn format(root: &Path, category: &str, name: &str) -> std::io::Result<String> {
+    std::fs::read_to_string(root.join("events").join(category).join(name).join("format"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +130,36 @@ format:
 
 print fmt: \"comm=%s pid=%d prio=%d group_dead=%s\", REC->comm, REC->pid, REC->prio, REC->group_dead ? \"true\" : \"false\"
 ";
+
+    const ENTER_MSGGET: &str = "name: sys_enter_msgget
+ID: 1024
+format:
+	field:unsigned short common_type;	offset:0;	size:2;	signed:0;
+	field:unsigned char common_flags;	offset:2;	size:1;	signed:0;
+	field:unsigned char common_preempt_count;	offset:3;	size:1;	signed:0;
+	field:int common_pid;	offset:4;	size:4;	signed:1;
+
+	field:int __syscall_nr;	offset:8;	size:4;	signed:1;
+	field:key_t key;	offset:16;	size:8;	signed:0;
+	field:int msgflg;	offset:24;	size:8;	signed:0;
+
+print fmt: \"key: 0x%08lx, msgflg: 0x%08lx\", ((unsigned long)(REC->key)), ((unsigned long)(REC->msgflg))
+";
+
+    #[test]
+    fn enter_formats_are_checked() {
+        assert_eq!(check_enter_format(ENTER_MSGGET, 2), Ok(()));
+        assert_eq!(
+            check_enter_format(ENTER_MSGGET, 3),
+            Err("2 arguments, expected 3".to_owned())
+        );
+        let moved = ENTER_MSGGET.replace("offset:24;\tsize:8", "offset:20;\tsize:4");
+        assert_eq!(
+            check_enter_format(&moved, 2),
+            Err("argument `msgflg` at offset 20 size 4, expected offset 24 size 8".to_owned())
+        );
+        assert!(check_enter_format(EXIT_FORMAT, 0).is_err());
+    }
 
     #[test]
     fn parses_fields() {

@@ -27,6 +27,8 @@ pub struct Suite {
 pub struct Plan<'a> {
     pub suites: &'a [Suite],
     pub filters: &'a [String],
+    /// `KEY=VALUE` exported for the tests (and the `ipcaudit` they start).
+    pub env: &'a [String],
     pub ipcaudit: &'a Path,
     /// The tests' working directory (the `ipcaudit-tests` package, as under `cargo test`).
     pub workdir: &'a Path,
@@ -123,6 +125,9 @@ pub fn script(plan: &Plan<'_>, busybox: Option<&Path>) -> String {
     // libtest's JSON output is behind -Z unstable-options; the harness accepts it from a
     // stable build with RUSTC_BOOTSTRAP set.
     s.push_str("export RUSTC_BOOTSTRAP=1 RUST_BACKTRACE=0\n");
+    for kv in plan.env {
+        let _ = writeln!(s, "export {}", quote(kv));
+    }
     let _ = writeln!(s, "cd {} || exit 1", quote(&plan.workdir.to_string_lossy()));
     // What ipcaudit itself says it uses on this kernel (or why it cannot run).
     s.push_str(
@@ -501,9 +506,11 @@ mod tests {
             exe: "/w/target/debug/deps/trace-abc".into(),
         }];
         let filters = ["shm it's".to_owned()];
+        let env = ["IPCAUDIT_ATTACH=tracepoints".to_owned()];
         let plan = Plan {
             suites: &suites,
             filters: &filters,
+            env: &env,
             ipcaudit: Path::new("/w/target/release/ipcaudit"),
             workdir: Path::new("/w/tests"),
         };
@@ -514,6 +521,7 @@ mod tests {
             "'/w/target/debug/deps/trace-abc' --test-threads=1 -Z unstable-options --format json 'shm it'\\''s'"
         ));
         assert!(guest.ends_with("poweroff -f\n"));
+        assert!(guest.contains("export 'IPCAUDIT_ATTACH=tracepoints'\n"));
         let host = script(&plan, None);
         assert!(!host.contains("mount"));
         assert!(!host.contains("poweroff"));

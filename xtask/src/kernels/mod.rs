@@ -48,6 +48,11 @@ pub struct Args {
     /// Seconds before a guest is killed and reported as hung.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// An environment variable for the tests and ipcaudit in the guest (repeatable), e.g.
+    /// `IPCAUDIT_ATTACH=tracepoints` to test the tracepoint path where fexit works. A run
+    /// with variables is a column of its own.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
     /// Extra kernel command line, e.g. `lsm=lockdown,capability,yama,apparmor,bpf`.
     #[arg(long, default_value = "")]
     append: String,
@@ -82,6 +87,9 @@ pub struct KernelRun {
     pub source: String,
     pub suites: Vec<String>,
     pub filters: Vec<String>,
+    /// `KEY=VALUE` set for the run (`--env`).
+    #[serde(default)]
+    pub env: Vec<String>,
     /// Seconds since the epoch when the run ended.
     pub when: u64,
     #[serde(flatten)]
@@ -89,6 +97,14 @@ pub struct KernelRun {
 }
 
 impl KernelRun {
+    /// The column: the kernel series, and the variables the run had.
+    fn key(&self) -> String {
+        std::iter::once(self.series.as_str())
+            .chain(self.env.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     fn count(&self, outcome: Outcome) -> usize {
         self.outcome
             .tests
@@ -121,10 +137,18 @@ pub fn test_kernels(root: &Path, args: &Args) -> Result<()> {
         return Ok(());
     }
     ensure_tools()?;
+    for kv in &args.env {
+        if !kv.split_once('=').is_some_and(|(k, _)| {
+            !k.is_empty() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        }) {
+            bail!("--env {kv:?}: expected KEY=VALUE");
+        }
+    }
     let art = build_artifacts(root, &args.suites)?;
     let plan = Plan {
         suites: &art.suites,
         filters: &args.filters,
+        env: &args.env,
         ipcaudit: &art.ipcaudit,
         workdir: &art.workdir,
     };
@@ -155,7 +179,7 @@ pub fn test_kernels(root: &Path, args: &Args) -> Result<()> {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     for run in &runs {
-        all.insert(run.series.clone(), run.clone());
+        all.insert(run.key(), run.clone());
     }
     std::fs::write(&results_path, serde_json::to_string_pretty(&all)?)?;
 
@@ -188,10 +212,10 @@ pub fn test_kernels(root: &Path, args: &Args) -> Result<()> {
             results_path.display()
         );
     }
-    let bad: Vec<&str> = runs
+    let bad: Vec<String> = runs
         .iter()
         .filter(|r| r.status() != Status::Passed)
-        .map(|r| r.series.as_str())
+        .map(KernelRun::key)
         .collect();
     if !bad.is_empty() {
         bail!("kernel matrix: not passed on {}", bad.join(", "));
@@ -497,6 +521,7 @@ fn run_guest(
         source: format!("{}={} ({})", k.package, k.version, k.suite),
         suites: suites.to_vec(),
         filters: args.filters.clone(),
+        env: args.env.clone(),
         when: now_secs(),
         outcome: parser.out,
     })
@@ -534,6 +559,7 @@ fn run_host(dir: &Path, args: &Args, plan: &Plan<'_>, suites: &[String]) -> Resu
         source: "this machine (`cargo xtask test`)".into(),
         suites: suites.to_vec(),
         filters: args.filters.clone(),
+        env: args.env.clone(),
         when: now_secs(),
         outcome: parser.out,
     })
@@ -577,7 +603,7 @@ fn summary(runs: &[KernelRun]) -> String {
         let _ = writeln!(
             s,
             "  {:6} {:30} {:10} {:>6} {:>6} {:>7} {:>7.1} {:>8.1}",
-            r.series,
+            r.key(),
             r.release,
             status_word(r),
             r.count(Outcome::Ok),
@@ -606,7 +632,7 @@ fn table(all: &BTreeMap<String, KernelRun>) -> String {
             s.split(['.', '-']).filter_map(|p| p.parse().ok()).collect(),
         )
     };
-    runs.sort_by_key(|r| key(&r.series));
+    runs.sort_by_key(|r| (key(&r.series), r.env.clone()));
     let mut s = String::new();
     s.push_str("| kernel | package | suites | result | passed | failed | ignored | boot | run | features used |\n");
     s.push_str("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n");
@@ -633,10 +659,14 @@ fn table(all: &BTreeMap<String, KernelRun>) -> String {
         if !r.filters.is_empty() {
             let _ = write!(suites, " (filter {})", r.filters.join(", "));
         }
+        let mut kernel = r.release.clone();
+        for kv in &r.env {
+            let _ = write!(kernel, " `{kv}`");
+        }
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {:.1} s | {:.0} s | {} |",
-            r.release,
+            kernel,
             r.source,
             suites,
             result,
@@ -678,6 +708,7 @@ mod tests {
             source: "linux-image-x=1 (sid)".into(),
             suites: vec!["trace".into(), "watch".into()],
             filters: vec![],
+            env: vec![],
             when: 0,
             outcome: RunOutcome {
                 status: Some(status),

@@ -1,0 +1,190 @@
+//! What the running kernel offers the programs, read from its own BTF at load time (the
+//! enumerators of `enum bpf_func_id` and `enum bpf_map_type` are the helpers and map types it
+//! has), and what the programs do where it lacks something (`ipcaudit_ebpf::compat`):
+//!
+//! | needs | since | without it |
+//! | --- | --- | --- |
+//! | BPF ring buffer (`BPF_MAP_TYPE_RINGBUF`, `bpf_ringbuf_query`) | 5.8 | not supported: ipcaudit refuses to start, saying so |
+//! | `bpf_get_current_task_btf` | 5.11 | task fields read with `bpf_probe_read_kernel` |
+//! | `bpf_task_pt_regs` | 5.15 | tracepoint path: arguments saved at `sys_enter_*`, taken at `sys_exit_*` |
+//!
+//! (`sched_process_exit`'s `group_dead` field, 6.x, is read from tracefs by the loader; without
+//! it a process's exit is its main thread's.)
+
+use ipcaudit_ebpf::compat;
+
+use super::{AttachMode, ProbeError, btf::Btf};
+
+/// Each traced syscall's argument count (the kernel's `SYSCALL_DEFINEn`): what its
+/// `sys_enter_*` program saves, checked against the tracepoint's format on this kernel.
+pub const ENTER_ARGS: &[(&str, usize)] = &[
+    ("shmget", 3),
+    ("shmat", 3),
+    ("shmdt", 1),
+    ("shmctl", 3),
+    ("semget", 3),
+    ("semop", 3),
+    ("semtimedop", 4),
+    ("semctl", 4),
+    ("msgget", 2),
+    ("msgsnd", 4),
+    ("msgrcv", 5),
+    ("msgctl", 3),
+    ("munmap", 2),
+    ("mremap", 5),
+];
+
+/// The running kernel, as far as the programs care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// `uname -r`.
+    pub release: String,
+    /// `bpf_get_current_task_btf` (5.11).
+    pub current_task_btf: bool,
+    /// `bpf_task_pt_regs` (5.15).
+    pub task_pt_regs: bool,
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned())
+}
+
+impl Kernel {
+    /// Reads what the kernel has from its BTF (`btf::read_vmlinux` of `path`). A kernel without
+    /// the BPF ring buffer is refused here, with the reason.
+    pub fn detect(path: &std::path::Path, vmlinux: &[u8]) -> Result<Self, ProbeError> {
+        let btf = Btf::parse(vmlinux).ok_or_else(|| ProbeError::Btf {
+            path: path.to_owned(),
+            reason: "not well-formed BTF".to_owned(),
+        })?;
+        Self::from_btf(&btf, release())
+    }
+
+    fn from_btf(btf: &Btf<'_>, release: String) -> Result<Self, ProbeError> {
+        let helper = |name: &str| btf.enum_has("bpf_func_id", name);
+        if !btf.enum_has("bpf_map_type", "BPF_MAP_TYPE_RINGBUF")
+            || !helper("BPF_FUNC_ringbuf_query")
+        {
+            return Err(ProbeError::Unsupported {
+                kernel: release,
+                what: "the BPF ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8): ipcaudit needs \
+                       Linux 5.8 or later"
+                    .to_owned(),
+            });
+        }
+        Ok(Self {
+            release,
+            current_task_btf: helper("BPF_FUNC_get_current_task_btf"),
+            task_pt_regs: helper("BPF_FUNC_task_pt_regs"),
+        })
+    }
+
+    /// The `Config::compat` bits for this kernel.
+    pub fn compat(&self) -> u32 {
+        let mut bits = 0;
+        if !self.current_task_btf {
+            bits |= compat::TASK_PROBE_READ;
+        }
+        if !self.task_pt_regs {
+            bits |= compat::ARGS_AT_ENTER;
+        }
+        bits
+    }
+
+    /// One line saying which programs run and how, for the start-up message and the kernel
+    /// matrix table.
+    pub fn describe(&self, mode: AttachMode, group_dead: bool) -> String {
+        let syscalls = match mode {
+            AttachMode::Fexit => "syscalls on fexit",
+            AttachMode::Tracepoints if self.task_pt_regs => {
+                "syscalls on sys_exit tracepoints (arguments from pt_regs)"
+            }
+            AttachMode::Tracepoints => {
+                "syscalls on sys_enter+sys_exit tracepoints (no bpf_task_pt_regs)"
+            }
+        };
+        let task = if self.current_task_btf {
+            "task fields by BTF loads"
+        } else {
+            "task fields by probe reads (no bpf_get_current_task_btf)"
+        };
+        let exit = if group_dead {
+            "exit by group_dead"
+        } else {
+            "exit by the main thread's (no group_dead)"
+        };
+        format!(
+            "{syscalls}; {task}; fork on tp_btf; {exit}; kernel {}",
+            self.release
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_traced_syscall_has_an_argument_count() {
+        for name in super::super::SYSCALLS {
+            assert!(
+                ENTER_ARGS.iter().any(|(n, _)| n == name),
+                "{name} has no argument count"
+            );
+        }
+        assert_eq!(ENTER_ARGS.len(), super::super::SYSCALLS.len());
+        assert!(ENTER_ARGS.iter().all(|&(_, n)| (1..=6).contains(&n)));
+    }
+
+    #[test]
+    fn compat_bits_and_description_follow_the_helpers() {
+        let new = Kernel {
+            release: "6.18.0".into(),
+            current_task_btf: true,
+            task_pt_regs: true,
+        };
+        assert_eq!(new.compat(), 0);
+        assert_eq!(
+            new.describe(AttachMode::Fexit, true),
+            "syscalls on fexit; task fields by BTF loads; fork on tp_btf; exit by group_dead; kernel 6.18.0"
+        );
+        let old = Kernel {
+            release: "5.10.0-32-cloud-amd64".into(),
+            current_task_btf: false,
+            task_pt_regs: false,
+        };
+        assert_eq!(
+            old.compat(),
+            compat::TASK_PROBE_READ | compat::ARGS_AT_ENTER
+        );
+        let d = old.describe(AttachMode::Tracepoints, false);
+        assert!(
+            d.starts_with("syscalls on sys_enter+sys_exit tracepoints"),
+            "{d}"
+        );
+        assert!(
+            d.contains("probe reads") && d.contains("no group_dead"),
+            "{d}"
+        );
+    }
+
+    /// This machine's kernel (≥ 5.8 is what the tests run on): detected from its real BTF.
+    #[test]
+    fn detects_this_kernel() {
+        let path = std::path::Path::new(super::super::btf::VMLINUX_BTF);
+        let vmlinux = super::super::btf::read_vmlinux(path).unwrap();
+        let k = Kernel::detect(path, &vmlinux).unwrap();
+        assert_eq!(k.release, release());
+        let (major, minor) = {
+            let mut parts = k
+                .release
+                .split(['.', '-'])
+                .filter_map(|p| p.parse::<u32>().ok());
+            (parts.next().unwrap(), parts.next().unwrap())
+        };
+        assert_eq!(k.task_pt_regs, (major, minor) >= (5, 15), "{k:?}");
+        assert_eq!(k.current_task_btf, (major, minor) >= (5, 11), "{k:?}");
+    }
+}
