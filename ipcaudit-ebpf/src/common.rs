@@ -316,6 +316,7 @@ const SYS_EXIT_RET: usize = 16;
 impl Sys {
     /// At a `syscalls:sys_exit_*` tracepoint (the fallback attach point): the result from the
     /// tracepoint, the arguments from the task's saved user registers.
+    ///
     /// On kernels without `bpf_task_pt_regs` (`compat::ARGS_AT_ENTER`) the arguments are the
     /// ones the `sys_enter_*` program saved (`compat::exit_without_enter` has checked they are
     /// there).

@@ -240,6 +240,38 @@ pub fn resolve_offsets(path: &Path, vmlinux: &[u8], config: &mut Config) -> Resu
     Ok(())
 }
 
+/// A BTF blob holding an `int` and the given enums (name, enumerators), for tests.
+#[cfg(test)]
+pub(super) fn enums_blob(enums: &[(&str, &[&str])]) -> Vec<u8> {
+    let mut strings = b"\0int\0".to_vec();
+    let mut add = |s: &str| {
+        let off = u32::try_from(strings.len()).unwrap();
+        strings.extend_from_slice(s.as_bytes());
+        strings.push(0);
+        off
+    };
+    let mut words = vec![1, KIND_INT << 24, 4, 32];
+    for (name, values) in enums {
+        let vlen = u32::try_from(values.len()).unwrap();
+        words.extend([add(name), (KIND_ENUM << 24) | vlen, 4]);
+        for (i, v) in values.iter().enumerate() {
+            words.extend([add(v), u32::try_from(i).unwrap()]);
+        }
+    }
+    let types: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let mut b = Vec::new();
+    b.extend_from_slice(&BTF_MAGIC.to_ne_bytes());
+    b.extend_from_slice(&[1, 0]);
+    let tl = u32::try_from(types.len()).unwrap();
+    let sl = u32::try_from(strings.len()).unwrap();
+    for v in [24u32, 0, tl, tl, sl] {
+        b.extend_from_slice(&v.to_ne_bytes());
+    }
+    b.extend_from_slice(&types);
+    b.extend_from_slice(&strings);
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,35 +370,11 @@ mod tests {
 
     #[test]
     fn finds_enumerators() {
-        let strings = b"\0int\0bpf_func_id\0BPF_FUNC_unspec\0BPF_FUNC_task_pt_regs\0".to_vec();
-        let s = &strings;
-        let mut types: Vec<u8> = Vec::new();
-        for v in [name(b"int", s), KIND_INT << 24, 4, 32] {
-            types.extend_from_slice(&v.to_ne_bytes());
-        }
-        let e = [
-            name(b"bpf_func_id", s),
-            (KIND_ENUM << 24) | 2,
-            4,
-            name(b"BPF_FUNC_unspec", s),
-            0,
-            name(b"BPF_FUNC_task_pt_regs", s),
-            175,
-        ];
-        for v in e {
-            types.extend_from_slice(&v.to_ne_bytes());
-        }
-        let mut b = Vec::new();
-        b.extend_from_slice(&BTF_MAGIC.to_ne_bytes());
-        b.extend_from_slice(&[1, 0]);
-        let tl = u32::try_from(types.len()).unwrap();
-        let sl = u32::try_from(strings.len()).unwrap();
-        for v in [24u32, 0, tl, tl, sl] {
-            b.extend_from_slice(&v.to_ne_bytes());
-        }
-        b.extend_from_slice(&types);
-        b.extend_from_slice(&strings);
-        let btf = Btf::parse(&b).unwrap();
+        let blob = enums_blob(&[
+            ("bpf_map_type", &["BPF_MAP_TYPE_UNSPEC"]),
+            ("bpf_func_id", &["BPF_FUNC_unspec", "BPF_FUNC_task_pt_regs"]),
+        ]);
+        let btf = Btf::parse(&blob).unwrap();
         assert!(btf.enum_has("bpf_func_id", "BPF_FUNC_task_pt_regs"));
         assert!(btf.enum_has("bpf_func_id", "BPF_FUNC_unspec"));
         assert!(!btf.enum_has("bpf_func_id", "BPF_FUNC_get_current_task_btf"));

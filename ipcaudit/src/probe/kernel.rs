@@ -34,6 +34,11 @@ pub const ENTER_ARGS: &[(&str, usize)] = &[
     ("mremap", 5),
 ];
 
+/// `sched:sched_process_exec` fields the exec program reads at fixed offsets.
+pub const EXEC_FIELDS: &[(&str, u32, u32)] = &[("filename", 8, 4), ("old_pid", 16, 4)];
+/// `syscalls:sys_exit_*` fields the exit programs read at fixed offsets.
+pub const SYS_EXIT_FIELDS: &[(&str, u32, u32)] = &[("__syscall_nr", 8, 4), ("ret", 16, 8)];
+
 /// The running kernel, as far as the programs care.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kernel {
@@ -79,6 +84,24 @@ impl Kernel {
             current_task_btf: helper("BPF_FUNC_get_current_task_btf"),
             task_pt_regs: helper("BPF_FUNC_task_pt_regs"),
         })
+    }
+
+    /// Checks that tracepoint `category:name` exists on this kernel and has `fields` where the
+    /// programs read them; a clear "not supported on this kernel" error if not.
+    pub fn check_format(
+        &self,
+        tracefs: &std::path::Path,
+        category: &str,
+        name: &str,
+        fields: &[(&str, u32, u32)],
+    ) -> Result<(), ProbeError> {
+        let unsupported = |why: String| ProbeError::Unsupported {
+            kernel: self.release.clone(),
+            what: format!("tracepoint {category}:{name}: {why}"),
+        };
+        let text = super::tracefs::format(tracefs, category, name)
+            .map_err(|e| unsupported(e.to_string()))?;
+        super::tracefs::check_fields(&text, fields).map_err(unsupported)
     }
 
     /// The `Config::compat` bits for this kernel.
@@ -167,6 +190,42 @@ mod tests {
         assert!(
             d.contains("probe reads") && d.contains("no group_dead"),
             "{d}"
+        );
+    }
+
+    /// Kernels told apart by their BTF alone: 5.8–5.10 (ring buffer, neither helper), 5.11–5.14
+    /// (`bpf_get_current_task_btf` only), 5.15+, and one without the ring buffer (refused).
+    #[test]
+    fn helpers_come_from_the_btf() {
+        use crate::probe::btf::enums_blob;
+        let detect = |funcs: &[&str], maps: &[&str]| {
+            let blob = enums_blob(&[("bpf_map_type", maps), ("bpf_func_id", funcs)]);
+            Kernel::from_btf(&Btf::parse(&blob).unwrap(), "x".to_owned())
+        };
+        let ringbuf = ["BPF_MAP_TYPE_HASH", "BPF_MAP_TYPE_RINGBUF"];
+        let k = detect(&["BPF_FUNC_ringbuf_query"], &ringbuf).unwrap();
+        assert_eq!(k.compat(), compat::TASK_PROBE_READ | compat::ARGS_AT_ENTER);
+        let k = detect(
+            &["BPF_FUNC_ringbuf_query", "BPF_FUNC_get_current_task_btf"],
+            &ringbuf,
+        )
+        .unwrap();
+        assert_eq!(k.compat(), compat::ARGS_AT_ENTER);
+        let k = detect(
+            &[
+                "BPF_FUNC_ringbuf_query",
+                "BPF_FUNC_get_current_task_btf",
+                "BPF_FUNC_task_pt_regs",
+            ],
+            &ringbuf,
+        )
+        .unwrap();
+        assert_eq!(k.compat(), 0);
+        let err = detect(&["BPF_FUNC_map_lookup_elem"], &["BPF_MAP_TYPE_HASH"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "not supported on this kernel (x): the BPF ring buffer (BPF_MAP_TYPE_RINGBUF, \
+             Linux 5.8): ipcaudit needs Linux 5.8 or later"
         );
     }
 

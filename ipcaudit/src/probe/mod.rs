@@ -34,7 +34,7 @@ pub enum ProbeError {
     )]
     Tracefs(#[source] io::Error),
     #[error(
-        "cannot use the kernel's BTF at {}: {reason}. Tracing needs it (a kernel built with \
+        "cannot use the kernel's BTF at {}: {reason}. Tracing needs it (Linux 5.8 or later built with \
          CONFIG_DEBUG_INFO_BTF=y, or `--btf FILE` for the running kernel); `ls`, `limits`, \
          `leaks`, `reap` and `replay` work without it",
         path.display()
@@ -292,6 +292,7 @@ impl Probe {
         let attach_mode = attach_syscalls(&mut ebpf, &kernel_btf, tracepoints, &kernel, &tracefs)?;
         let programs = kernel.describe(attach_mode, config.exit_group_dead != NO_OFFSET);
         phase("syscall programs attached");
+        kernel.check_format(&tracefs, "sched", "sched_process_exec", kernel::EXEC_FIELDS)?;
         for attachment in SCHED {
             attach_tracepoint(&mut ebpf, attachment)?;
         }
@@ -570,6 +571,7 @@ fn attach_syscalls(
     }
     for name in SYSCALLS {
         let program = format!("sys_exit_{name}");
+        kernel.check_format(tracefs, "syscalls", &program, kernel::SYS_EXIT_FIELDS)?;
         let t = std::time::Instant::now();
         attach_tracepoint_named(ebpf, &program, "syscalls")?;
         log::debug!(
@@ -592,16 +594,15 @@ fn attach_sys_enters(
 ) -> Result<(), ProbeError> {
     for &(name, nargs) in kernel::ENTER_ARGS {
         let tracepoint = format!("sys_enter_{name}");
-        let text = tracefs::format(tracefs, "syscalls", &tracepoint).map_err(|e| {
-            ProbeError::Unsupported {
-                kernel: kernel.release.clone(),
-                what: format!("syscalls:{tracepoint} ({e}), needed without bpf_task_pt_regs"),
-            }
-        })?;
-        tracefs::check_enter_format(&text, nargs).map_err(|why| ProbeError::Unsupported {
+        let unsupported = |why: String| ProbeError::Unsupported {
             kernel: kernel.release.clone(),
-            what: format!("the format of syscalls:{tracepoint}: {why}"),
-        })?;
+            what: format!(
+                "tracepoint syscalls:{tracepoint} (needed without bpf_task_pt_regs): {why}"
+            ),
+        };
+        let text = tracefs::format(tracefs, "syscalls", &tracepoint)
+            .map_err(|e| unsupported(e.to_string()))?;
+        tracefs::check_enter_format(&text, nargs).map_err(unsupported)?;
         attach_tracepoint_named(ebpf, &tracepoint, "syscalls")?;
     }
     Ok(())

@@ -79,6 +79,25 @@ pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Opt
         .map(|f| f.offset)
 }
 
+/// Checks that a format has each `(field, offset, size)` the programs read at a fixed place;
+/// why not, if not.
+pub fn check_fields(text: &str, wanted: &[(&str, u32, u32)]) -> Result<(), String> {
+    let fields = parse_format(text);
+    for &(name, offset, size) in wanted {
+        match fields.iter().find(|f| f.name == name) {
+            None => return Err(format!("no field `{name}`")),
+            Some(f) if f.offset != offset || f.size != size => {
+                return Err(format!(
+                    "field `{name}` at offset {} size {}, expected offset {offset} size {size}",
+                    f.offset, f.size
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Checks that a `syscalls:sys_enter_*` format is what the `sys_enter_*` programs read:
 /// `__syscall_nr` at offset 8, then `nargs` 8-byte arguments at 16, 24, …; why not, if not.
 pub fn check_enter_format(text: &str, nargs: usize) -> Result<(), String> {
@@ -145,6 +164,22 @@ format:
 
 print fmt: \"key: 0x%08lx, msgflg: 0x%08lx\", ((unsigned long)(REC->key)), ((unsigned long)(REC->msgflg))
 ";
+
+    #[test]
+    fn fixed_fields_are_checked() {
+        assert_eq!(
+            check_fields(EXIT_FORMAT, &[("pid", 24, 4), ("comm", 8, 16)]),
+            Ok(())
+        );
+        assert_eq!(
+            check_fields(EXIT_FORMAT, &[("prio", 24, 4)]),
+            Err("field `prio` at offset 28 size 4, expected offset 24 size 4".to_owned())
+        );
+        assert_eq!(
+            check_fields(EXIT_FORMAT, &[("ret", 16, 8)]),
+            Err("no field `ret`".to_owned())
+        );
+    }
 
     #[test]
     fn enter_formats_are_checked() {
