@@ -97,6 +97,120 @@ impl fmt::Display for IpcType {
     }
 }
 
+/// The three POSIX IPC families. They are files: shared memory objects (`shm_open`) and named
+/// semaphores (`sem_open`, `sem.NAME`) in /dev/shm, message queues (`mq_open`) in the mqueue
+/// filesystem of the IPC namespace. Each is named by its path (`/NAME`), not by an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosixType {
+    Pshm,
+    Psem,
+    Pmsg,
+}
+
+impl PosixType {
+    pub const ALL: [Self; 3] = [Self::Pshm, Self::Psem, Self::Pmsg];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pshm => "pshm",
+            Self::Psem => "psem",
+            Self::Pmsg => "pmsg",
+        }
+    }
+
+    /// In words: "POSIX shared memory object".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Pshm => "POSIX shared memory object",
+            Self::Psem => "POSIX named semaphore",
+            Self::Pmsg => "POSIX message queue",
+        }
+    }
+}
+
+impl fmt::Display for PosixType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A type `--type` selects: one of the System V families or one of the POSIX ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectType {
+    Sysv(IpcType),
+    Posix(PosixType),
+}
+
+impl ObjectType {
+    /// Every type, System V first (the order `ls` prints its sections in).
+    pub const ALL: [Self; 6] = [
+        Self::Sysv(IpcType::Shm),
+        Self::Sysv(IpcType::Sem),
+        Self::Sysv(IpcType::Msg),
+        Self::Posix(PosixType::Pshm),
+        Self::Posix(PosixType::Psem),
+        Self::Posix(PosixType::Pmsg),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sysv(t) => t.as_str(),
+            Self::Posix(t) => t.as_str(),
+        }
+    }
+
+    /// Parses `shm`, `sem`, `msg`, `pshm`, `psem` or `pmsg`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown IPC type {s:?}: expected shm, sem, msg, pshm, psem or pmsg")
+            })
+    }
+
+    /// The System V types of a selection (all of them when it is empty).
+    pub fn sysv(types: &[Self]) -> Vec<IpcType> {
+        if types.is_empty() {
+            return IpcType::ALL.to_vec();
+        }
+        let mut out: Vec<IpcType> = types
+            .iter()
+            .filter_map(|t| match t {
+                Self::Sysv(t) => Some(*t),
+                Self::Posix(_) => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The POSIX types of a selection (all of them when it is empty).
+    pub fn posix(types: &[Self]) -> Vec<PosixType> {
+        if types.is_empty() {
+            return PosixType::ALL.to_vec();
+        }
+        let mut out: Vec<PosixType> = types
+            .iter()
+            .filter_map(|t| match t {
+                Self::Posix(t) => Some(*t),
+                Self::Sysv(_) => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One `struct sembuf`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SemOp {

@@ -932,6 +932,7 @@ fn any_snapshot() -> impl Strategy<Value = crate::snapshot::Snapshot> {
                         msgmni: l[4],
                         ..Limits::default()
                     },
+                    ..crate::snapshot::Snapshot::default()
                 }
             },
         )
