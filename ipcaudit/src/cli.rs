@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{event::IpcType, sink::Format};
+use crate::{
+    event::{IpcType, ObjectType},
+    sink::Format,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -176,9 +179,10 @@ pub struct WatchArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct LsArgs {
-    /// Only objects of this type (repeatable).
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
-    pub types: Vec<IpcType>,
+    /// Only objects of this type (repeatable): System V `shm`, `sem`, `msg`; POSIX `pshm`
+    /// (/dev/shm), `psem` (/dev/shm/sem.*), `pmsg` (message queues).
+    #[arg(long = "type", value_name = "TYPE", value_parser = ObjectType::parse)]
+    pub types: Vec<ObjectType>,
     /// One JSON document in the shape of `lsipc --json`.
     #[arg(long)]
     pub json: bool,
@@ -214,13 +218,24 @@ pub struct LeaksArgs {
     /// Judge snapshots of the IPC namespace of process PID, or of every process (`all`).
     #[arg(long, value_name = "PID|all", value_parser = crate::ls::parse_namespace)]
     pub namespace: Option<crate::ls::NamespaceSel>,
+    /// Only findings on objects of this type (repeatable; shm, sem, msg, pshm, psem, pmsg).
+    #[arg(long = "type", value_name = "TYPE", value_parser = ObjectType::parse)]
+    pub types: Vec<ObjectType>,
+    /// A snapshot calls a POSIX object nobody holds orphaned once it has not changed for this
+    /// long (a running `watch` uses its own --grace).
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ReapArgs {
-    /// Only objects of this type (repeatable).
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
-    pub types: Vec<IpcType>,
+    /// Only objects of this type (repeatable): shm, sem, msg, pshm, psem, pmsg.
+    #[arg(long = "type", value_name = "TYPE", value_parser = ObjectType::parse)]
+    pub types: Vec<ObjectType>,
+    /// Only the POSIX object with this name (`/NAME`, repeatable; with --type pshm, psem or
+    /// pmsg).
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
     /// Only this id (repeatable); an id that is not leaked gets a refusal record.
     #[arg(long = "id", value_name = "ID")]
     pub ids: Vec<i32>,
@@ -255,6 +270,10 @@ pub struct ReapArgs {
     /// Reap in the IPC namespace of process PID, or in every one (`all`).
     #[arg(long, value_name = "PID|all", value_parser = crate::ls::parse_namespace)]
     pub namespace: Option<crate::ls::NamespaceSel>,
+    /// A snapshot calls a POSIX object nobody holds orphaned once it has not changed for this
+    /// long (a running `watch` uses its own --grace).
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

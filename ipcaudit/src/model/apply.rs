@@ -218,6 +218,8 @@ impl Model {
             p.exe = Some(filename.to_owned());
         }
         self.with_vmas(c.key, cx, |map, _, d| shm::clear(map, d));
+        let now = cx.now;
+        self.posix_exec(c.key, now, cx);
     }
 
     pub(crate) fn object_ref(&self, k: ObjectKey) -> Option<ObjectRef> {
@@ -742,6 +744,7 @@ impl Model {
         }
         // The child inherits every attachment (each vma is copied: nattch grows by as many).
         let now = cx.now;
+        self.posix_fork(parent, child, now);
         let Some(p) = self.processes.get_mut(&child) else {
             return;
         };

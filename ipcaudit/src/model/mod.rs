@@ -58,6 +58,7 @@ mod aggregate;
 mod apply;
 mod core;
 mod object;
+mod posix;
 mod process;
 mod reconcile;
 mod rules;
@@ -80,6 +81,7 @@ use crate::snapshot::{Limits, Snapshot};
 
 pub use aggregate::{Aggregate, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage};
 pub use object::{ObjectKey, ObjectRef, ObjectStatus, Peer, SemAdj, SemSlot};
+pub use posix::{Holding, PosixHolderView, PosixKey, PosixRef, PosixView, QueueState, shell_quote};
 pub use reconcile::{Difference, MappedRange, Reconciled};
 pub use rules::{Finding, FindingChange, LimitKind, ProcessEvidence, Role, Rule, Severity};
 pub use view::{
@@ -217,6 +219,8 @@ pub struct Model {
     lost_events: u64,
     needs_reconcile: bool,
     evicted: Evicted,
+    /// The POSIX objects (`posix.rs`).
+    posix: posix::PosixTable,
 }
 
 /// What the caps made the model forget (counted in the session summary).
@@ -247,6 +251,7 @@ impl Model {
             lost_events: 0,
             needs_reconcile: false,
             evicted: Evicted::default(),
+            posix: posix::PosixTable::default(),
         }
     }
 
@@ -293,7 +298,7 @@ impl Model {
         let mut cx = Cx::new(snap.taken_ns);
         cx.sync = true;
         let mut differences = Vec::new();
-        self.sync(snap, Some(&mut differences), &mut cx);
+        let posix_changed = self.sync(snap, Some(&mut differences), &mut cx);
         let mut findings = cx.findings;
         findings.extend(self.tick_inner(snap.taken_ns));
         self.needs_reconcile = false;
@@ -301,6 +306,7 @@ impl Model {
         Reconciled {
             differences,
             findings,
+            posix_changed,
         }
     }
 

@@ -629,6 +629,23 @@ fn object_json(o: &ObjectRef) -> serde_json::Value {
     ipc
 }
 
+/// The `ipc` fields of a POSIX object: type, name, its file (path, inode), size.
+pub fn posix_json(p: &crate::model::PosixRef) -> serde_json::Value {
+    let mut ipc = serde_json::json!({
+        "type": p.ty,
+        "name": p.name,
+        "path": p.path(),
+        "namespace": p.ns,
+    });
+    if p.ino != 0 {
+        ipc["inode"] = p.ino.into();
+    }
+    if let Some(size) = p.size {
+        ipc["shm"] = serde_json::json!({"size": size});
+    }
+    ipc
+}
+
 /// An `alert` record: a finding raised (`finding-raised`) or no longer holding (`finding-cleared`).
 /// `tick`: the change came from a grace tick of the live model (`ipcaudit.tick`), which `replay`
 /// repeats at the same instant.
@@ -669,6 +686,9 @@ pub fn finding_value(
     });
     if let Some(o) = &f.object {
         value["ipc"] = object_json(o);
+    }
+    if let Some(p) = &f.posix {
+        value["ipc"] = posix_json(p);
     }
     if let Some(remedy) = &f.remedy {
         value["ipcaudit"]["remedy"] = remedy.clone().into();

@@ -206,6 +206,10 @@ pub fn encode_finding(time_ns: u64, change: &FindingChange, out: &mut String) {
             let _ = write!(out, " key 0x{key:08x}");
         }
     }
+    if let Some(p) = &f.posix {
+        let _ = write!(out, " {} ", p.ty);
+        printable(&p.name, p.name.chars().count().min(64), out);
+    }
     out.push_str(": ");
     printable(&f.description, f.description.chars().count().min(400), out);
     for e in &f.evidence {

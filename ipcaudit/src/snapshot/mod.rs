@@ -181,6 +181,10 @@ pub struct Snapshot {
     /// Every process mapping a POSIX object or holding a descriptor of it (any namespace).
     #[serde(default)]
     pub posix_holders: Vec<PosixHolder>,
+    /// The POSIX types this snapshot lists (a type it could not read is left out: the model
+    /// then keeps what it had of it).
+    #[serde(default)]
+    pub posix_listed: Vec<PosixType>,
     /// What could not be listed, and why (e.g. the mqueue filesystem could not be mounted).
     #[serde(default)]
     pub posix_notes: Vec<String>,

@@ -316,6 +316,8 @@ fn read_queue(dir: &PosixDirFd, file: &[u8], ino: u64) -> Option<MqState> {
 /// The POSIX objects the calling thread can see, and notes on what it could not list.
 pub struct Listing {
     pub objects: Vec<PosixObject>,
+    /// The types listed (those whose directory could be read).
+    pub listed: Vec<PosixType>,
     pub notes: Vec<String>,
 }
 
@@ -325,6 +327,7 @@ pub fn read_objects() -> Listing {
     let home = in_home_namespace();
     let mut out = Listing {
         objects: Vec::new(),
+        listed: Vec::new(),
         notes: Vec::new(),
     };
     let mut dirs = Vec::new();
@@ -353,6 +356,10 @@ pub fn read_objects() -> Listing {
                 continue;
             }
         };
+        out.listed.extend(match dir.dir {
+            PosixDir::DevShm => [PosixType::Pshm, PosixType::Psem].as_slice(),
+            PosixDir::Mqueue => [PosixType::Pmsg].as_slice(),
+        });
         for name in names {
             match read_entry(dir, &name) {
                 Ok(Some(o)) => out.objects.push(o),

@@ -345,6 +345,7 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         limits: read_limits(),
         posix: posix.objects,
         posix_holders,
+        posix_listed: posix.listed,
         posix_notes: posix.notes,
     })
 }
