@@ -899,6 +899,7 @@ pub fn run(args: &crate::cli::LeaksArgs) -> Result<ExitCode, LeaksError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Role;
     use crate::snapshot::{IpcPerm, SemValue, ShmMapping, Waiter};
 
     /// Boot at t = 1,000,000 s; 100 ticks per second.
@@ -1161,6 +1162,174 @@ mod tests {
         assert_eq!(finding_from_json(&json).as_ref(), Some(&f[0]));
         assert_eq!(finding_from_json(&json!({"rule": "nope"})), None);
         assert_eq!(finding_from_json(&Value::Null), None);
+    }
+
+    fn pobj(ty: PosixType, name: &str, ino: u64, changed: i64, messages: u64) -> PosixObject {
+        PosixObject {
+            ty,
+            name: name.into(),
+            dev: 27,
+            ino,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            size: 4096,
+            memory: 4096,
+            atime: changed,
+            mtime: changed,
+            ctime: changed,
+            queue: (ty == PosixType::Pmsg).then_some(crate::snapshot::MqState {
+                qsize: messages * 8,
+                messages,
+                max_messages: 10,
+                message_size: 64,
+                notify_pid: 0,
+                notify: 0,
+                signo: 0,
+            }),
+        }
+    }
+
+    fn pholder(pid: u32, ino: u64, hold: Hold) -> PosixHolder {
+        PosixHolder {
+            process: proc_at(pid, 1_000_010, 'S').key,
+            comm: format!("p{pid}"),
+            uid: 0,
+            ipc_ns: 7,
+            dev: 27,
+            ino,
+            hold,
+        }
+    }
+
+    #[test]
+    fn posix_orphans_need_no_holder_and_the_grace_period() {
+        let mut s = snap();
+        // Taken at 1,001,000: "old" changed 900 s before, "fresh" 30 s before.
+        s.posix = vec![
+            pobj(PosixType::Pshm, "/old", 1, 1_000_100, 0),
+            pobj(PosixType::Pshm, "/fresh", 2, 1_000_970, 0),
+            pobj(PosixType::Pshm, "/mapped", 3, 1_000_100, 0),
+            pobj(PosixType::Psem, "/lock", 4, 1_000_100, 0),
+            pobj(PosixType::Pmsg, "/q", 5, 1_000_100, 2),
+        ];
+        s.posix_holders = vec![pholder(
+            10,
+            3,
+            Hold::Map {
+                start: 0,
+                end: 4096,
+                writable: false,
+            },
+        )];
+        let sc = scene(s, vec![proc_at(10, 1_000_010, 'S')]);
+        let f = judge_posix(&sc, 60);
+        let got: Vec<(Rule, &str)> = f
+            .iter()
+            .map(|f| (f.rule, f.posix.as_ref().map_or("", |p| p.name.as_str())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Rule::OrphanedPosixShm, "/old"),
+                (Rule::OrphanedPosixSemaphore, "/lock"),
+                (Rule::OrphanedPosixQueue, "/q"),
+            ]
+        );
+        assert_eq!(f[0].remedy.as_deref(), Some("rm /dev/shm/old"));
+        assert_eq!(f[0].since_ns, 1_000_100 * NS_PER_SEC);
+        assert!(
+            f[0].description.contains("unchanged for 900 s"),
+            "{}",
+            f[0].description
+        );
+        assert!(
+            f[2].description.contains("with 2 message(s)"),
+            "{}",
+            f[2].description
+        );
+        // With no grace, the fresh one too.
+        assert_eq!(
+            judge_posix(&sc, 0)
+                .iter()
+                .filter(|f| f.rule == Rule::OrphanedPosixShm)
+                .count(),
+            2
+        );
+        // judge_all has both families.
+        assert_eq!(judge_all(&sc, 60).len(), 3);
+    }
+
+    #[test]
+    #[expect(
+        clippy::many_single_char_names,
+        reason = "s(napshot), w(riter), f(indings), p, e"
+    )]
+    fn a_posix_queue_held_write_only_with_messages_is_stalled() {
+        let mut s = snap();
+        s.posix = vec![
+            pobj(PosixType::Pmsg, "/stalled", 1, 1_000_990, 3),
+            pobj(PosixType::Pmsg, "/read", 2, 1_000_990, 3),
+            pobj(PosixType::Pmsg, "/empty", 3, 1_000_990, 0),
+            pobj(PosixType::Pmsg, "/notified", 4, 1_000_990, 3),
+        ];
+        if let Some(q) = s.posix[3].queue.as_mut() {
+            q.notify_pid = 11;
+        }
+        let w = |ino| {
+            pholder(
+                10,
+                ino,
+                Hold::Fd {
+                    fd: 3,
+                    read: false,
+                    write: true,
+                },
+            )
+        };
+        s.posix_holders = vec![
+            w(1),
+            w(2),
+            pholder(
+                11,
+                2,
+                Hold::Fd {
+                    fd: 4,
+                    read: true,
+                    write: false,
+                },
+            ),
+            w(3),
+            w(4),
+        ];
+        let sc = scene(
+            s,
+            vec![proc_at(10, 1_000_010, 'S'), proc_at(11, 1_000_010, 'S')],
+        );
+        let f = judge_posix(&sc, 60);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].rule, Rule::StalledPosixQueue);
+        let p = f[0].posix.as_ref().unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.path()),
+            ("/stalled", "/dev/mqueue/stalled".to_owned())
+        );
+        let e: Vec<(u32, Role, bool)> = f[0]
+            .evidence
+            .iter()
+            .map(|e| (e.pid, e.role, e.alive))
+            .collect();
+        assert_eq!(e, vec![(10, Role::Holder, true)]);
+        // The JSON round trip keeps the POSIX object.
+        let json = finding_json(&f[0]);
+        assert_eq!(json["posix"]["type"], "pmsg");
+        assert_eq!(finding_from_json(&json).as_ref(), Some(&f[0]));
+        assert!(finding_has_type(
+            &f[0],
+            &[ObjectType::Posix(PosixType::Pmsg)]
+        ));
+        assert!(!finding_has_type(&f[0], &[ObjectType::Sysv(IpcType::Msg)]));
+        assert!(finding_has_type(&f[0], &[]));
     }
 
     #[test]

@@ -1541,6 +1541,81 @@ mod tests {
                 state: 'S',
                 ipc_ns: 4_026_531_839,
             }],
+            posix: vec![
+                PosixObject {
+                    ty: PosixType::Pshm,
+                    name: "/cache".into(),
+                    dev: 27,
+                    ino: 9,
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                    size: 8192,
+                    memory: 4096,
+                    atime: 1_700_000_050,
+                    mtime: 1_700_000_050,
+                    ctime: 1_700_000_000,
+                    queue: None,
+                },
+                PosixObject {
+                    ty: PosixType::Pmsg,
+                    name: "/jobs".into(),
+                    dev: 20,
+                    ino: 3,
+                    mode: 0o640,
+                    uid: 0,
+                    gid: 0,
+                    size: 80,
+                    memory: 0,
+                    atime: 1_700_000_090,
+                    mtime: 1_700_000_090,
+                    ctime: 1_700_000_090,
+                    queue: Some(crate::snapshot::MqState {
+                        qsize: 24,
+                        messages: 3,
+                        max_messages: 10,
+                        message_size: 8192,
+                        notify_pid: 0,
+                        notify: 0,
+                        signo: 0,
+                    }),
+                },
+            ],
+            posix_holders: vec![
+                crate::snapshot::PosixHolder {
+                    process: ProcessKey {
+                        pid: 42,
+                        start_ticks: 0,
+                    },
+                    comm: "worker".into(),
+                    uid: 0,
+                    ipc_ns: 4_026_531_839,
+                    dev: 27,
+                    ino: 9,
+                    hold: Hold::Map {
+                        start: 0x1000,
+                        end: 0x3000,
+                        writable: true,
+                    },
+                },
+                crate::snapshot::PosixHolder {
+                    process: ProcessKey {
+                        pid: 42,
+                        start_ticks: 0,
+                    },
+                    comm: "worker".into(),
+                    uid: 0,
+                    ipc_ns: 4_026_531_839,
+                    dev: 27,
+                    ino: 9,
+                    hold: Hold::Fd {
+                        fd: 5,
+                        read: true,
+                        write: true,
+                    },
+                },
+            ],
+            posix_listed: PosixType::ALL.to_vec(),
             ..Snapshot::default()
         };
         Listing {
@@ -1559,8 +1634,15 @@ mod tests {
         assert_eq!(parse_column("USEDBYTES"), Ok(Column::Usedbytes));
         assert!(parse_column("bogus").unwrap_err().contains("KEY,ID"));
         assert_eq!(Column::Usedbytes.json_key(), "usedbytes");
-        assert!(Column::Waiters.applies_to(IpcType::Msg));
-        assert!(!Column::Waiters.applies_to(IpcType::Shm));
+        assert!(Column::Waiters.applies_to(ObjectType::Sysv(IpcType::Msg)));
+        assert!(!Column::Waiters.applies_to(ObjectType::Sysv(IpcType::Shm)));
+        assert!(Column::Size.applies_to(ObjectType::Posix(PosixType::Pshm)));
+        assert!(!Column::Size.applies_to(ObjectType::Posix(PosixType::Pmsg)));
+        assert!(Column::Msgs.applies_to(ObjectType::Posix(PosixType::Pmsg)));
+        assert!(!Column::Key.applies_to(ObjectType::Posix(PosixType::Psem)));
+        assert!(Column::Owner.applies_to(ObjectType::Posix(PosixType::Psem)));
+        assert!(!Column::Holders.applies_to(ObjectType::Sysv(IpcType::Shm)));
+        assert!(columns_help().contains("HOLDERS"));
         assert!(columns_help().contains("CALIVE"));
         // Every column is in the table once.
         for (c, name, ..) in COLUMNS {
@@ -1584,7 +1666,13 @@ mod tests {
     #[test]
     fn json_rows_have_lsipc_keys_and_ipcaudit_extras() {
         let l = listing();
-        let table = build(std::slice::from_ref(&l), &IpcType::ALL, None, true, false);
+        let table = build(
+            std::slice::from_ref(&l),
+            &ObjectType::ALL,
+            None,
+            true,
+            false,
+        );
         let v: Value = serde_json::from_str(&render_json(&table)).unwrap();
         let shm = &v["sharedmemory"][0];
         assert_eq!(shm["key"], "0x00001234");
@@ -1619,6 +1707,31 @@ mod tests {
             (msg["lsalive"].clone(), msg["lralive"].clone()),
             (json!(true), Value::Null)
         );
+        let pshm = &v["posix-sharedmemory"][0];
+        assert_eq!(pshm["name"], "/cache");
+        assert_eq!(pshm["path"], "/dev/shm/cache");
+        assert_eq!(
+            (pshm["size"].as_u64(), pshm["inode"].as_u64()),
+            (Some(8192), Some(9))
+        );
+        assert_eq!(pshm["age"], 50);
+        assert_eq!(
+            pshm["holders"],
+            json!([{"pid": 42, "command": "worker", "maps": 1, "fds": 1, "read": true, "write": true}])
+        );
+        assert!(pshm.get("key").is_none() && pshm.get("id").is_none());
+        assert_eq!(v["posix-semaphores"], json!([]));
+        let pmsg = &v["posix-messages"][0];
+        assert_eq!(
+            (
+                pmsg["msgs"].as_u64(),
+                pmsg["usedbytes"].as_u64(),
+                pmsg["maxmsg"].as_u64()
+            ),
+            (Some(3), Some(24), Some(10))
+        );
+        assert_eq!(pmsg["notifypid"], Value::Null);
+        assert_eq!(pmsg["holders"], json!([]));
         // Keys keep the column order.
         let text = render_json(&table);
         assert!(text.find("\"key\"").unwrap() < text.find("\"id\"").unwrap());
@@ -1630,7 +1743,10 @@ mod tests {
         let cols = [Column::Id, Column::Nattch, Column::Msgs];
         let table = build(
             std::slice::from_ref(&l),
-            &[IpcType::Shm, IpcType::Msg],
+            &[
+                ObjectType::Sysv(IpcType::Shm),
+                ObjectType::Sysv(IpcType::Msg),
+            ],
             Some(&cols),
             true,
             false,
@@ -1641,7 +1757,13 @@ mod tests {
             json!({"sharedmemory": [{"id": 5, "nattch": 1}], "messages": [{"id": 7, "msgs": 2}]})
         );
 
-        let table = build(std::slice::from_ref(&l), &IpcType::ALL, None, false, true);
+        let table = build(
+            std::slice::from_ref(&l),
+            &ObjectType::ALL,
+            None,
+            false,
+            true,
+        );
         let text = render_text(&table);
         assert!(
             text.contains("------ Shared Memory Segments --------"),
@@ -1653,6 +1775,15 @@ mod tests {
         assert!(text.contains("1,0"), "{text}");
         assert!(text.contains("42,0"), "{text}");
         assert!(text.contains("1m40s"), "{text}");
+        assert!(
+            text.contains("------ POSIX Shared Memory --------"),
+            "{text}"
+        );
+        assert!(text.contains("/cache"), "{text}");
+        assert!(
+            text.contains("------ POSIX Message Queues --------"),
+            "{text}"
+        );
         assert!(text.contains("2023-11-14 22:13:20"), "{text}");
         assert!(text.lines().all(|l| l == l.trim_end()));
         assert_eq!(cut("abcdef", 4), "abc…");

@@ -1302,10 +1302,6 @@ pub enum ReapError {
 pub const EXIT_REFUSED: u8 = 3;
 
 /// Plans, rechecks and (with `yes`) removes in one namespace; runs there.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one namespace's work: what to reap of each family, how, and from where"
-)]
 fn reap_here(
     scene_findings: Option<&[Finding]>,
     sel: Option<&Selection>,

@@ -343,3 +343,224 @@ pub fn ipc_json(r: &PosixRef) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ProcessKey;
+    use crate::snapshot::{Hold, Snapshot};
+
+    const NS_PER_SEC: u64 = 1_000_000_000;
+    /// The scene is taken at 1,001,000 s.
+    const NOW: i64 = 1_001_000;
+
+    fn obj(ty: PosixType, name: &str, ino: u64, changed: i64) -> PosixObject {
+        PosixObject {
+            ty,
+            name: name.into(),
+            dev: 27,
+            ino,
+            mode: 0o600,
+            uid: 1000,
+            gid: 1000,
+            size: 4096,
+            memory: 4096,
+            atime: changed,
+            mtime: changed,
+            ctime: changed,
+            queue: None,
+        }
+    }
+
+    fn holder(pid: u32, ino: u64) -> PosixHolder {
+        PosixHolder {
+            process: ProcessKey {
+                pid,
+                start_ticks: 5,
+            },
+            comm: "worker".into(),
+            uid: 1000,
+            ipc_ns: 7,
+            dev: 27,
+            ino,
+            hold: Hold::Fd {
+                fd: 3,
+                read: true,
+                write: true,
+            },
+        }
+    }
+
+    fn scene(objects: Vec<PosixObject>, holders: Vec<PosixHolder>) -> Scene {
+        let snap = Snapshot {
+            ipc_ns: 7,
+            taken_ns: u64::try_from(NOW).unwrap() * NS_PER_SEC,
+            posix: objects,
+            posix_holders: holders,
+            posix_listed: PosixType::ALL.to_vec(),
+            ..Snapshot::default()
+        };
+        Scene::new(snap, 1_000_000 * NS_PER_SEC, 100)
+    }
+
+    fn names(planned: &[Planned]) -> Vec<(String, &'static str)> {
+        planned
+            .iter()
+            .map(|p| match p {
+                Planned::Remove(c) => (c.object.name.clone(), "remove"),
+                Planned::Skip {
+                    object, refusal, ..
+                } => (object.name.clone(), refusal.code()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_plan_removes_exactly_the_unheld_orphans() {
+        let sc = scene(
+            vec![
+                obj(PosixType::Pshm, "/orphan", 1, NOW - 900),
+                obj(PosixType::Pshm, "/held", 2, NOW - 900),
+                obj(PosixType::Psem, "/lock", 3, NOW - 900),
+                obj(PosixType::Pshm, "/other", 4, NOW - 900),
+            ],
+            vec![holder(10, 2)],
+        );
+        // The findings a watch reported before /held was opened again, and /lock's.
+        let mut findings = crate::leaks::judge_posix(&sc, 60);
+        findings.push(Finding {
+            rule: Rule::OrphanedPosixShm,
+            object: None,
+            posix: Some(leaks::posix_ref(7, &sc.snap.posix[1])),
+            severity: crate::model::Severity::Warning,
+            description: "was orphaned".into(),
+            evidence: Vec::new(),
+            remedy: None,
+            since_ns: 0,
+        });
+        let sel = PosixSelection {
+            types: vec![PosixType::Pshm],
+            ..PosixSelection::default()
+        };
+        let p = plan(&sc, &findings, &sel, CheckOptions::default());
+        assert_eq!(
+            names(&p),
+            vec![
+                ("/orphan".to_owned(), "remove"),
+                ("/other".to_owned(), "remove"),
+                ("/held".to_owned(), "user-alive"),
+            ]
+        );
+        // By name: the named one only; a held one named is refused as not leaked.
+        let sel = PosixSelection {
+            names: vec!["orphan".into(), "/held".into(), "/nope".into()],
+            ..PosixSelection::default()
+        };
+        let p = plan(
+            &sc,
+            &crate::leaks::judge_posix(&sc, 60),
+            &sel,
+            CheckOptions::default(),
+        );
+        let got = names(&p);
+        assert!(got.contains(&("/orphan".to_owned(), "remove")), "{got:?}");
+        assert!(got.contains(&("/held".to_owned(), "not-leaked")), "{got:?}");
+        assert!(got.contains(&("/nope".to_owned(), "gone")), "{got:?}");
+        assert!(
+            !got.iter().any(|(n, _)| n == "/lock" || n == "/other"),
+            "{got:?}"
+        );
+        // --older-than: idle 900 s is not enough for 1000 s.
+        let p = plan(
+            &sc,
+            &crate::leaks::judge_posix(&sc, 60),
+            &PosixSelection::default(),
+            CheckOptions {
+                older_than_secs: 1000,
+                force_waiters: false,
+            },
+        );
+        assert!(names(&p).iter().all(|(_, c)| *c == "too-young"), "{p:?}");
+        // A selection by creator name selects nothing: POSIX creators are not known.
+        let sel = PosixSelection {
+            comms: vec!["worker".into()],
+            ..PosixSelection::default()
+        };
+        assert!(
+            plan(
+                &sc,
+                &crate::leaks::judge_posix(&sc, 60),
+                &sel,
+                CheckOptions::default()
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_recheck_refuses_a_replaced_used_or_held_object() {
+        let base = obj(PosixType::Pshm, "/x", 1, NOW - 900);
+        let c = Candidate {
+            rule: Rule::OrphanedPosixShm,
+            object: leaks::posix_ref(7, &base),
+            baseline: base.clone(),
+            evidence: Vec::new(),
+            why: "orphaned".into(),
+        };
+        let opts = CheckOptions::default();
+        assert_eq!(check(&c, Some(&base), &[], NOW, opts), Ok(()));
+        assert_eq!(check(&c, None, &[], NOW, opts), Err(Refusal::Gone));
+        let mut other = base.clone();
+        other.ino = 2;
+        assert!(matches!(
+            check(&c, Some(&other), &[], NOW, opts),
+            Err(Refusal::Replaced { field: "inode", .. })
+        ));
+        let mut written = base.clone();
+        written.mtime += 1;
+        assert!(matches!(
+            check(&c, Some(&written), &[], NOW, opts),
+            Err(Refusal::Used { field: "mtime", .. })
+        ));
+        let h = holder(42, 1);
+        assert_eq!(
+            check(&c, Some(&base), &[&h], NOW, opts),
+            Err(Refusal::Alive {
+                pid: 42,
+                role: Role::Holder
+            })
+        );
+    }
+
+    #[test]
+    fn records_name_the_posix_object() {
+        let o = obj(PosixType::Psem, "/lock", 3, NOW - 900);
+        let r = crate::reap::Record {
+            time_ns: 1_700_000_000 * NS_PER_SEC,
+            ns: 7,
+            ty: crate::event::IpcType::Shm,
+            id: 0,
+            key: None,
+            rule: Some(Rule::OrphanedPosixSemaphore),
+            dry_run: false,
+            source: "snapshot".into(),
+            policy: None,
+            why: "orphaned".into(),
+            outcome: Outcome::Removed { late_attach: None },
+            evidence: Vec::new(),
+            baseline: None,
+            posix: Some(crate::reap::PosixSubject {
+                object: leaks::posix_ref(7, &o),
+                state: Some(o),
+            }),
+        };
+        let v = r.to_json();
+        assert_eq!(
+            v["ipc"],
+            json!({"type": "psem", "name": "/lock", "path": "/dev/shm/sem.lock", "namespace": 7, "inode": 3})
+        );
+        assert_eq!(v["ipcaudit"]["reap"]["object"]["ino"], 3);
+        assert_eq!(v["rule"]["name"], "orphaned-posix-semaphore");
+        assert!(r.to_text().contains("psem /lock"), "{}", r.to_text());
+    }
+}

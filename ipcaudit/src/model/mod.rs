@@ -68,6 +68,8 @@ mod view;
 #[cfg(test)]
 mod aggregate_tests;
 #[cfg(test)]
+mod posix_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;

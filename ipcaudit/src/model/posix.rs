@@ -179,6 +179,8 @@ pub(crate) struct PosixTable {
     pub by_name: HashMap<(u32, PosixType, String), PosixKey>,
     /// The objects each live process holds: what its exit, fork and exec change.
     pub by_process: HashMap<ProcessKey, BTreeSet<PosixKey>>,
+    /// The queues each pid is registered with `mq_notify` on: re-evaluated when it dies.
+    pub notified: HashMap<u32, BTreeSet<PosixKey>>,
     pub next_generation: u32,
 }
 
@@ -297,6 +299,13 @@ impl Model {
                 if (o.mode, o.uid, o.size, o.changed_ns, o.queue) != fresh {
                     changed = true;
                     (o.mode, o.uid, o.size, o.changed_ns, o.queue) = fresh;
+                }
+                if let Some(pid) = o.queue.map(|q| q.notify_pid).filter(|p| *p != 0) {
+                    self.posix
+                        .notified
+                        .entry(pid)
+                        .or_default()
+                        .insert(k.clone());
                 }
             }
         }
@@ -460,6 +469,14 @@ impl Model {
                 }
             }
         }
+        if let Some(pid) = o.queue.map(|q| q.notify_pid)
+            && let Some(set) = self.posix.notified.get_mut(&pid)
+        {
+            set.remove(k);
+            if set.is_empty() {
+                self.posix.notified.remove(&pid);
+            }
+        }
         for rule in Rule::for_posix(k.ty) {
             self.settle(
                 FindingKey {
@@ -475,6 +492,14 @@ impl Model {
 
     /// A process died: its holdings go.
     pub(crate) fn posix_process_died(&mut self, key: ProcessKey, now: u64, cx: &mut Cx) {
+        if let Some(queues) = self.posix.notified.remove(&key.pid) {
+            for k in queues {
+                if let Some(o) = self.posix.objects.get_mut(&k) {
+                    o.read_ns = Some(now);
+                }
+                self.evaluate_posix(&k, now, cx);
+            }
+        }
         let Some(keys) = self.posix.by_process.remove(&key) else {
             return;
         };

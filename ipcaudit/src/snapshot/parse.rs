@@ -1355,6 +1355,142 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let _ = parse_syscall(s, 1, 1);
         let _ = parse_sem_limits(s, "s");
         let _ = parse_number(s, "s");
+        let _ = parse_mqueue_file(s, "s");
+        let _ = parse_fdinfo_flags(s);
+        let _ = parse_maps_files(s, "s");
+        let _ = posix_object_name(PosixDir::DevShm, s);
+        let _ = posix_object_name(PosixDir::Mqueue, s);
+        for ty in PosixType::ALL {
+            let _ = posix_file_name(ty, s);
+        }
+    }
+
+    // Captured on this machine: a queue's file with two messages queued (5 bytes and 0), an
+    // mq_open descriptor's fdinfo, and the maps of a process holding a POSIX shared memory
+    // object and a named semaphore (whose mapping still shows glibc's temporary name).
+    const MQ_FILE: &str = "QSIZE:5          NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n";
+    const FDINFO: &str = "pos:\t0\nflags:\t02000001\nmnt_id:\t21\nino:\t960411\n";
+    const POSIX_MAPS: &str = "556fc0490000-556fc0491000 r--p 00000000 fe:00 11345978                   /tmp/posixexp/shm
+7fa00c11f000-7fa00c120000 rw-p 00000000 00:00 0
+7fa00c120000-7fa00c121000 rw-s 00000000 00:1b 5                          /dev/shm/sem.ElIjKj (deleted)
+7fa00c121000-7fa00c123000 r--s 00000000 00:1b 4                          /dev/shm/ipcaudit-exp-shm
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+
+    #[test]
+    fn mqueue_files_parse_by_field_name() {
+        assert_eq!(
+            parse_mqueue_file(MQ_FILE, "q"),
+            Ok(MqFile {
+                qsize: 5,
+                notify: 0,
+                signo: 0,
+                notify_pid: 0
+            })
+        );
+        let moved = "NOTIFY_PID:4711 SIGNO:10 QSIZE:0 NOTIFY:2";
+        assert_eq!(
+            parse_mqueue_file(moved, "q").map(|f| (f.notify_pid, f.signo, f.notify)),
+            Ok((4711, 10, 2))
+        );
+        let e =
+            parse_mqueue_file("QSIZE:x NOTIFY:0 SIGNO:0 NOTIFY_PID:0", "mqueue:/q").unwrap_err();
+        assert_eq!(
+            (e.field, e.problem),
+            ("QSIZE", Problem::NotANumber { radix: 10 })
+        );
+        assert_eq!(e.path, "mqueue:/q");
+        let e = parse_mqueue_file("QSIZE:1 NOTIFY:0 SIGNO:0", "q").unwrap_err();
+        assert_eq!((e.field, e.problem), ("NOTIFY_PID", Problem::Missing));
+        let e = parse_mqueue_file("", "q").unwrap_err();
+        assert_eq!(e.problem, Problem::Empty);
+        let e =
+            parse_mqueue_file("QSIZE:1 NOTIFY:0 SIGNO:0 NOTIFY_PID:99999999999", "q").unwrap_err();
+        assert_eq!((e.field, e.problem), ("NOTIFY_PID", Problem::OutOfRange));
+    }
+
+    #[test]
+    fn fdinfo_flags_give_the_access_mode() {
+        let flags = parse_fdinfo_flags(FDINFO).unwrap();
+        assert_eq!(flags, 0o2_000_001);
+        assert_eq!(access_mode(flags), (false, true));
+        assert_eq!(access_mode(0o2_000_000), (true, false));
+        assert_eq!(access_mode(0o2), (true, true));
+        assert_eq!(parse_fdinfo_flags("pos:\t0\n"), None);
+        assert_eq!(parse_fdinfo_flags("flags:\t9\n"), None);
+    }
+
+    #[test]
+    fn file_mappings_carry_device_and_inode() {
+        let m = parse_maps_files(POSIX_MAPS, "/proc/1/maps").unwrap();
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!(
+            m[1],
+            FileMapping {
+                start: 0x7fa0_0c12_0000,
+                end: 0x7fa0_0c12_1000,
+                writable: true,
+                dev_major: 0,
+                dev_minor: 0x1b,
+                inode: 5,
+            }
+        );
+        assert!(!m[2].writable);
+        assert_eq!((m[0].dev_major, m[0].dev_minor), (0xfe, 0));
+        let e = parse_maps_files("7f-80 rw-s 0 00:1b x /dev/shm/a\n", "/proc/1/maps").unwrap_err();
+        assert_eq!((e.line, e.field), (1, "inode"));
+        let e = parse_maps_files("\n7f-80 rw-s 0 001b 4 /dev/shm/a", "/proc/1/maps").unwrap_err();
+        assert_eq!((e.line, e.field, e.problem), (2, "dev", Problem::Malformed));
+    }
+
+    #[test]
+    fn posix_names_and_files() {
+        use PosixType::{Pmsg, Psem, Pshm};
+        assert_eq!(
+            posix_object_name(PosixDir::DevShm, "cache"),
+            Some((Pshm, "/cache".to_owned()))
+        );
+        assert_eq!(
+            posix_object_name(PosixDir::DevShm, "sem.lock"),
+            Some((Psem, "/lock".to_owned()))
+        );
+        // `sem.` alone is no semaphore's file.
+        assert_eq!(
+            posix_object_name(PosixDir::DevShm, "sem."),
+            Some((Pshm, "/sem.".to_owned()))
+        );
+        assert_eq!(
+            posix_object_name(PosixDir::Mqueue, "sem.x"),
+            Some((Pmsg, "/sem.x".to_owned()))
+        );
+        for bad in ["", ".", "..", "a/b"] {
+            assert_eq!(posix_object_name(PosixDir::DevShm, bad), None, "{bad:?}");
+        }
+        assert_eq!(posix_file_name(Pshm, "/cache"), Ok("cache".to_owned()));
+        assert_eq!(posix_file_name(Pshm, "cache"), Ok("cache".to_owned()));
+        assert_eq!(posix_file_name(Psem, "/lock"), Ok("sem.lock".to_owned()));
+        assert_eq!(posix_file_name(Pmsg, "/q"), Ok("q".to_owned()));
+        assert!(
+            posix_file_name(Pshm, "/")
+                .unwrap_err()
+                .contains("expected /NAME")
+        );
+        assert!(posix_file_name(Pshm, "/..").is_err());
+        assert!(posix_file_name(Pshm, "/a/b").unwrap_err().contains("slash"));
+        assert!(posix_file_name(Pshm, "/../etc/passwd").is_err());
+        // /dev/shm/sem.x is a semaphore's file, not a shared memory object's.
+        assert!(
+            posix_file_name(Pshm, "/sem.x")
+                .unwrap_err()
+                .contains("semaphore")
+        );
+        let long = format!("/{}", "a".repeat(252));
+        assert!(posix_file_name(Pshm, &long).is_ok());
+        assert!(
+            posix_file_name(Psem, &long)
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 
     fn shm_line(r: &ShmSegment) -> String {

@@ -497,6 +497,7 @@ mod tests {
 
     #[test]
     fn symlinks_and_directories_in_dev_shm_are_not_objects() {
+        use std::os::unix::fs::MetadataExt as _;
         let dir = open_shm_dir().expect("/dev/shm");
         let link = format!("ipcaudit-unit-link-{}", std::process::id());
         let path = format!("{SHM_DIR}/{link}");
@@ -507,7 +508,6 @@ mod tests {
         std::fs::remove_file(&path).expect("cleanup");
         assert_eq!(got.expect("read"), None);
         assert_eq!(refused, Err(UnlinkError::Replaced { ino: st.ino() }));
-        use std::os::unix::fs::MetadataExt as _;
     }
 
     #[test]
