@@ -599,7 +599,7 @@ pub fn judge_posix(scene: &Scene, grace_secs: u64) -> Vec<Finding> {
         let holders = posix_holders_of(snap, o);
         let r = posix_ref(snap.ipc_ns, o);
         let age = u64::try_from(now.saturating_sub(o.last_change())).unwrap_or(0);
-        let since = latest(&[o.mtime, o.ctime]);
+        let since = latest(&[o.last_change()]);
         if holders.is_empty() {
             if age < grace_secs {
                 continue;
@@ -1247,6 +1247,14 @@ mod tests {
             f[2].description.contains("with 2 message(s)"),
             "{}",
             f[2].description
+        );
+        // A queue's file read a second ago (its ctime) has not changed for all that.
+        let mut read = sc.clone();
+        read.snap.posix[4].ctime = 1_000_999;
+        assert!(
+            judge_posix(&read, 60)
+                .iter()
+                .any(|f| f.rule == Rule::OrphanedPosixQueue)
         );
         // With no grace, the fresh one too.
         assert_eq!(

@@ -121,8 +121,16 @@ pub fn check(
     if let Some((field, was, now)) = identity {
         return Err(Refusal::Replaced { field, was, now });
     }
+    // A queue's ctime moves when its file is read (as the plan and this recheck do).
+    let ctime = |o: &PosixObject| {
+        if o.ty == PosixType::Pmsg {
+            String::new()
+        } else {
+            o.ctime.to_string()
+        }
+    };
     let used = differs("mtime", was.mtime.to_string(), now.mtime.to_string())
-        .or_else(|| differs("ctime", was.ctime.to_string(), now.ctime.to_string()))
+        .or_else(|| differs("ctime", ctime(was), ctime(now)))
         .or_else(|| differs("size", was.size.to_string(), now.size.to_string()))
         .or_else(|| {
             differs(
@@ -520,6 +528,30 @@ mod tests {
         written.mtime += 1;
         assert!(matches!(
             check(&c, Some(&written), &[], NOW, opts),
+            Err(Refusal::Used { field: "mtime", .. })
+        ));
+        // A queue's ctime moves whenever its file is read (the plan and the recheck read it).
+        let mut q = obj(PosixType::Pmsg, "/q", 5, NOW - 900);
+        q.queue = Some(crate::snapshot::MqState::default());
+        let cq = Candidate {
+            rule: Rule::OrphanedPosixQueue,
+            object: leaks::posix_ref(7, &q),
+            baseline: q.clone(),
+            evidence: Vec::new(),
+            why: "orphaned".into(),
+        };
+        let mut read = q.clone();
+        read.ctime = NOW;
+        read.atime = NOW;
+        assert_eq!(check(&cq, Some(&read), &[], NOW, opts), Ok(()));
+        let mut sent = read.clone();
+        sent.mtime = NOW;
+        sent.queue = Some(crate::snapshot::MqState {
+            messages: 1,
+            ..crate::snapshot::MqState::default()
+        });
+        assert!(matches!(
+            check(&cq, Some(&sent), &[], NOW, opts),
             Err(Refusal::Used { field: "mtime", .. })
         ));
         let h = holder(42, 1);

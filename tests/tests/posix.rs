@@ -104,6 +104,17 @@ fn record_for<'a>(records: &'a [Value], name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no record for {name}: {records:#?}"))
 }
 
+/// Files a test made, removed on drop.
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 #[test]
 fn a_killed_creator_leaves_an_orphaned_posix_shm() {
     if !require_root() {
@@ -179,17 +190,17 @@ fn a_posix_shm_another_process_still_maps_is_not_orphaned() {
     }
     let shm = name("shm-shared");
     let _owned = PosixOwned::new(&[("pshm", &shm)]);
-    let w = Watch::start("2");
-    let mut a = Held::start(WORKLOAD, "posix-shm-hold", Some(&shm));
-    let mut b = Held::start(WORKLOAD, "posix-shm-map", Some(&shm));
-    let (pa, pb) = (u64::from(a.pid()), u64::from(b.pid()));
-    assert_eq!(a.info["ino"], b.info["ino"]);
-    wait_holders(&w, &shm, &[pa, pb]);
-    a.kill();
-    wait_holders(&w, &shm, &[pb]);
+    let watch = Watch::start("2");
+    let mut first = Held::start(WORKLOAD, "posix-shm-hold", Some(&shm));
+    let mut second = Held::start(WORKLOAD, "posix-shm-map", Some(&shm));
+    let (pa, pb) = (u64::from(first.pid()), u64::from(second.pid()));
+    assert_eq!(first.info["ino"], second.info["ino"]);
+    wait_holders(&watch, &shm, &[pa, pb]);
+    first.kill();
+    wait_holders(&watch, &shm, &[pb]);
     // Well past the grace period and a few resyncs: nothing.
     std::thread::sleep(Duration::from_secs(4));
-    assert!(w.posix_findings("orphaned-posix-shm", &shm).is_empty());
+    assert!(watch.posix_findings("orphaned-posix-shm", &shm).is_empty());
     assert!(snapshot_rules("pshm", &shm).is_empty());
     let row = ls_row("posix-sharedmemory", "pshm", &shm).expect("listed");
     let holders: Vec<u64> = row["holders"]
@@ -200,8 +211,8 @@ fn a_posix_shm_another_process_still_maps_is_not_orphaned() {
         .collect();
     assert_eq!(holders, [pb]);
     // The last holder goes: now it is.
-    b.kill();
-    let f = w.wait_posix_finding("orphaned-posix-shm", &shm);
+    second.kill();
+    let f = watch.wait_posix_finding("orphaned-posix-shm", &shm);
     let e = evidence(&f);
     assert!(e.contains(&(pa, false, "user".to_owned())), "{f:#}");
     assert!(e.contains(&(pb, false, "user".to_owned())), "{f:#}");
@@ -318,14 +329,7 @@ fn reap_removes_exactly_the_orphans() {
     let link_path = format!("/dev/shm{link}");
     let _ = std::fs::remove_file(&link_path);
     std::os::unix::fs::symlink(&target, &link_path).expect("symlink");
-    struct Cleanup(String, std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-            let _ = std::fs::remove_file(&self.1);
-        }
-    }
-    let _cleanup = Cleanup(link_path.clone(), target.clone());
+    let _cleanup = RemoveOnDrop(vec![std::path::PathBuf::from(&link_path), target.clone()]);
 
     let queue = ls_row("posix-messages", "pmsg", &mq).expect("the orphaned queue is listed");
     assert_eq!(

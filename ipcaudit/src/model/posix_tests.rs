@@ -334,3 +334,29 @@ fn holders_from_other_namespaces_are_known_processes() {
     assert!(r.findings.is_empty(), "{r:?}");
     let _: ProcessKey = pk(77);
 }
+
+#[test]
+fn every_rule_is_in_the_record_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../../schema/ipcaudit-event.schema.json"))
+            .expect("schema");
+    let names: Vec<&str> = schema["$defs"]["rule"]["enum"]
+        .as_array()
+        .expect("rule enum")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let ours: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(names, ours);
+    let types: Vec<&str> = schema["$defs"]["ipc"]["properties"]["type"]["enum"]
+        .as_array()
+        .expect("type enum")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let ours: Vec<&str> = crate::event::ObjectType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    assert_eq!(types, ours);
+}

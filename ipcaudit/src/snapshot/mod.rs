@@ -210,7 +210,8 @@ pub struct PosixObject {
     pub size: u64,
     /// Memory it takes (`st_blocks` * 512).
     pub memory: u64,
-    /// Seconds since the epoch. A queue's times move with every send and receive.
+    /// Seconds since the epoch. A queue's times move with every send and receive; reading a
+    /// queue's file (as a snapshot does) moves its atime and ctime, not its mtime.
     pub atime: i64,
     pub mtime: i64,
     pub ctime: i64,
@@ -219,9 +220,13 @@ pub struct PosixObject {
 }
 
 impl PosixObject {
-    /// The latest time the object was created, changed or (a queue) used: seconds.
+    /// The latest time the object was created, changed or (a queue) used: seconds. A queue's
+    /// ctime is left out: reading its file (which every snapshot does) sets it.
     pub fn last_change(&self) -> i64 {
-        self.mtime.max(self.ctime)
+        match self.ty {
+            PosixType::Pmsg => self.mtime,
+            PosixType::Pshm | PosixType::Psem => self.mtime.max(self.ctime),
+        }
     }
 }
 
