@@ -534,7 +534,7 @@ async fn resync(
     } else if reconciled.posix_changed {
         // POSIX objects and holders are audited, not traced: the snapshot is what `replay`
         // rebuilds them from.
-        out.printer.with(|e, line| e.snapshot(&snap, line));
+        out.printer.with(|e, line| e.snapshot(&snap, false, line));
     }
     // A reconcile ticks the model at the snapshot's time: its findings are marked as a tick's,
     // so that a replay (which sees the snapshot only when something was corrected) ticks too.
