@@ -5,10 +5,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{
-    event::{IpcType, ObjectType},
-    sink::Format,
-};
+use crate::{event::ObjectType, sink::Format};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,9 +89,10 @@ pub struct FilterArgs {
     /// Only events of processes whose executable path matches this glob (repeatable).
     #[arg(long = "exe", value_name = "GLOB", value_parser = parse_glob)]
     pub exes: Vec<glob::Pattern>,
-    /// Only events on objects of this type (repeatable); process lifecycle events are then left out.
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
-    pub types: Vec<IpcType>,
+    /// Only events on objects of this type (repeatable: shm, sem, msg, or pmsg for POSIX
+    /// message queues); process lifecycle events are then left out.
+    #[arg(long = "type", value_name = "TYPE", value_parser = ObjectType::parse)]
+    pub types: Vec<ObjectType>,
     /// Only events on objects whose IPC key is in this range (`0x1000-0x1fff`, or one key;
     /// repeatable); events without an object are then left out.
     #[arg(long = "key", value_name = "RANGE", value_parser = parse_key_range)]
@@ -290,17 +288,6 @@ pub struct ReplayArgs {
     pub format: Option<Format>,
 }
 
-fn parse_ipc_type(s: &str) -> Result<IpcType, String> {
-    match s {
-        "shm" => Ok(IpcType::Shm),
-        "sem" => Ok(IpcType::Sem),
-        "msg" => Ok(IpcType::Msg),
-        other => Err(format!(
-            "unknown IPC type {other:?}: expected shm, sem or msg"
-        )),
-    }
-}
-
 /// A uid: a number, or a user name from the password database.
 fn parse_user(s: &str) -> Result<u32, String> {
     if let Ok(uid) = s.parse::<u32>() {
@@ -372,6 +359,7 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::IpcType;
     use clap::CommandFactory as _;
 
     #[test]
@@ -400,7 +388,7 @@ mod tests {
             panic!()
         };
         assert_eq!(t.filter.pids, vec![1, 2]);
-        assert_eq!(t.filter.types, vec![IpcType::Sem]);
+        assert_eq!(t.filter.types, vec![ObjectType::Sysv(IpcType::Sem)]);
         assert_eq!(t.output.duration, Some(Duration::from_millis(1500)));
         assert_eq!(t.output.format, Some(Format::Json));
         let cli = Cli::try_parse_from([

@@ -114,7 +114,13 @@ struct Output {
 }
 
 impl Output {
-    fn event(&mut self, ev: &Event, action: Action, object: Option<&ObjectRef>) {
+    fn event(
+        &mut self,
+        ev: &Event,
+        action: Action,
+        object: Option<&ObjectRef>,
+        posix: Option<&crate::model::PosixRef>,
+    ) {
         // A fork record is about the child.
         let subject = match &ev.kind {
             EventKind::Fork { child } => *child,
@@ -125,12 +131,13 @@ impl Output {
         } else {
             None
         };
-        if !self.filter.matches(
-            ev,
-            object.map(|o| o.ty),
-            object.and_then(|o| o.key),
-            exe.as_deref(),
-        ) {
+        let ty = object
+            .map(|o| crate::event::ObjectType::Sysv(o.ty))
+            .or_else(|| posix.map(|p| crate::event::ObjectType::Posix(p.ty)));
+        if !self
+            .filter
+            .matches(ev, ty, object.and_then(|o| o.key), exe.as_deref())
+        {
             return;
         }
         if self.events >= self.max_events {
@@ -139,7 +146,7 @@ impl Output {
         *self.summary.counts.entry(action).or_default() += 1;
         self.events += 1;
         let context = self.enricher.context(subject);
-        self.printer.event(ev, action, object, context);
+        self.printer.event(ev, action, object, posix, context);
         if matches!(ev.kind, EventKind::Exit { .. }) {
             self.enricher.forget(subject);
             self.usage_written.remove(&subject);
@@ -152,10 +159,10 @@ impl Output {
             reaper.observe(ev, applied);
         }
         if let Some(action) = applied.action {
-            self.event(ev, action, applied.object.as_ref());
+            self.event(ev, action, applied.object.as_ref(), applied.posix.as_ref());
         }
         for (action, object) in &applied.derived {
-            self.event(ev, *action, Some(object));
+            self.event(ev, *action, Some(object), None);
         }
         if self.findings {
             for change in &applied.findings {
@@ -178,7 +185,9 @@ impl Output {
                 same
             }
             // The kernel writes an object's totals only when they changed.
-            crate::model::Aggregate::Set(_) | crate::model::Aggregate::Queue(_) => false,
+            crate::model::Aggregate::Set(_)
+            | crate::model::Aggregate::Queue(_)
+            | crate::model::Aggregate::Mqueue(_) => false,
         };
         if !unchanged && self.filter.matches_aggregate(agg) && self.events < self.max_events {
             self.printer.with(|e, line| e.aggregate(agg, line));

@@ -205,6 +205,19 @@ impl ObjectType {
     }
 }
 
+impl Serialize for ObjectType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for ObjectType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -340,6 +353,51 @@ pub enum EventKind {
     Lost {
         count: u64,
     },
+    /// `mq_open`: `name` as passed, `flags` (`O_CREAT`, `O_EXCL`, the access mode), and the
+    /// queue of the descriptor it returned.
+    MqOpen {
+        name: String,
+        flags: i32,
+        mode: u32,
+        queue: Option<MqId>,
+        result: SysResult<i32>,
+    },
+    /// `mq_unlink`.
+    MqUnlink {
+        name: String,
+        result: SysResult<()>,
+    },
+    /// `mq_timedsend` (glibc's `mq_send` too); `queue`: the descriptor's queue.
+    MqSend {
+        fd: i32,
+        queue: Option<MqId>,
+        size: u64,
+        prio: u32,
+        result: SysResult<()>,
+    },
+    /// `mq_timedreceive` (glibc's `mq_receive` too); `result` is the message's size, `prio`
+    /// its priority (when the caller asked for it).
+    MqReceive {
+        fd: i32,
+        queue: Option<MqId>,
+        max_size: u64,
+        prio: Option<u32>,
+        result: SysResult<u64>,
+    },
+    /// `mq_notify`: `register` a notification (a `sigevent` was passed), or remove one.
+    MqNotify {
+        fd: i32,
+        queue: Option<MqId>,
+        register: bool,
+        result: SysResult<()>,
+    },
+}
+
+/// A POSIX message queue as the kernel programs name it: its IPC namespace and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MqId {
+    pub ns: u32,
+    pub ino: u64,
 }
 
 /// One event.
@@ -370,8 +428,32 @@ impl EventKind {
             | Self::Fork { .. }
             | Self::Exec { .. }
             | Self::Exit { .. }
-            | Self::Lost { .. } => None,
+            | Self::Lost { .. }
+            | Self::MqOpen { .. }
+            | Self::MqUnlink { .. }
+            | Self::MqSend { .. }
+            | Self::MqReceive { .. }
+            | Self::MqNotify { .. } => None,
         }
+    }
+
+    /// The POSIX family an event concerns, if any.
+    pub fn posix_type(&self) -> Option<PosixType> {
+        match self {
+            Self::MqOpen { .. }
+            | Self::MqUnlink { .. }
+            | Self::MqSend { .. }
+            | Self::MqReceive { .. }
+            | Self::MqNotify { .. } => Some(PosixType::Pmsg),
+            _ => None,
+        }
+    }
+
+    /// The family (System V or POSIX) an event concerns, if any.
+    pub fn object_type(&self) -> Option<ObjectType> {
+        self.ipc_type()
+            .map(ObjectType::Sysv)
+            .or_else(|| self.posix_type().map(ObjectType::Posix))
     }
 
     /// Whether the syscall failed.
@@ -390,6 +472,11 @@ impl EventKind {
             Self::ShmCtl { result, .. }
             | Self::SemCtl { result, .. }
             | Self::MsgCtl { result, .. } => result.err(),
+            Self::MqOpen { result, .. } => result.err(),
+            Self::MqUnlink { result, .. }
+            | Self::MqSend { result, .. }
+            | Self::MqNotify { result, .. } => result.err(),
+            Self::MqReceive { result, .. } => result.err(),
             Self::Fork { .. } | Self::Exec { .. } | Self::Exit { .. } | Self::Lost { .. } => None,
         }
     }
@@ -423,10 +510,16 @@ pub enum Action {
     ProcessExec,
     ProcessExit,
     EventsLost,
+    MqCreate,
+    MqOpen,
+    MqSend,
+    MqReceive,
+    MqNotify,
+    MqRemove,
 }
 
 impl Action {
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 28] = [
         Self::ShmCreate,
         Self::ShmOpen,
         Self::ShmAttach,
@@ -449,6 +542,12 @@ impl Action {
         Self::ProcessExec,
         Self::ProcessExit,
         Self::EventsLost,
+        Self::MqCreate,
+        Self::MqOpen,
+        Self::MqSend,
+        Self::MqReceive,
+        Self::MqNotify,
+        Self::MqRemove,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -475,6 +574,12 @@ impl Action {
             Self::ProcessExec => "process-exec",
             Self::ProcessExit => "process-exit",
             Self::EventsLost => "events-lost",
+            Self::MqCreate => "mq-create",
+            Self::MqOpen => "mq-open",
+            Self::MqSend => "mq-send",
+            Self::MqReceive => "mq-receive",
+            Self::MqNotify => "mq-notify",
+            Self::MqRemove => "mq-remove",
         }
     }
 

@@ -5,7 +5,7 @@
 
 use crate::{
     cli::FilterArgs,
-    event::{Event, EventKind, IpcType},
+    event::{Event, EventKind, IpcType, ObjectType, PosixType},
 };
 
 #[derive(Clone, Debug, Default)]
@@ -15,7 +15,7 @@ pub struct Filter {
     comms: Vec<glob::Pattern>,
     exclude_comms: Vec<glob::Pattern>,
     exes: Vec<glob::Pattern>,
-    types: Vec<IpcType>,
+    types: Vec<ObjectType>,
     keys: Vec<(i32, i32)>,
     namespaces: Vec<u32>,
 }
@@ -86,7 +86,7 @@ impl Filter {
     pub fn matches(
         &self,
         ev: &Event,
-        object_type: Option<IpcType>,
+        object_type: Option<ObjectType>,
         key: Option<i32>,
         exe: Option<&str>,
     ) -> bool {
@@ -125,7 +125,7 @@ impl Filter {
             }
         }
         if !self.types.is_empty() {
-            match ev.kind.ipc_type().or(object_type) {
+            match ev.kind.object_type().or(object_type) {
                 Some(ty) => return self.types.contains(&ty),
                 None => return false,
             }
@@ -150,8 +150,9 @@ impl Filter {
                 }
                 (u.ns, None)
             }
-            Aggregate::Set(t) => (t.ns, Some(IpcType::Sem)),
-            Aggregate::Queue(t) => (t.ns, Some(IpcType::Msg)),
+            Aggregate::Set(t) => (t.ns, Some(ObjectType::Sysv(IpcType::Sem))),
+            Aggregate::Queue(t) => (t.ns, Some(ObjectType::Sysv(IpcType::Msg))),
+            Aggregate::Mqueue(t) => (t.ns, Some(ObjectType::Posix(PosixType::Pmsg))),
         };
         (self.namespaces.is_empty() || self.namespaces.contains(&ns))
             && (self.types.is_empty() || ty.is_none_or(|ty| self.types.contains(&ty)))
@@ -212,17 +213,22 @@ mod tests {
         };
         assert!(f.matches(
             &ev(1, "x", dt.clone()),
-            Some(IpcType::Shm),
+            Some(ObjectType::Sysv(IpcType::Shm)),
             Some(0x1fff),
             None
         ));
         assert!(!f.matches(
             &ev(1, "x", dt.clone()),
-            Some(IpcType::Shm),
+            Some(ObjectType::Sysv(IpcType::Shm)),
             Some(0x2000),
             None
         ));
-        assert!(!f.matches(&ev(1, "x", dt.clone()), Some(IpcType::Shm), None, None));
+        assert!(!f.matches(
+            &ev(1, "x", dt.clone()),
+            Some(ObjectType::Sysv(IpcType::Shm)),
+            None,
+            None
+        ));
         let mut other_ns = ev(1, "x", get);
         other_ns.ipc_ns = 2;
         assert!(!f.matches(&other_ns, None, None, None));
@@ -241,7 +247,7 @@ mod tests {
         let f = Filter {
             pids: vec![1, 2],
             comms: vec![glob("a")],
-            types: vec![IpcType::Shm],
+            types: vec![ObjectType::Sysv(IpcType::Shm)],
             ..Filter::default()
         };
         let shmdt = EventKind::ShmDt {
@@ -257,7 +263,12 @@ mod tests {
             "lifecycle left out under --type"
         );
         assert!(
-            f.matches(&ev(1, "a", exit), Some(IpcType::Shm), None, None),
+            f.matches(
+                &ev(1, "a", exit),
+                Some(ObjectType::Sysv(IpcType::Shm)),
+                None,
+                None
+            ),
             "an exit that destroyed a segment"
         );
         let munmap = EventKind::Munmap {
@@ -265,7 +276,12 @@ mod tests {
             len: 1,
             result: Ok(()),
         };
-        assert!(f.matches(&ev(2, "a", munmap), Some(IpcType::Shm), None, None));
+        assert!(f.matches(
+            &ev(2, "a", munmap),
+            Some(ObjectType::Sysv(IpcType::Shm)),
+            None,
+            None
+        ));
         assert!(f.matches(&ev(9, "z", EventKind::Lost { count: 3 }), None, None, None));
         assert!(Filter::default().matches(
             &ev(9, "z", EventKind::Exit { code: 0 }),

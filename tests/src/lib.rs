@@ -298,12 +298,25 @@ pub struct Watch {
 
 impl Watch {
     pub fn start(grace_secs: &str) -> Self {
+        Self::start_with(grace_secs, "1", &[])
+    }
+
+    /// A watch with this resync period and more arguments (e.g. `-o FILE`).
+    pub fn start_with(grace_secs: &str, resync_secs: &str, more: &[&str]) -> Self {
         let socket =
             std::env::temp_dir().join(format!("ipcaudit-test-{}.sock", std::process::id()));
         let s = socket.to_string_lossy().into_owned();
-        let ipcaudit = start(&[
-            "watch", "--grace", grace_secs, "--resync", "1", "--socket", &s,
-        ]);
+        let mut args = vec![
+            "watch",
+            "--grace",
+            grace_secs,
+            "--resync",
+            resync_secs,
+            "--socket",
+            &s,
+        ];
+        args.extend_from_slice(more);
+        let ipcaudit = start(&args);
         Self { ipcaudit, socket }
     }
 

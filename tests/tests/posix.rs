@@ -505,3 +505,149 @@ fn without_privileges_the_queues_need_a_mount_and_ls_says_how() {
         "{text}"
     );
 }
+
+#[test]
+fn trace_records_every_queue_call_with_name_inode_and_priority() {
+    if !require_root() {
+        return;
+    }
+    let mq = name("mq-trace");
+    let _owned = PosixOwned::new(&[("pmsg", &mq)]);
+    let tracer = ipcaudit_tests::start(&["trace", "--type", "pmsg"]);
+    let w = ipcaudit_tests::workload_with(WORKLOAD, "posix-mq-basic", &mq);
+    let all = tracer.stop();
+    let pid = w["pid"].as_u64().expect("pid");
+    let child = w["child"].as_u64().expect("child");
+    let ino = w["ino"].clone();
+    let mine: Vec<&Value> = all.iter().filter(|r| r["process"]["pid"] == pid).collect();
+    let actions: Vec<&str> = mine
+        .iter()
+        .filter_map(|r| r["event"]["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "mq-create",
+            "mq-send",
+            "mq-send",
+            "mq-send",
+            "mq-receive",
+            "mq-notify",
+            "mq-notify",
+            "mq-remove"
+        ],
+        "{mine:#?}"
+    );
+    for r in &mine {
+        assert_eq!(r["ipc"]["type"], "pmsg", "{r:#}");
+        assert_eq!(r["ipc"]["name"], mq.as_str(), "{r:#}");
+        assert_eq!(r["event"]["outcome"], "success", "{r:#}");
+    }
+    let create = mine[0];
+    assert_eq!(create["ipc"]["inode"], ino);
+    assert_eq!(create["ipc"]["path"], format!("/dev/mqueue{mq}"));
+    assert_eq!(create["ipcaudit"]["syscall"]["name"], "mq_open");
+    let sends: Vec<(u64, u64)> = mine[1..4]
+        .iter()
+        .map(|r| {
+            assert_eq!(r["ipc"]["inode"], ino);
+            (
+                r["ipc"]["msg"]["size"].as_u64().unwrap_or(0),
+                r["ipc"]["msg"]["priority"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(sends, [(5, 3), (1, 1), (1, 1)]);
+    let receive = mine[4];
+    assert_eq!(
+        (
+            receive["ipc"]["msg"]["size"].as_u64(),
+            receive["ipc"]["msg"]["priority"].as_u64()
+        ),
+        (Some(5), Some(3))
+    );
+    assert_eq!(mine[5]["ipcaudit"]["syscall"]["args"][1], 1, "registered");
+    assert_eq!(mine[6]["ipcaudit"]["syscall"]["args"][1], 0, "removed");
+    // The child sent through the descriptor it inherited: the same queue, by inode.
+    let child_send = all
+        .iter()
+        .find(|r| r["process"]["pid"] == child && r["event"]["action"] == "mq-send")
+        .unwrap_or_else(|| panic!("no mq-send by the child {child}"));
+    assert_eq!(child_send["ipc"]["inode"], ino);
+    assert_eq!(child_send["ipc"]["name"], mq.as_str());
+    assert_eq!(child_send["ipc"]["msg"]["priority"], 2);
+}
+
+#[test]
+fn watch_follows_a_queue_through_its_events_alone() {
+    if !require_root() {
+        return;
+    }
+    let mq = name("mq-events");
+    let _owned = PosixOwned::new(&[("pmsg", &mq)]);
+    let file = std::env::temp_dir().join(format!("ipcaudit-t{}-mq.ndjson", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let _rm = RemoveOnDrop(vec![file.clone()]);
+    let path = file.to_string_lossy().into_owned();
+    // No resync in this test's time: holders, depth and deaths come from the traced events.
+    let w = Watch::start_with("2", "600", &["--format", "json", "-o", &path]);
+    let mut reader = Held::start(WORKLOAD, "posix-mq-reader", Some(&mq));
+    let pr = u64::from(reader.pid());
+    wait_holders(&w, &mq, &[pr]);
+    let o = w.posix_object(&mq).expect("the model has the queue");
+    assert_eq!(o["object"]["ino"], reader.info["ino"]);
+    assert_eq!(o["holders"][0]["read"], true);
+    reader.kill();
+    let mut cmd = Command::new(WORKLOAD);
+    cmd.args(["posix-mq-writer", &mq, "3"]);
+    let mut writer = Held::spawn(cmd);
+    let pw = u64::from(writer.pid());
+    wait_holders(&w, &mq, &[pw]);
+    let f = w.wait_posix_finding("stalled-posix-queue", &mq);
+    let e = evidence(&f);
+    assert!(e.contains(&(pw, true, "holder".to_owned())), "{f:#}");
+    assert!(e.contains(&(pr, false, "reader".to_owned())), "{f:#}");
+    // The first send was recorded, the two others counted in the kernel: the depth is exact.
+    let o = w.posix_object(&mq).expect("the queue");
+    assert_eq!(o["queue"]["messages"], 3, "{o:#}");
+    writer.kill();
+    w.wait_posix_finding("orphaned-posix-queue", &mq);
+    let live = w.ask("findings");
+    let _ = w.ipcaudit.stop();
+    // The recording replays to the same findings on this queue.
+    let (code, out, err) = run_ipcaudit(&["replay", &path, "--grace", "2", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let replayed: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    replayed.iter().for_each(ipcaudit_tests::assert_schema);
+    let rules = |records: &[Value], action: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r["event"]["action"] == action && r["ipc"]["name"] == mq.as_str())
+            .filter_map(|r| r["rule"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let recorded: Vec<Value> = std::fs::read_to_string(&file)
+        .expect("recording")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(
+        rules(&replayed, "finding-raised"),
+        rules(&recorded, "finding-raised"),
+        "live findings: {live:#}"
+    );
+    assert_eq!(
+        rules(&recorded, "finding-raised"),
+        ["stalled-posix-queue", "orphaned-posix-queue"]
+    );
+    // The sends the kernel counted were recorded as totals.
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r["event"]["action"] == "mq-totals" && r["ipc"]["inode"] == o["object"]["ino"]),
+        "no mq-totals record"
+    );
+}

@@ -81,6 +81,7 @@ impl Model {
             object,
             derived: cx.derived,
             findings: cx.findings,
+            posix: cx.posix,
         }
     }
 
@@ -201,6 +202,11 @@ impl Model {
                 (Some(Action::ProcessExit), None)
             }
             EventKind::Lost { .. } => (Some(Action::EventsLost), None),
+            EventKind::MqOpen { .. }
+            | EventKind::MqUnlink { .. }
+            | EventKind::MqSend { .. }
+            | EventKind::MqReceive { .. }
+            | EventKind::MqNotify { .. } => (Some(self.on_mq(ev, c.key, c.alive, cx)), None),
         }
     }
 

@@ -81,7 +81,9 @@ use serde::Serialize;
 use crate::event::{Action, Event, IpcType, ProcessKey};
 use crate::snapshot::{Limits, Snapshot};
 
-pub use aggregate::{Aggregate, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage};
+pub use aggregate::{
+    Aggregate, MqueueTotals, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage,
+};
 pub use object::{ObjectKey, ObjectRef, ObjectStatus, Peer, SemAdj, SemSlot};
 pub use posix::{Holding, PosixHolderView, PosixKey, PosixRef, PosixView, QueueState, shell_quote};
 pub use reconcile::{Difference, MappedRange, Reconciled};
@@ -149,6 +151,9 @@ pub struct Applied {
     /// attachment it dropped (or an `IPC_RMID` of an unattached segment).
     pub derived: Vec<(Action, ObjectRef)>,
     pub findings: Vec<FindingChange>,
+    /// The POSIX object the event concerned (POSIX message queue events: name, inode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posix: Option<PosixRef>,
 }
 
 /// Per-namespace usage and limits (for `near-limit`).
@@ -182,6 +187,8 @@ pub(crate) struct Cx {
     pub findings: Vec<FindingChange>,
     /// Inside a reconcile: the kernel decides statuses, no derived destroys.
     pub sync: bool,
+    /// The POSIX object a POSIX event concerned.
+    pub posix: Option<PosixRef>,
 }
 
 impl Cx {
@@ -191,6 +198,7 @@ impl Cx {
             derived: Vec::new(),
             findings: Vec::new(),
             sync: false,
+            posix: None,
         }
     }
 }

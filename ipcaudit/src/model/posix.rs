@@ -10,6 +10,13 @@
 //!   an exec drops them (`shm_open`, `sem_open` and `mq_open` descriptors are close-on-exec, and
 //!   an exec replaces the memory).
 //! * A queue's depth comes from snapshots (`mq_getattr`).
+//! * Message queues are also traced: `mq_open` (a holder, with its access mode; `mq-create`
+//!   when `O_CREAT` made the queue: `O_EXCL`, or an inode the model did not know),
+//!   `mq_unlink` (the name is gone: not a leak any more), `mq_timedsend` / `mq_timedreceive`
+//!   (depth, readers; in `watch` a process's later ones arrive as the queue's totals) and
+//!   `mq_notify` (the registered reader). The kernel programs resolve each descriptor to its
+//!   queue's inode, so a send through an inherited or duplicated descriptor is attributed
+//!   exactly.
 //!
 //! Holders that change without an exit (a `close`, an `munmap`) are only seen at the next
 //! reconcile; they are not corrections of a mistake, so they are not reported as differences
@@ -29,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{PosixType, ProcessKey};
+use crate::event::{Action, Event, EventKind, MqId, PosixType, ProcessKey};
 use crate::snapshot::parse::{PosixDir, posix_file_name};
 use crate::snapshot::{Hold, PosixHolder, PosixObject, Snapshot};
 
@@ -155,6 +162,13 @@ pub(crate) struct PosixObj {
     /// Those of them that could receive (queues).
     pub readers: Peers,
     pub queue: Option<QueueState>,
+    /// When the model saw it created (`mq-create`).
+    pub created_ns: Option<u64>,
+    /// The process that created it, when the model saw it.
+    pub creator: Option<ProcessKey>,
+    /// What the model consumed of the kernel's totals entry of this queue: the entry's
+    /// `first_ns`, `ops`, and sent, sent bytes, received, received bytes.
+    pub totals: Option<(u64, u64, [u64; 4])>,
 }
 
 impl PosixObj {
@@ -181,6 +195,8 @@ pub(crate) struct PosixTable {
     pub by_process: HashMap<ProcessKey, BTreeSet<PosixKey>>,
     /// The queues each pid is registered with `mq_notify` on: re-evaluated when it dies.
     pub notified: HashMap<u32, BTreeSet<PosixKey>>,
+    /// The current queue of each inode: (namespace, inode).
+    pub by_ino: HashMap<(u32, u64), PosixKey>,
     pub next_generation: u32,
 }
 
@@ -353,6 +369,9 @@ impl Model {
                 if let Some(o) = self.posix.objects.get_mut(&k) {
                     (o.dev, o.ino) = (po.dev, po.ino);
                 }
+                if po.ty == PosixType::Pmsg {
+                    self.posix.by_ino.insert((ns, po.ino), k.clone());
+                }
                 return k;
             }
             self.posix_forget(&k, cx);
@@ -381,9 +400,15 @@ impl Model {
                 peers: Peers::default(),
                 readers: Peers::default(),
                 queue: None,
+                created_ns: None,
+                creator: None,
+                totals: None,
             },
         );
         self.posix.by_name.insert(name_key, key.clone());
+        if po.ty == PosixType::Pmsg {
+            self.posix.by_ino.insert((ns, po.ino), key.clone());
+        }
         key
     }
 
@@ -460,6 +485,9 @@ impl Model {
         let name_key = (k.ns, k.ty, k.name.clone());
         if self.posix.by_name.get(&name_key) == Some(k) {
             self.posix.by_name.remove(&name_key);
+        }
+        if self.posix.by_ino.get(&(k.ns, o.ino)) == Some(k) {
+            self.posix.by_ino.remove(&(k.ns, o.ino));
         }
         for p in o.holders.keys() {
             if let Some(set) = self.posix.by_process.get_mut(p) {
@@ -636,8 +664,13 @@ impl Model {
                 o.holders.len()
             )
         } else {
+            if let Some(c) = o.creator {
+                evidence.push(self.posix_evidence(c, Role::Creator));
+            }
             for (p, _) in o.peers.iter() {
-                evidence.push(self.posix_evidence(*p, Role::User));
+                if o.creator != Some(*p) {
+                    evidence.push(self.posix_evidence(*p, Role::User));
+                }
             }
             let what = match k.ty {
                 PosixType::Pshm => format!(" ({} bytes)", o.size),
@@ -670,10 +703,324 @@ impl Model {
         })
     }
 
+    /// A POSIX message queue event: what it does to the model, and its `event.action` (the
+    /// object goes to `cx.posix`).
+    pub(crate) fn on_mq(
+        &mut self,
+        ev: &Event,
+        who: ProcessKey,
+        alive: bool,
+        cx: &mut Cx,
+    ) -> Action {
+        const O_ACCMODE: i32 = 0o3;
+        const O_CREAT: i32 = 0o100;
+        const O_EXCL: i32 = 0o200;
+        let now = cx.now;
+        match &ev.kind {
+            EventKind::MqOpen {
+                name,
+                flags,
+                queue,
+                result,
+                ..
+            } => {
+                let creat = flags & O_CREAT != 0;
+                let ns = queue.map_or(ev.ipc_ns, |q| q.ns);
+                let (read, write) = crate::snapshot::parse::access_mode(
+                    u32::try_from(flags & O_ACCMODE).unwrap_or(0),
+                );
+                let action = if creat {
+                    Action::MqCreate
+                } else {
+                    Action::MqOpen
+                };
+                let Ok(_fd) = result else {
+                    cx.posix = Some(self.mq_ref_by_name(ns, name));
+                    return action;
+                };
+                let known = self
+                    .posix
+                    .by_name
+                    .get(&(ns, PosixType::Pmsg, name.clone()))
+                    .cloned();
+                let same = known.as_ref().is_some_and(|k| {
+                    self.posix
+                        .objects
+                        .get(k)
+                        .is_some_and(|o| queue.is_none_or(|q| o.ino == q.ino || o.ino == 0))
+                });
+                let created = creat && (flags & O_EXCL != 0 || !same);
+                let k = match known {
+                    Some(k) if same && !(created && flags & O_EXCL != 0) => k,
+                    old => {
+                        if let Some(old) = old {
+                            self.posix_forget(&old, cx);
+                        }
+                        self.mq_new(ns, name, *queue, created.then_some((who, now)))
+                    }
+                };
+                if let (Some(q), Some(o)) = (queue, self.posix.objects.get_mut(&k)) {
+                    o.ino = q.ino;
+                    self.posix.by_ino.insert((ns, q.ino), k.clone());
+                }
+                self.mq_hold(&k, who, alive, read, write, now);
+                self.evaluate_posix(&k, now, cx);
+                cx.posix = self.posix.objects.get(&k).map(PosixObj::posix_ref);
+                if created {
+                    Action::MqCreate
+                } else {
+                    Action::MqOpen
+                }
+            }
+            EventKind::MqUnlink { name, result } => {
+                let ns = ev.ipc_ns;
+                cx.posix = Some(self.mq_ref_by_name(ns, name));
+                if result.is_ok()
+                    && let Some(k) = self.posix.by_name.get(&(ns, PosixType::Pmsg, name.clone()))
+                {
+                    let k = k.clone();
+                    self.posix_forget(&k, cx);
+                }
+                Action::MqRemove
+            }
+            EventKind::MqSend {
+                queue,
+                size,
+                result,
+                ..
+            } => {
+                let k = self.mq_key(*queue);
+                if let Some(k) = &k {
+                    if result.is_ok() {
+                        self.mq_hold(k, who, alive, false, true, now);
+                        if let Some(o) = self.posix.objects.get_mut(k) {
+                            let q = o.queue.get_or_insert_with(QueueState::default);
+                            q.messages = q.messages.saturating_add(1);
+                            q.bytes = q.bytes.saturating_add(*size);
+                            o.changed_ns = o.changed_ns.max(now);
+                        }
+                        self.evaluate_posix(k, now, cx);
+                    }
+                    cx.posix = self.posix.objects.get(k).map(PosixObj::posix_ref);
+                }
+                Action::MqSend
+            }
+            EventKind::MqReceive { queue, result, .. } => {
+                let k = self.mq_key(*queue);
+                if let Some(k) = &k {
+                    if let Ok(n) = result {
+                        self.mq_hold(k, who, alive, true, false, now);
+                        if let Some(o) = self.posix.objects.get_mut(k) {
+                            let q = o.queue.get_or_insert_with(QueueState::default);
+                            q.messages = q.messages.saturating_sub(1);
+                            q.bytes = q.bytes.saturating_sub(*n);
+                            o.changed_ns = o.changed_ns.max(now);
+                        }
+                        self.evaluate_posix(k, now, cx);
+                    }
+                    cx.posix = self.posix.objects.get(k).map(PosixObj::posix_ref);
+                }
+                Action::MqReceive
+            }
+            EventKind::MqNotify {
+                queue,
+                register,
+                result,
+                ..
+            } => {
+                let k = self.mq_key(*queue);
+                if let Some(k) = &k {
+                    if result.is_ok() {
+                        let old = self
+                            .posix
+                            .objects
+                            .get(k)
+                            .and_then(|o| o.queue)
+                            .map_or(0, |q| q.notify_pid);
+                        if old != 0
+                            && let Some(set) = self.posix.notified.get_mut(&old)
+                        {
+                            set.remove(k);
+                        }
+                        let pid = if *register { who.pid } else { 0 };
+                        if let Some(o) = self.posix.objects.get_mut(k) {
+                            o.queue.get_or_insert_with(QueueState::default).notify_pid = pid;
+                        }
+                        if pid != 0 {
+                            self.posix
+                                .notified
+                                .entry(pid)
+                                .or_default()
+                                .insert(k.clone());
+                            self.mq_hold(k, who, alive, true, false, now);
+                        }
+                        self.evaluate_posix(k, now, cx);
+                    }
+                    cx.posix = self.posix.objects.get(k).map(PosixObj::posix_ref);
+                }
+                Action::MqNotify
+            }
+            _ => Action::EventsLost,
+        }
+    }
+
+    /// The model's queue of a kernel-resolved descriptor.
+    fn mq_key(&self, queue: Option<MqId>) -> Option<PosixKey> {
+        let q = queue?;
+        self.posix.by_ino.get(&(q.ns, q.ino)).cloned()
+    }
+
+    /// The queue named `name` in `ns` as records name it (a bare reference when unknown).
+    fn mq_ref_by_name(&self, ns: u32, name: &str) -> PosixRef {
+        self.posix
+            .by_name
+            .get(&(ns, PosixType::Pmsg, name.to_owned()))
+            .and_then(|k| self.posix.objects.get(k))
+            .map_or_else(
+                || PosixRef {
+                    ns,
+                    ty: PosixType::Pmsg,
+                    name: name.to_owned(),
+                    generation: 0,
+                    dev: 0,
+                    ino: 0,
+                    size: None,
+                },
+                PosixObj::posix_ref,
+            )
+    }
+
+    /// A queue the model learns of from an event (`created`: by whom, when).
+    fn mq_new(
+        &mut self,
+        ns: u32,
+        name: &str,
+        queue: Option<MqId>,
+        created: Option<(ProcessKey, u64)>,
+    ) -> PosixKey {
+        let key = PosixKey {
+            ns,
+            ty: PosixType::Pmsg,
+            name: name.to_owned(),
+            generation: self.posix.next_generation,
+        };
+        self.posix.next_generation = self.posix.next_generation.wrapping_add(1);
+        let now = created.map_or(self.now_ns, |(_, t)| t);
+        self.posix.objects.insert(
+            key.clone(),
+            PosixObj {
+                key: key.clone(),
+                dev: 0,
+                ino: queue.map_or(0, |q| q.ino),
+                mode: 0,
+                uid: 0,
+                size: 0,
+                changed_ns: now,
+                held_ns: None,
+                read_ns: None,
+                holders: BTreeMap::new(),
+                peers: Peers::default(),
+                readers: Peers::default(),
+                queue: created.map(|_| QueueState::default()),
+                created_ns: created.map(|(_, t)| t),
+                creator: created.map(|(p, _)| p),
+                totals: None,
+            },
+        );
+        self.posix
+            .by_name
+            .insert((ns, PosixType::Pmsg, name.to_owned()), key.clone());
+        if let Some(q) = queue {
+            self.posix.by_ino.insert((ns, q.ino), key.clone());
+        }
+        key
+    }
+
+    /// Process `who` holds a descriptor of queue `k` (open for reading and/or writing).
+    fn mq_hold(
+        &mut self,
+        k: &PosixKey,
+        who: ProcessKey,
+        alive: bool,
+        read: bool,
+        write: bool,
+        now: u64,
+    ) {
+        let Some(o) = self.posix.objects.get_mut(k) else {
+            return;
+        };
+        o.peers.touch(who, alive, now, 1, 0);
+        if read {
+            o.readers.touch(who, alive, now, 1, 0);
+        }
+        if !alive {
+            return;
+        }
+        let h = o.holders.entry(who).or_default();
+        h.fds = h.fds.max(1);
+        h.read |= read;
+        h.write |= write;
+        o.held_ns = Some(now);
+        if read {
+            o.read_ns = Some(now);
+        }
+        self.posix
+            .by_process
+            .entry(who)
+            .or_default()
+            .insert(k.clone());
+    }
+
+    /// A POSIX queue's totals from the kernel: the messages since what was consumed.
+    pub(crate) fn apply_mqueue_totals(&mut self, t: &super::MqueueTotals, cx: &mut Cx) {
+        let Some(k) = self.mq_key(Some(MqId {
+            ns: t.ns,
+            ino: t.ino,
+        })) else {
+            return;
+        };
+        let Some(o) = self.posix.objects.get_mut(&k) else {
+            return;
+        };
+        // An entry made before the queue the model knows under this inode was created counted
+        // for an earlier queue.
+        if o.created_ns.is_some_and(|c| c > t.first_ns) {
+            return;
+        }
+        let before = match o.totals {
+            Some((first, ops, counts)) if first == t.first_ns => {
+                if t.ops < ops {
+                    return; // A stale copy.
+                }
+                counts
+            }
+            Some((first, ..)) if first > t.first_ns => return,
+            _ => [0; 4],
+        };
+        let now = [t.sent, t.sent_bytes, t.received, t.received_bytes];
+        let d: Vec<u64> = now
+            .iter()
+            .zip(before)
+            .map(|(n, b)| n.saturating_sub(b))
+            .collect();
+        o.totals = Some((t.first_ns, t.ops, now));
+        if d.iter().all(|v| *v == 0) {
+            return;
+        }
+        let q = o.queue.get_or_insert_with(QueueState::default);
+        // Sends first: the queue held them before the receives that followed took them.
+        q.messages = q.messages.saturating_add(d[0]).saturating_sub(d[2]);
+        q.bytes = q.bytes.saturating_add(d[1]).saturating_sub(d[3]);
+        o.changed_ns = o.changed_ns.max(t.time_ns);
+        let now = cx.now;
+        self.evaluate_posix(&k, now, cx);
+    }
+
     /// Forgets processes no POSIX object refers to any more: those kept as peers are referred
     /// to (for evidence).
     pub(crate) fn posix_referenced(&self, out: &mut Vec<ProcessKey>) {
         for o in self.posix.objects.values() {
+            out.extend(o.creator);
             out.extend(o.holders.keys());
             out.extend(o.peers.iter().map(|(k, _)| *k));
             out.extend(o.readers.iter().map(|(k, _)| *k));

@@ -359,4 +359,232 @@ fn every_rule_is_in_the_record_schema() {
         .map(|t| t.as_str())
         .collect();
     assert_eq!(types, ours);
+    let actions: Vec<&str> = schema["$defs"]["action"]["enum"]
+        .as_array()
+        .expect("action enum")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    for a in crate::event::Action::ALL {
+        assert!(actions.contains(&a.as_str()), "{a} is not in the schema");
+    }
+    assert!(actions.contains(&"mq-totals"));
+}
+
+// ----- traced POSIX message queues -----
+
+use crate::event::{Action, EventKind, MqId};
+
+const O_RDONLY: i32 = 0;
+const O_WRONLY: i32 = 1;
+const O_CREAT: i32 = 0o100;
+const O_EXCL: i32 = 0o200;
+
+fn mq(ino: u64) -> Option<MqId> {
+    Some(MqId { ns: NS, ino })
+}
+
+fn mq_open(s: &mut Sim, pid: u32, name: &str, flags: i32, ino: u64) -> Applied {
+    s.ev(
+        pid,
+        EventKind::MqOpen {
+            name: name.into(),
+            flags,
+            mode: 0o600,
+            queue: mq(ino),
+            result: Ok(3),
+        },
+    )
+}
+
+fn mq_send(s: &mut Sim, pid: u32, ino: u64) -> Applied {
+    s.ev(
+        pid,
+        EventKind::MqSend {
+            fd: 3,
+            queue: mq(ino),
+            size: 16,
+            prio: 0,
+            result: Ok(()),
+        },
+    )
+}
+
+fn mq_receive(s: &mut Sim, pid: u32, ino: u64) -> Applied {
+    s.ev(
+        pid,
+        EventKind::MqReceive {
+            fd: 3,
+            queue: mq(ino),
+            max_size: 64,
+            prio: Some(0),
+            result: Ok(16),
+        },
+    )
+}
+
+fn queue_state(m: &Model, name: &str) -> Option<QueueState> {
+    m.posix_objects()
+        .find(|v| v.object.name == name)
+        .and_then(|v| v.queue)
+}
+
+#[test]
+fn traced_queues_have_creators_holders_and_depth_without_a_snapshot() {
+    let mut s = Sim::new();
+    s.m.bootstrap(&posix_snap(&s, vec![], vec![], &[]));
+    let a = mq_open(&mut s, 2, "/jobs", O_CREAT | O_EXCL | O_RDONLY, 40);
+    assert_eq!(a.action, Some(Action::MqCreate));
+    let p = a.posix.expect("the queue");
+    assert_eq!(
+        (p.name.as_str(), p.ino, p.ty),
+        ("/jobs", 40, PosixType::Pmsg)
+    );
+    // Another process opens it: an open (the model knows the inode), write-only.
+    let b = mq_open(&mut s, 3, "/jobs", O_CREAT | O_WRONLY, 40);
+    assert_eq!(b.action, Some(Action::MqOpen));
+    for _ in 0..3 {
+        assert_eq!(mq_send(&mut s, 3, 40).action, Some(Action::MqSend));
+    }
+    let r = mq_receive(&mut s, 2, 40);
+    assert_eq!(
+        (r.action, r.posix.map(|p| p.name)),
+        (Some(Action::MqReceive), Some("/jobs".into()))
+    );
+    assert_eq!(
+        queue_state(&s.m, "/jobs").map(|q| (q.messages, q.bytes)),
+        Some((2, 32))
+    );
+    assert!(s.advance(120).is_empty());
+    // The reader (the creator) dies: stalled, naming the writer and the dead reader.
+    s.exit(2);
+    let ch = s.advance(61);
+    assert_eq!(raised(&ch, Rule::StalledPosixQueue), 1, "{ch:?}");
+    let f = &posix_findings(&s.m, Rule::StalledPosixQueue)[0];
+    let e: Vec<(u32, bool, Role)> = f
+        .evidence
+        .iter()
+        .map(|e| (e.pid, e.alive, e.role))
+        .collect();
+    assert_eq!(e, vec![(3, true, Role::Holder), (2, false, Role::Reader)]);
+    // The writer goes: orphaned, the creator named.
+    s.exit(3);
+    let ch = s.advance(61);
+    assert_eq!(raised(&ch, Rule::OrphanedPosixQueue), 1, "{ch:?}");
+    let f = &posix_findings(&s.m, Rule::OrphanedPosixQueue)[0];
+    assert_eq!(f.evidence[0].role, Role::Creator);
+    assert_eq!(f.evidence[0].pid, 2);
+    // Unlinked: gone, cleared.
+    let u = s.ev(
+        4,
+        EventKind::MqUnlink {
+            name: "/jobs".into(),
+            result: Ok(()),
+        },
+    );
+    assert_eq!(u.action, Some(Action::MqRemove));
+    assert_eq!(cleared(&u.findings, Rule::OrphanedPosixQueue), 1, "{u:?}");
+    assert_eq!(s.m.posix_objects().count(), 0);
+}
+
+#[test]
+fn a_name_created_again_is_another_queue() {
+    let mut s = Sim::new();
+    let old = secs_now(&s) - 3600;
+    let mut q = object(PosixType::Pmsg, "/q", 40, old);
+    q.dev = 20;
+    s.m.bootstrap(&posix_snap(&s, vec![q], vec![], &[]));
+    assert_eq!(raised(&s.advance(1), Rule::OrphanedPosixQueue), 1);
+    // Opened by name without O_CREAT, same inode: the known queue, now held.
+    let a = mq_open(&mut s, 2, "/q", O_RDONLY, 40);
+    assert_eq!(a.action, Some(Action::MqOpen));
+    assert_eq!(cleared(&a.findings, Rule::OrphanedPosixQueue), 1);
+    // O_CREAT gave another inode: the old queue was unlinked unseen; this one is new.
+    let b = mq_open(&mut s, 2, "/q", O_CREAT | O_RDONLY, 41);
+    assert_eq!(b.action, Some(Action::MqCreate));
+    let v: Vec<PosixView<'_>> = s.m.posix_objects().collect();
+    assert_eq!(v.len(), 1);
+    assert_eq!((v[0].object.ino, v[0].object.generation), (41, 1));
+    // A failed open names the queue by name.
+    let f = s.ev(
+        3,
+        EventKind::MqOpen {
+            name: "/none".into(),
+            flags: 0,
+            mode: 0,
+            queue: None,
+            result: Err(crate::event::Errno(2)),
+        },
+    );
+    assert_eq!(f.action, Some(Action::MqOpen));
+    assert_eq!(f.posix.map(|p| (p.name, p.ino)), Some(("/none".into(), 0)));
+}
+
+#[test]
+fn aggregated_queue_totals_count_once() {
+    let mut s = Sim::new();
+    s.m.bootstrap(&posix_snap(&s, vec![], vec![], &[]));
+    mq_open(&mut s, 2, "/t", O_CREAT | O_EXCL | O_WRONLY, 50);
+    mq_send(&mut s, 2, 50);
+    let created = s.now;
+    let totals = |ops: u64, sent: u64, received: u64| {
+        Aggregate::Mqueue(MqueueTotals {
+            time_ns: created + ops,
+            ns: NS,
+            ino: 50,
+            first_ns: created,
+            ops,
+            sent,
+            sent_bytes: sent * 16,
+            received,
+            received_bytes: received * 16,
+        })
+    };
+    s.m.apply_aggregate(&totals(5, 5, 0));
+    assert_eq!(queue_state(&s.m, "/t").map(|q| q.messages), Some(6));
+    // The same totals again, and a stale copy: nothing more.
+    s.m.apply_aggregate(&totals(5, 5, 0));
+    s.m.apply_aggregate(&totals(3, 3, 0));
+    assert_eq!(queue_state(&s.m, "/t").map(|q| q.messages), Some(6));
+    s.m.apply_aggregate(&totals(9, 5, 4));
+    assert_eq!(
+        queue_state(&s.m, "/t").map(|q| (q.messages, q.bytes)),
+        Some((2, 32))
+    );
+    // Totals of an entry made before the queue was created counted for an earlier one.
+    let early = Aggregate::Mqueue(MqueueTotals {
+        time_ns: created + 20,
+        ns: NS,
+        ino: 50,
+        first_ns: created - 10 * SEC,
+        ops: 100,
+        sent: 100,
+        sent_bytes: 0,
+        received: 0,
+        received_bytes: 0,
+    });
+    s.m.apply_aggregate(&early);
+    assert_eq!(queue_state(&s.m, "/t").map(|q| q.messages), Some(2));
+}
+
+#[test]
+fn mq_notify_registers_a_reader() {
+    let mut s = Sim::new();
+    s.m.bootstrap(&posix_snap(&s, vec![], vec![], &[]));
+    mq_open(&mut s, 2, "/n", O_CREAT | O_EXCL | O_WRONLY, 60);
+    mq_send(&mut s, 2, 60);
+    let n = s.ev(
+        3,
+        EventKind::MqNotify {
+            fd: 4,
+            queue: mq(60),
+            register: true,
+            result: Ok(()),
+        },
+    );
+    assert_eq!(n.action, Some(Action::MqNotify));
+    assert_eq!(queue_state(&s.m, "/n").map(|q| q.notify_pid), Some(3));
+    assert_eq!(raised(&s.advance(61), Rule::StalledPosixQueue), 0);
+    s.exit(3);
+    assert_eq!(raised(&s.advance(61), Rule::StalledPosixQueue), 1);
 }

@@ -705,6 +705,71 @@ fn posix_mq_writer() {
     hold();
 }
 
+/// Creates queue NAME (4 messages of up to 32 bytes), sends three messages (priorities 3, 1,
+/// 1), receives one, registers and removes an `mq_notify`, lets a forked child send one through
+/// the inherited descriptor, then unlinks the queue and closes it.
+fn posix_mq_basic() {
+    let name = arg_name();
+    // SAFETY: plain data.
+    let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+    attr.mq_maxmsg = 4;
+    attr.mq_msgsize = 32;
+    // SAFETY: mq_open with O_CREAT takes a mode and an attribute pointer.
+    let q = unsafe {
+        libc::mq_open(
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+            0o600,
+            &raw const attr,
+        )
+    };
+    if q < 0 {
+        fail("mq_open");
+    }
+    let send = |text: &[u8], prio: u32| {
+        // SAFETY: a message from a valid buffer.
+        if unsafe { libc::mq_send(q, text.as_ptr().cast(), text.len(), prio) } != 0 {
+            fail("mq_send");
+        }
+    };
+    send(b"hello", 3);
+    send(b"x", 1);
+    send(b"y", 1);
+    let mut buf = [0u8; 32];
+    let mut prio = 0u32;
+    // SAFETY: a buffer of the queue's message size, a valid priority pointer.
+    let got = unsafe { libc::mq_receive(q, buf.as_mut_ptr().cast(), 32, &raw mut prio) };
+    if got != 5 || prio != 3 {
+        fail("mq_receive");
+    }
+    // SAFETY: a zeroed sigevent asking for no notification, then removing it.
+    unsafe {
+        let mut ev: libc::sigevent = std::mem::zeroed();
+        ev.sigev_notify = libc::SIGEV_NONE;
+        if libc::mq_notify(q, &raw const ev) != 0 || libc::mq_notify(q, ptr::null()) != 0 {
+            fail("mq_notify");
+        }
+    }
+    let child = fork();
+    if child == 0 {
+        // SAFETY: sending through the inherited descriptor, then leaving.
+        unsafe {
+            libc::mq_send(q, b"from child".as_ptr().cast(), 10, 2);
+            libc::_exit(0);
+        }
+    }
+    wait(child);
+    let ino = inode(q);
+    // SAFETY: removing and closing our queue.
+    unsafe {
+        if libc::mq_unlink(name.as_ptr()) != 0 {
+            fail("mq_unlink");
+        }
+        libc::mq_close(q);
+    }
+    say(&json!({"pid": pid(), "child": child, "name": name.to_string_lossy(), "ino": ino}));
+}
+
 /// A child creates a shared memory object `PREFIX-shm`, a named semaphore `PREFIX-sem` and a
 /// queue `PREFIX-mq` (with one message) and exits without closing or unlinking them: three
 /// orphans nobody holds.
@@ -814,6 +879,7 @@ fn main() {
         "posix-mq-reader" => posix_mq_reader(),
         "posix-mq-writer" => posix_mq_writer(),
         "posix-orphans" => posix_orphans(),
+        "posix-mq-basic" => posix_mq_basic(),
         other => {
             eprintln!(
                 "ipc-workload: unknown scenario {other:?}; expected one of shm-basic, shm-rmid-attached, \
@@ -821,7 +887,7 @@ fn main() {
                  fork-three, sem-hold, sem-hold-undo, sem-wait ID, msg-reader, msg-producer ID, rmid-child, \
                  orphan-shm [KEY], reuse-id, posix-shm-hold NAME, posix-shm-map NAME, \
                  posix-sem-hold NAME, posix-mq-reader NAME, posix-mq-writer NAME [COUNT], \
-                 posix-orphans PREFIX, peak-rss CMD..."
+                 posix-orphans PREFIX, posix-mq-basic NAME, peak-rss CMD..."
             );
             std::process::exit(2);
         }
