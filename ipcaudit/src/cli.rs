@@ -11,9 +11,10 @@ use crate::{event::ObjectType, sink::Format};
 #[command(
     name = "ipcaudit",
     version,
-    about = "Who owns which System V IPC object, right now, and what leaked",
-    long_about = "ipcaudit traces System V shared memory, semaphores and message queues with eBPF \
-                  and keeps an exact per-process ownership model of every object."
+    about = "Who owns which System V and POSIX IPC object, right now, and what leaked",
+    long_about = "ipcaudit traces System V shared memory, semaphores and message queues, and POSIX \
+                  message queues, with eBPF, audits POSIX shared memory and named semaphores, and \
+                  keeps an exact per-process ownership model of every object."
 )]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.

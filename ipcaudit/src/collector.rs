@@ -343,10 +343,11 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         out.printer.with(|e, line| e.snapshot(&snap, ticks, line));
     }
     eprintln!(
-        "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present); Ctrl-C to stop",
+        "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present) and POSIX IPC ({} objects); Ctrl-C to stop",
         snap.shm.len(),
         snap.sem.len(),
-        snap.msg.len()
+        snap.msg.len(),
+        snap.posix.len()
     );
     out.printer.with(Encoder::header);
 
