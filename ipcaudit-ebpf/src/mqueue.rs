@@ -192,7 +192,7 @@ fn emit(sys: &Sys, kind: u16, queue: Option<(u64, u32)>) -> Result<u32, u32> {
             (*record).sys.header.flags |= flag::HAS_QUEUE;
         }
         if kind == kind::MQ_SEND {
-            (*record).sys.aux = sys.args[3] as u32 as i64;
+            (*record).sys.aux = i64::from(sys.args[3] as u32);
             (*record).sys.header.flags |= flag::HAS_PRIO;
         } else if kind == kind::MQ_RECEIVE && sys.ret >= 0 && sys.args[3] != 0 {
             // SAFETY: fault-checked read of the user memory the task passed for the priority.

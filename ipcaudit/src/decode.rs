@@ -499,16 +499,25 @@ pub fn mq_kind(
         reason = "a successful receive returns the message's size"
     )]
     let size = |v: i64| v as u64;
+    // glibc passes the name without its leading slash (`mq_open("/q")` is the syscall's "q"):
+    // the name as the API takes it has one.
+    let api_name = |n: &str| {
+        if n.starts_with('/') {
+            n.to_owned()
+        } else {
+            format!("/{n}")
+        }
+    };
     Some(match kind {
         kind::MQ_OPEN => EventKind::MqOpen {
-            name: name?.to_owned(),
+            name: api_name(name?),
             flags: int(args[1]),
             mode: u32::try_from(args[2] & 0xffff_ffff).unwrap_or(0),
             queue,
             result: r.map(|v| i32::try_from(v).unwrap_or(-1)),
         },
         kind::MQ_UNLINK => EventKind::MqUnlink {
-            name: name?.to_owned(),
+            name: api_name(name?),
             result: r.map(drop),
         },
         kind::MQ_SEND => EventKind::MqSend {
@@ -807,7 +816,7 @@ mod tests {
             [0x7fff_0000, 0o1102, 0o600, 0, 0, 0],
             3,
             0,
-            b"/jobs\0garbage",
+            b"jobs\0garbage",
         );
         let queue = Some(MqId {
             ns: 4_026_532_000,

@@ -461,22 +461,22 @@ impl EventKind {
         match self {
             Self::ShmGet { result, .. }
             | Self::SemGet { result, .. }
-            | Self::MsgGet { result, .. } => result.err(),
+            | Self::MsgGet { result, .. }
+            | Self::MqOpen { result, .. } => result.err(),
             Self::ShmAt { result, .. }
             | Self::Mremap { result, .. }
-            | Self::MsgRcv { result, .. } => result.err(),
+            | Self::MsgRcv { result, .. }
+            | Self::MqReceive { result, .. } => result.err(),
             Self::ShmDt { result, .. }
             | Self::SemOp { result, .. }
             | Self::MsgSnd { result, .. }
-            | Self::Munmap { result, .. } => result.err(),
+            | Self::Munmap { result, .. }
+            | Self::MqUnlink { result, .. }
+            | Self::MqSend { result, .. }
+            | Self::MqNotify { result, .. } => result.err(),
             Self::ShmCtl { result, .. }
             | Self::SemCtl { result, .. }
             | Self::MsgCtl { result, .. } => result.err(),
-            Self::MqOpen { result, .. } => result.err(),
-            Self::MqUnlink { result, .. }
-            | Self::MqSend { result, .. }
-            | Self::MqNotify { result, .. } => result.err(),
-            Self::MqReceive { result, .. } => result.err(),
             Self::Fork { .. } | Self::Exec { .. } | Self::Exit { .. } | Self::Lost { .. } => None,
         }
     }

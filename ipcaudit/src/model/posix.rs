@@ -364,7 +364,10 @@ impl Model {
                 .posix
                 .objects
                 .get(&k)
-                .is_some_and(|o| (o.dev, o.ino) == (po.dev, po.ino) || o.ino == 0);
+                // A queue the model learnt of from an event has no device yet.
+                .is_some_and(|o| {
+                    o.ino == 0 || (o.ino == po.ino && (o.dev == po.dev || o.dev == 0))
+                });
             if same {
                 if let Some(o) = self.posix.objects.get_mut(&k) {
                     (o.dev, o.ino) = (po.dev, po.ino);
@@ -972,14 +975,15 @@ impl Model {
     }
 
     /// A POSIX queue's totals from the kernel: the messages since what was consumed.
-    pub(crate) fn apply_mqueue_totals(&mut self, t: &super::MqueueTotals, cx: &mut Cx) {
-        let Some(k) = self.mq_key(Some(MqId {
+    pub(crate) fn apply_mqueue_totals(&mut self, totals: &super::MqueueTotals, cx: &mut Cx) {
+        let t = totals;
+        let Some(key) = self.mq_key(Some(MqId {
             ns: t.ns,
             ino: t.ino,
         })) else {
             return;
         };
-        let Some(o) = self.posix.objects.get_mut(&k) else {
+        let Some(o) = self.posix.objects.get_mut(&key) else {
             return;
         };
         // An entry made before the queue the model knows under this inode was created counted
@@ -998,22 +1002,22 @@ impl Model {
             _ => [0; 4],
         };
         let now = [t.sent, t.sent_bytes, t.received, t.received_bytes];
-        let d: Vec<u64> = now
+        let diff: Vec<u64> = now
             .iter()
             .zip(before)
             .map(|(n, b)| n.saturating_sub(b))
             .collect();
         o.totals = Some((t.first_ns, t.ops, now));
-        if d.iter().all(|v| *v == 0) {
+        if diff.iter().all(|v| *v == 0) {
             return;
         }
         let q = o.queue.get_or_insert_with(QueueState::default);
         // Sends first: the queue held them before the receives that followed took them.
-        q.messages = q.messages.saturating_add(d[0]).saturating_sub(d[2]);
-        q.bytes = q.bytes.saturating_add(d[1]).saturating_sub(d[3]);
+        q.messages = q.messages.saturating_add(diff[0]).saturating_sub(diff[2]);
+        q.bytes = q.bytes.saturating_add(diff[1]).saturating_sub(diff[3]);
         o.changed_ns = o.changed_ns.max(t.time_ns);
         let now = cx.now;
-        self.evaluate_posix(&k, now, cx);
+        self.evaluate_posix(&key, now, cx);
     }
 
     /// Forgets processes no POSIX object refers to any more: those kept as peers are referred

@@ -381,7 +381,8 @@ const O_CREAT: i32 = 0o100;
 const O_EXCL: i32 = 0o200;
 
 fn mq(ino: u64) -> Option<MqId> {
-    Some(MqId { ns: NS, ino })
+    let id = MqId { ns: NS, ino };
+    (ino != 0).then_some(id)
 }
 
 fn mq_open(s: &mut Sim, pid: u32, name: &str, flags: i32, ino: u64) -> Applied {
@@ -430,6 +431,10 @@ fn queue_state(m: &Model, name: &str) -> Option<QueueState> {
 }
 
 #[test]
+#[expect(
+    clippy::many_single_char_names,
+    reason = "s(imulator), a, b, r, u: applied events"
+)]
 fn traced_queues_have_creators_holders_and_depth_without_a_snapshot() {
     let mut s = Sim::new();
     s.m.bootstrap(&posix_snap(&s, vec![], vec![], &[]));
@@ -488,6 +493,7 @@ fn traced_queues_have_creators_holders_and_depth_without_a_snapshot() {
 }
 
 #[test]
+#[expect(clippy::many_single_char_names, reason = "s(imulator), q, a, b, f, v")]
 fn a_name_created_again_is_another_queue() {
     let mut s = Sim::new();
     let old = secs_now(&s) - 3600;
