@@ -45,12 +45,12 @@ use aya_ebpf::{
 };
 use ipcaudit_ebpf::{
     MQ_NAME_LEN, MQUEUE_MAGIC, MqKey, MqNameRecord, MqRecord, MqSeenKey, MqTotals, MqTotalsRecord,
-    NO_OFFSET, flag, kind, stat,
+    NO_OFFSET, family, flag, kind, stat,
 };
 
 use crate::common::{
     EVENTS, Sys, aggregating, atomic_add_u64, config, count, current_task_btf, current_tgid,
-    fill_header, filtered_out_tgid, now_ns, process_start_ns, reserve_syscall, submit,
+    family_filtered_out_tgid, fill_header, now_ns, process_start_ns, reserve_syscall, submit,
     syscall_exit_programs, was_waiting,
 };
 
@@ -140,7 +140,7 @@ fn queue_of(fd: u64) -> Option<(u64, u32)> {
 /// mq_open (the queue of the descriptor it returned) and mq_unlink: the name as passed.
 #[inline(always)]
 fn on_name(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
-    if filtered_out_tgid(current_tgid()) {
+    if family_filtered_out_tgid(family::PMSG, current_tgid()) {
         return Ok(0);
     }
     let sys = sys();
@@ -209,7 +209,7 @@ fn emit(sys: &Sys, kind: u16, queue: Option<(u64, u32)>) -> Result<u32, u32> {
 /// mq_notify: registration (a `sigevent`) or removal (none).
 #[inline(always)]
 fn on_notify(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
-    if filtered_out_tgid(current_tgid()) {
+    if family_filtered_out_tgid(family::PMSG, current_tgid()) {
         return Ok(0);
     }
     let sys = sys();
@@ -265,7 +265,7 @@ pub fn doorbell_mq(arg: u64) {
 #[inline(always)]
 fn on_transfer(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
     let tgid = current_tgid();
-    if filtered_out_tgid(tgid) {
+    if family_filtered_out_tgid(family::PMSG, tgid) {
         return Ok(0);
     }
     let sys = sys();

@@ -59,20 +59,26 @@ impl Filter {
         self.types
             .iter()
             .map(|t| match t {
-                IpcType::Shm => ipcaudit_ebpf::family::SHM,
-                IpcType::Sem => ipcaudit_ebpf::family::SEM,
-                IpcType::Msg => ipcaudit_ebpf::family::MSG,
+                ObjectType::Sysv(IpcType::Shm) => ipcaudit_ebpf::family::SHM,
+                ObjectType::Sysv(IpcType::Sem) => ipcaudit_ebpf::family::SEM,
+                ObjectType::Sysv(IpcType::Msg) => ipcaudit_ebpf::family::MSG,
+                ObjectType::Posix(PosixType::Pmsg) => ipcaudit_ebpf::family::PMSG,
+                ObjectType::Posix(PosixType::Pshm) => ipcaudit_ebpf::family::PSHM,
+                ObjectType::Posix(PosixType::Psem) => ipcaudit_ebpf::family::PSEM,
             })
             .fold(0, |mask, bit| mask | bit)
     }
 
-    /// Whether a finding is wanted: on an object of a kept type and namespace (findings
-    /// without an object — `leaky-process`, `near-limit` — pass).
+    /// Whether a finding is wanted: on an object (System V or POSIX) of a kept type and
+    /// namespace (findings without an object — `leaky-process`, `near-limit` — pass).
     pub fn matches_finding(&self, finding: &crate::model::Finding) -> bool {
-        finding.object.as_ref().is_none_or(|o| {
-            (self.types.is_empty() || self.types.contains(&o.ty))
-                && (self.namespaces.is_empty() || self.namespaces.contains(&o.ns))
-        })
+        let (ty, ns) = match (&finding.object, &finding.posix) {
+            (Some(o), _) => (ObjectType::Sysv(o.ty), o.ns),
+            (None, Some(p)) => (ObjectType::Posix(p.ty), p.ns),
+            (None, None) => return true,
+        };
+        (self.types.is_empty() || self.types.contains(&ty))
+            && (self.namespaces.is_empty() || self.namespaces.contains(&ns))
     }
 
     /// Whether the filter needs each process's executable path (read from /proc).
@@ -304,13 +310,23 @@ mod tests {
     fn uids_and_the_kernel_type_mask() {
         let f = Filter {
             uids: vec![1000],
-            types: vec![IpcType::Sem, IpcType::Msg],
+            types: vec![
+                ObjectType::Sysv(IpcType::Sem),
+                ObjectType::Sysv(IpcType::Msg),
+                ObjectType::Posix(PosixType::Pmsg),
+            ],
             ..Filter::default()
         };
         assert_eq!(
             f.type_mask(),
-            ipcaudit_ebpf::family::SEM | ipcaudit_ebpf::family::MSG
+            ipcaudit_ebpf::family::SEM | ipcaudit_ebpf::family::MSG | ipcaudit_ebpf::family::PMSG
         );
+        // Only audited POSIX types: a mask that traces no family (not 0, which is every one).
+        let audited = Filter {
+            types: vec![ObjectType::Posix(PosixType::Pshm)],
+            ..Filter::default()
+        };
+        assert_eq!(audited.type_mask(), ipcaudit_ebpf::family::PSHM);
         assert_eq!(Filter::default().type_mask(), 0);
         let get = EventKind::SemGet {
             key: 0,

@@ -461,8 +461,14 @@ fn a_missing_or_unreadable_btf_is_one_clear_line() {
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 1, "one line: {err}");
         // It names the file, why, what to do, and what still works.
-        assert!(lines[0].contains(path.as_str()) && lines[0].contains(why), "{err}");
-        assert!(lines[0].contains("--btf FILE") && lines[0].contains("`leaks`"), "{err}");
+        assert!(
+            lines[0].contains(path.as_str()) && lines[0].contains(why),
+            "{err}"
+        );
+        assert!(
+            lines[0].contains("--btf FILE") && lines[0].contains("`leaks`"),
+            "{err}"
+        );
         assert_eq!(ours(&loaded_bpf_programs()).len(), before);
     }
     let _ = std::fs::remove_file(&junk);
