@@ -9,7 +9,7 @@
 #![no_std]
 
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
@@ -18,6 +18,11 @@ pub const COMM_LEN: usize = 16;
 pub const MAX_SEM_OPS: usize = 8;
 /// Bytes of the exec'd file name copied into an [`ExecRecord`] (NUL-terminated if shorter).
 pub const EXEC_PATH_LEN: usize = 256;
+/// Bytes of a POSIX message queue's name copied into an [`MqNameRecord`] (`NAME_MAX` and the
+/// leading slash; NUL-terminated if shorter).
+pub const MQ_NAME_LEN: usize = 256;
+/// `MQUEUE_MAGIC`: the superblock magic of the mqueue filesystem.
+pub const MQUEUE_MAGIC: u64 = 0x1980_0202;
 
 /// Record kinds (`Header::kind`).
 pub mod kind {
@@ -46,8 +51,21 @@ pub mod kind {
     pub const SEM_TOTALS: u16 = 18;
     /// Aggregation (`watch`): one queue's totals ([`super::MsgTotalsRecord`]).
     pub const MSG_TOTALS: u16 = 19;
+    /// `mq_open(2)`: an [`super::MqNameRecord`] (the name, and the queue's inode when it
+    /// returned a descriptor).
+    pub const MQ_OPEN: u16 = 20;
+    /// `mq_unlink(2)`: an [`super::MqNameRecord`] (inode 0).
+    pub const MQ_UNLINK: u16 = 21;
+    /// `mq_timedsend(2)` (glibc's `mq_send` too): an [`super::MqRecord`].
+    pub const MQ_SEND: u16 = 22;
+    /// `mq_timedreceive(2)` (glibc's `mq_receive` too): an [`super::MqRecord`].
+    pub const MQ_RECEIVE: u16 = 23;
+    /// `mq_notify(2)`: an [`super::MqRecord`].
+    pub const MQ_NOTIFY: u16 = 24;
+    /// Aggregation (`watch`): one POSIX queue's totals ([`super::MqTotalsRecord`]).
+    pub const MQ_TOTALS: u16 = 25;
     /// The largest kind; anything above is unknown to this ABI version.
-    pub const MAX: u16 = MSG_TOTALS;
+    pub const MAX: u16 = MQ_TOTALS;
 }
 
 /// `Header::flags` bits.
@@ -58,6 +76,10 @@ pub mod flag {
     pub const OPS_TRUNCATED: u16 = 1 << 1;
     /// `aux` holds a message type read from user memory.
     pub const HAS_MTYPE: u16 = 1 << 2;
+    /// `aux` holds a POSIX message's priority (sent, or read from the receiver's memory).
+    pub const HAS_PRIO: u16 = 1 << 3;
+    /// The descriptor of a POSIX queue record was resolved to the queue (`ino`, `queue_ns`).
+    pub const HAS_QUEUE: u16 = 1 << 4;
 }
 
 /// Common to every record. 56 bytes.
@@ -149,6 +171,95 @@ pub struct ExitRecord {
     pub exit_code: u32,
     /// Explicit padding (always 0).
     pub pad0: u32,
+}
+
+// ----- POSIX message queues -----
+//
+// A queue is a file of the mqueue filesystem of an IPC namespace, named by its path. The
+// programs resolve a queue descriptor to the queue the way the kernel does (`task->files`, the
+// file, its inode; the inode's superblock must be the mqueue filesystem's, whose `s_fs_info` is
+// the IPC namespace): so a send, receive or notify names its queue exactly (inode and
+// namespace), whatever descriptor (a dup, one inherited at fork) it went through.
+
+/// `mq_open` and `mq_unlink` at their exit. 120 + 16 + 256 = 392 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqNameRecord {
+    pub sys: SyscallRecord,
+    /// The queue's inode (`mq_open` that returned a descriptor; 0 otherwise).
+    pub ino: u64,
+    /// The queue's IPC namespace (its inode number; 0 when not resolved).
+    pub queue_ns: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
+    /// The name as the task passed it (NUL-terminated if shorter).
+    pub name: [u8; MQ_NAME_LEN],
+}
+
+/// `mq_timedsend`, `mq_timedreceive` and `mq_notify` at their exit: the descriptor's queue
+/// (when `flag::HAS_QUEUE`). `SyscallRecord::aux` is the priority (`flag::HAS_PRIO`).
+/// 120 + 16 = 136 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqRecord {
+    pub sys: SyscallRecord,
+    pub ino: u64,
+    pub queue_ns: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
+}
+
+/// Key of `MQUEUES`: a POSIX queue. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqKey {
+    pub ns: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
+    pub ino: u64,
+}
+
+/// The aggregated messages of one POSIX queue since its entry was made (cumulative; the value
+/// of `MQUEUES`). A process's *first* successful send or receive on a queue is recorded in full
+/// (and remembered in `MQ_SEEN`, keyed by the process's identity and the queue); its later ones
+/// only add here. 80 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqTotals {
+    /// Messages sent + received (written last, read first).
+    pub ops: u64,
+    pub ns: u32,
+    /// Explicit padding (always 0).
+    pub pad0: u32,
+    pub ino: u64,
+    /// When the entry was made: its identity.
+    pub first_ts: u64,
+    /// `ops` when totals were last written out.
+    pub written_ops: u64,
+    pub sent: u64,
+    pub sent_bytes: u64,
+    pub received: u64,
+    pub received_bytes: u64,
+    /// Explicit padding (always 0).
+    pub pad1: u64,
+}
+
+/// 56 + 80 = 136 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqTotalsRecord {
+    pub header: Header,
+    pub totals: MqTotals,
+}
+
+/// Key of `MQ_SEEN`: a process (tgid and start time) and a queue. 24 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MqSeenKey {
+    pub tgid: u32,
+    pub ns: u32,
+    pub ino: u64,
+    pub start_ns: u64,
 }
 
 // ----- Aggregation (`watch`) -----
@@ -323,6 +434,9 @@ pub mod doorbell {
     pub const MSG_TOTALS: i32 = 2;
     /// `cmd`: the `PROCS` entry of the tgid in the arg.
     pub const USAGE: i32 = 3;
+    /// `cmd`: the `MQUEUES` entry of the POSIX queue in the arg (ns low, inode high: mqueue
+    /// inode numbers are 32-bit, `get_next_ino`).
+    pub const MQ_TOTALS: i32 = 4;
 }
 
 /// Indexes into the `FLAGS` array, written by userspace.
@@ -338,7 +452,7 @@ pub const NO_OFFSET: u32 = u32::MAX;
 
 /// Read-only configuration the loader writes into the programs' `.rodata` before load:
 /// kernel struct offsets resolved from `/sys/kernel/btf/vmlinux`, tracepoint field offsets
-/// read from tracefs, and tuning. 60 bytes.
+/// read from tracefs, and tuning. 100 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -376,6 +490,24 @@ pub struct Config {
     pub filter_sets: u32,
     /// What this kernel lacks and the programs work around ([`compat`] bits; 0 on 5.15+).
     pub compat: u32,
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`
+    pub fdtable_max_fds: u32,
+    /// `fdtable.fd`
+    pub fdtable_fd: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_magic`
+    pub sb_magic: u32,
+    /// `super_block.s_fs_info`
+    pub sb_fs_info: u32,
 }
 
 /// [`Config::type_mask`] bits.
@@ -383,6 +515,12 @@ pub mod family {
     pub const SHM: u32 = 1;
     pub const SEM: u32 = 2;
     pub const MSG: u32 = 4;
+    /// POSIX message queues (`mqueue.rs`).
+    pub const PMSG: u32 = 8;
+    /// POSIX shared memory and named semaphores are audited, not traced: no program has
+    /// these bits, so a mask of only them traces no IPC family.
+    pub const PSHM: u32 = 16;
+    pub const PSEM: u32 = 32;
 }
 
 /// [`Config::filter_sets`] bits.
@@ -425,6 +563,15 @@ impl Config {
             type_mask: 0,
             filter_sets: 0,
             compat: 0,
+            task_files: NO_OFFSET,
+            files_fdt: NO_OFFSET,
+            fdtable_max_fds: NO_OFFSET,
+            fdtable_fd: NO_OFFSET,
+            file_inode: NO_OFFSET,
+            inode_ino: NO_OFFSET,
+            inode_sb: NO_OFFSET,
+            sb_magic: NO_OFFSET,
+            sb_fs_info: NO_OFFSET,
         }
     }
 }
@@ -450,7 +597,15 @@ const _: () = {
     assert!(core::mem::size_of::<ForkRecord>() == 72);
     assert!(core::mem::size_of::<ExecRecord>() == 320);
     assert!(core::mem::size_of::<ExitRecord>() == 64);
-    assert!(core::mem::size_of::<Config>() == 64);
+    assert!(core::mem::size_of::<Config>() == 100);
+    assert!(core::mem::size_of::<MqNameRecord>() == 392);
+    assert!(core::mem::size_of::<MqRecord>() == 136);
+    assert!(core::mem::size_of::<MqKey>() == 16);
+    assert!(core::mem::size_of::<MqTotals>() == 80);
+    assert!(core::mem::size_of::<MqTotalsRecord>() == 136);
+    assert!(core::mem::size_of::<MqSeenKey>() == 24);
+    assert!(core::mem::offset_of!(MqTotals, ops) == 0);
+    assert!(core::mem::offset_of!(MqNameRecord, name) == 136);
     assert!(core::mem::size_of::<SemUsage>() == 80);
     assert!(core::mem::size_of::<MsgUsage>() == 72);
     assert!(core::mem::size_of::<ProcUsage>() == 968);
@@ -490,3 +645,11 @@ unsafe impl aya::Pod for SemTotals {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for MsgTotals {}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, fixed-width integer fields, explicit padding.
+unsafe impl aya::Pod for MqKey {}
+
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for MqTotals {}

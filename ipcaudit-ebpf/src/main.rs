@@ -1,4 +1,5 @@
-//! ipcaudit's kernel programs. One module per IPC family plus process lifecycle; each program
+//! ipcaudit's kernel programs. One module per IPC family (`mqueue.rs`: POSIX message queues)
+//! plus process lifecycle; each program
 //! is a thin entry point calling a `try_` function. The records they emit are defined in the
 //! lib target (`ipcaudit_ebpf::*`), the ABI shared with userspace.
 //!
@@ -44,6 +45,8 @@
 mod common;
 #[cfg(target_arch = "bpf")]
 mod compat;
+#[cfg(target_arch = "bpf")]
+mod mqueue;
 #[cfg(target_arch = "bpf")]
 mod msg;
 #[cfg(target_arch = "bpf")]

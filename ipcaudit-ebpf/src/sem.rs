@@ -136,6 +136,7 @@ fn doorbell_call(sys: &Sys) {
                 write_usage(tgid, p);
             }
         }
+        doorbell::MQ_TOTALS => crate::mqueue::doorbell_mq(arg),
         _ => {}
     }
 }

@@ -138,12 +138,19 @@ fn collect(records: &[Vec<u8>], model: &mut Model, encoder: Option<&Encoder>) ->
                 if let Some(encoder) = encoder {
                     if let Some(action) = applied.action {
                         line.clear();
-                        encoder.event(&ev, action, applied.object.as_ref(), &context, &mut line);
+                        encoder.event(
+                            &ev,
+                            action,
+                            applied.object.as_ref(),
+                            applied.posix.as_ref(),
+                            &context,
+                            &mut line,
+                        );
                         bytes += line.len();
                     }
                     for (action, object) in &applied.derived {
                         line.clear();
-                        encoder.event(&ev, *action, Some(object), &context, &mut line);
+                        encoder.event(&ev, *action, Some(object), None, &context, &mut line);
                         bytes += line.len();
                     }
                 }

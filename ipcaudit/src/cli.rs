@@ -5,15 +5,16 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{event::IpcType, sink::Format};
+use crate::{event::ObjectType, sink::Format};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "ipcaudit",
     version,
-    about = "Who owns which System V IPC object, right now, and what leaked",
-    long_about = "ipcaudit traces System V shared memory, semaphores and message queues with eBPF \
-                  and keeps an exact per-process ownership model of every object."
+    about = "Who owns which System V and POSIX IPC object, right now, and what leaked",
+    long_about = "ipcaudit traces System V shared memory, semaphores and message queues, and POSIX \
+                  message queues, with eBPF, audits POSIX shared memory and named semaphores, and \
+                  keeps an exact per-process ownership model of every object."
 )]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
@@ -89,9 +90,10 @@ pub struct FilterArgs {
     /// Only events of processes whose executable path matches this glob (repeatable).
     #[arg(long = "exe", value_name = "GLOB", value_parser = parse_glob)]
     pub exes: Vec<glob::Pattern>,
-    /// Only events on objects of this type (repeatable); process lifecycle events are then left out.
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
-    pub types: Vec<IpcType>,
+    /// Only events on objects of this type (repeatable: shm, sem, msg, or pmsg for POSIX
+    /// message queues); process lifecycle events are then left out.
+    #[arg(long = "type", value_name = "TYPE", value_parser = ObjectType::parse)]
+    pub types: Vec<ObjectType>,
     /// Only events on objects whose IPC key is in this range (`0x1000-0x1fff`, or one key;
     /// repeatable); events without an object are then left out.
     #[arg(long = "key", value_name = "RANGE", value_parser = parse_key_range)]
@@ -176,9 +178,10 @@ pub struct WatchArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct LsArgs {
-    /// Only objects of this type (repeatable).
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
-    pub types: Vec<IpcType>,
+    /// Only objects of this type (repeatable): System V `shm`, `sem`, `msg`; POSIX `pshm`
+    /// (/dev/shm), `psem` (/dev/shm/sem.*), `pmsg` (message queues).
+    #[arg(long = "type", value_name = "TYPE", value_parser = ObjectType::parse)]
+    pub types: Vec<ObjectType>,
     /// One JSON document in the shape of `lsipc --json`.
     #[arg(long)]
     pub json: bool,
@@ -214,13 +217,24 @@ pub struct LeaksArgs {
     /// Judge snapshots of the IPC namespace of process PID, or of every process (`all`).
     #[arg(long, value_name = "PID|all", value_parser = crate::ls::parse_namespace)]
     pub namespace: Option<crate::ls::NamespaceSel>,
+    /// Only findings on objects of this type (repeatable; shm, sem, msg, pshm, psem, pmsg).
+    #[arg(long = "type", value_name = "TYPE", value_parser = ObjectType::parse)]
+    pub types: Vec<ObjectType>,
+    /// A snapshot calls a POSIX object nobody holds orphaned once it has not changed for this
+    /// long (a running `watch` uses its own --grace).
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ReapArgs {
-    /// Only objects of this type (repeatable).
-    #[arg(long = "type", value_name = "TYPE", value_parser = parse_ipc_type)]
-    pub types: Vec<IpcType>,
+    /// Only objects of this type (repeatable): shm, sem, msg, pshm, psem, pmsg.
+    #[arg(long = "type", value_name = "TYPE", value_parser = ObjectType::parse)]
+    pub types: Vec<ObjectType>,
+    /// Only the POSIX object with this name (`/NAME`, repeatable; with --type pshm, psem or
+    /// pmsg).
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
     /// Only this id (repeatable); an id that is not leaked gets a refusal record.
     #[arg(long = "id", value_name = "ID")]
     pub ids: Vec<i32>,
@@ -255,6 +269,10 @@ pub struct ReapArgs {
     /// Reap in the IPC namespace of process PID, or in every one (`all`).
     #[arg(long, value_name = "PID|all", value_parser = crate::ls::parse_namespace)]
     pub namespace: Option<crate::ls::NamespaceSel>,
+    /// A snapshot calls a POSIX object nobody holds orphaned once it has not changed for this
+    /// long (a running `watch` uses its own --grace).
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -269,17 +287,6 @@ pub struct ReplayArgs {
     pub all: bool,
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-}
-
-fn parse_ipc_type(s: &str) -> Result<IpcType, String> {
-    match s {
-        "shm" => Ok(IpcType::Shm),
-        "sem" => Ok(IpcType::Sem),
-        "msg" => Ok(IpcType::Msg),
-        other => Err(format!(
-            "unknown IPC type {other:?}: expected shm, sem or msg"
-        )),
-    }
 }
 
 /// A uid: a number, or a user name from the password database.
@@ -353,6 +360,7 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::IpcType;
     use clap::CommandFactory as _;
 
     #[test]
@@ -381,7 +389,7 @@ mod tests {
             panic!()
         };
         assert_eq!(t.filter.pids, vec![1, 2]);
-        assert_eq!(t.filter.types, vec![IpcType::Sem]);
+        assert_eq!(t.filter.types, vec![ObjectType::Sysv(IpcType::Sem)]);
         assert_eq!(t.output.duration, Some(Duration::from_millis(1500)));
         assert_eq!(t.output.format, Some(Format::Json));
         let cli = Cli::try_parse_from([

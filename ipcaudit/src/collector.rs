@@ -114,7 +114,13 @@ struct Output {
 }
 
 impl Output {
-    fn event(&mut self, ev: &Event, action: Action, object: Option<&ObjectRef>) {
+    fn event(
+        &mut self,
+        ev: &Event,
+        action: Action,
+        object: Option<&ObjectRef>,
+        posix: Option<&crate::model::PosixRef>,
+    ) {
         // A fork record is about the child.
         let subject = match &ev.kind {
             EventKind::Fork { child } => *child,
@@ -125,12 +131,13 @@ impl Output {
         } else {
             None
         };
-        if !self.filter.matches(
-            ev,
-            object.map(|o| o.ty),
-            object.and_then(|o| o.key),
-            exe.as_deref(),
-        ) {
+        let ty = object
+            .map(|o| crate::event::ObjectType::Sysv(o.ty))
+            .or_else(|| posix.map(|p| crate::event::ObjectType::Posix(p.ty)));
+        if !self
+            .filter
+            .matches(ev, ty, object.and_then(|o| o.key), exe.as_deref())
+        {
             return;
         }
         if self.events >= self.max_events {
@@ -139,7 +146,7 @@ impl Output {
         *self.summary.counts.entry(action).or_default() += 1;
         self.events += 1;
         let context = self.enricher.context(subject);
-        self.printer.event(ev, action, object, context);
+        self.printer.event(ev, action, object, posix, context);
         if matches!(ev.kind, EventKind::Exit { .. }) {
             self.enricher.forget(subject);
             self.usage_written.remove(&subject);
@@ -152,10 +159,10 @@ impl Output {
             reaper.observe(ev, applied);
         }
         if let Some(action) = applied.action {
-            self.event(ev, action, applied.object.as_ref());
+            self.event(ev, action, applied.object.as_ref(), applied.posix.as_ref());
         }
         for (action, object) in &applied.derived {
-            self.event(ev, *action, Some(object));
+            self.event(ev, *action, Some(object), None);
         }
         if self.findings {
             for change in &applied.findings {
@@ -178,7 +185,9 @@ impl Output {
                 same
             }
             // The kernel writes an object's totals only when they changed.
-            crate::model::Aggregate::Set(_) | crate::model::Aggregate::Queue(_) => false,
+            crate::model::Aggregate::Set(_)
+            | crate::model::Aggregate::Queue(_)
+            | crate::model::Aggregate::Mqueue(_) => false,
         };
         if !unchanged && self.filter.matches_aggregate(agg) && self.events < self.max_events {
             self.printer.with(|e, line| e.aggregate(agg, line));
@@ -335,10 +344,11 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     }
     eprintln!("ipcaudit: programs: {}", probe.programs);
     eprintln!(
-        "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present); Ctrl-C to stop",
+        "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present) and POSIX IPC ({} objects); Ctrl-C to stop",
         snap.shm.len(),
         snap.sem.len(),
-        snap.msg.len()
+        snap.msg.len(),
+        snap.posix.len()
     );
     out.printer.with(Encoder::header);
 
@@ -532,6 +542,10 @@ async fn resync(
         out.printer.with(|e, line| e.snapshot(&snap, false, line));
         out.printer
             .with(|e, line| e.resync(snap.taken_ns, &reconciled.differences, line));
+    } else if reconciled.posix_changed {
+        // POSIX objects and holders are audited, not traced: the snapshot is what `replay`
+        // rebuilds them from.
+        out.printer.with(|e, line| e.snapshot(&snap, false, line));
     }
     // A reconcile ticks the model at the snapshot's time: its findings are marked as a tick's,
     // so that a replay (which sees the snapshot only when something was corrected) ticks too.

@@ -5,16 +5,17 @@
 use std::mem::{offset_of, size_of};
 
 use ipcaudit_ebpf::{
-    AGG_SEMNUMS, COMM_LEN, ExecRecord, ExitRecord, ForkRecord, Header, MAX_SEM_OPS, MsgTotals,
-    MsgTotalsRecord, MsgUsage, ProcUsage, SemBuf, SemOpRecord, SemTotals, SemTotalsRecord,
-    SemUsage, SyscallRecord, UsageRecord, flag, kind,
+    AGG_SEMNUMS, COMM_LEN, ExecRecord, ExitRecord, ForkRecord, Header, MAX_SEM_OPS, MQ_NAME_LEN,
+    MqNameRecord, MqRecord, MqTotals, MqTotalsRecord, MsgTotals, MsgTotalsRecord, MsgUsage,
+    ProcUsage, SemBuf, SemOpRecord, SemTotals, SemTotalsRecord, SemUsage, SyscallRecord,
+    UsageRecord, flag, kind,
 };
 use thiserror::Error;
 
 use crate::{
     clock::Clocks,
-    event::{Errno, Event, EventKind, ProcessKey, SemOp, SysResult, Task},
-    model::{Aggregate, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage},
+    event::{Errno, Event, EventKind, MqId, ProcessKey, SemOp, SysResult, Task},
+    model::{Aggregate, MqueueTotals, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage},
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -67,6 +68,21 @@ pub enum RawBody {
     Usage(Box<ProcUsage>),
     SemTotals(SemTotals),
     MsgTotals(MsgTotals),
+    /// `mq_open`, `mq_unlink`: the name, and the queue `mq_open` returned a descriptor of.
+    MqName {
+        ret: i64,
+        args: [u64; 6],
+        queue: Option<MqId>,
+        name: Vec<u8>,
+    },
+    /// `mq_timedsend`, `mq_timedreceive`, `mq_notify`: the descriptor's queue, the priority.
+    Mq {
+        ret: i64,
+        args: [u64; 6],
+        aux: i64,
+        queue: Option<MqId>,
+    },
+    MqTotals(MqTotals),
 }
 
 fn array<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
@@ -193,9 +209,34 @@ fn msg_totals(b: &[u8], at: usize) -> MsgTotals {
     }
 }
 
+fn mq_totals(b: &[u8], at: usize) -> MqTotals {
+    let f = |off: usize| at + off;
+    MqTotals {
+        ops: u64_at(b, f(offset_of!(MqTotals, ops))),
+        ns: u32_at(b, f(offset_of!(MqTotals, ns))),
+        pad0: 0,
+        ino: u64_at(b, f(offset_of!(MqTotals, ino))),
+        first_ts: u64_at(b, f(offset_of!(MqTotals, first_ts))),
+        written_ops: 0,
+        sent: u64_at(b, f(offset_of!(MqTotals, sent))),
+        sent_bytes: u64_at(b, f(offset_of!(MqTotals, sent_bytes))),
+        received: u64_at(b, f(offset_of!(MqTotals, received))),
+        received_bytes: u64_at(b, f(offset_of!(MqTotals, received_bytes))),
+        pad1: 0,
+    }
+}
+
+/// The queue of a POSIX queue record, when the programs resolved it.
+fn mq_queue(h: &Header, ino: u64, ns: u32) -> Option<MqId> {
+    (h.flags & flag::HAS_QUEUE != 0 && ino != 0).then_some(MqId { ns, ino })
+}
+
 /// The size a record of `kind` must have at least.
 fn needed(kind: u16) -> Option<usize> {
     Some(match kind {
+        kind::MQ_OPEN | kind::MQ_UNLINK => size_of::<MqNameRecord>(),
+        kind::MQ_SEND | kind::MQ_RECEIVE | kind::MQ_NOTIFY => size_of::<MqRecord>(),
+        kind::MQ_TOTALS => size_of::<MqTotalsRecord>(),
         kind::SEMOP => size_of::<SemOpRecord>(),
         kind::FORK => size_of::<ForkRecord>(),
         kind::EXEC => size_of::<ExecRecord>(),
@@ -273,6 +314,36 @@ impl TryFrom<&[u8]> for RawRecord {
             kind::MSG_TOTALS => {
                 RawBody::MsgTotals(msg_totals(b, offset_of!(MsgTotalsRecord, totals)))
             }
+            kind::MQ_OPEN | kind::MQ_UNLINK => {
+                let (ret, args) = syscall_fields(b);
+                let off = offset_of!(MqNameRecord, name);
+                let raw = b.get(off..off + MQ_NAME_LEN).unwrap_or_default();
+                let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+                RawBody::MqName {
+                    ret,
+                    args,
+                    queue: mq_queue(
+                        &header,
+                        u64_at(b, offset_of!(MqNameRecord, ino)),
+                        u32_at(b, offset_of!(MqNameRecord, queue_ns)),
+                    ),
+                    name: raw[..end].to_vec(),
+                }
+            }
+            kind::MQ_SEND | kind::MQ_RECEIVE | kind::MQ_NOTIFY => {
+                let (ret, args) = syscall_fields(b);
+                RawBody::Mq {
+                    ret,
+                    args,
+                    aux: i64_at(b, offset_of!(SyscallRecord, aux)),
+                    queue: mq_queue(
+                        &header,
+                        u64_at(b, offset_of!(MqRecord, ino)),
+                        u32_at(b, offset_of!(MqRecord, queue_ns)),
+                    ),
+                }
+            }
+            kind::MQ_TOTALS => RawBody::MqTotals(mq_totals(b, offset_of!(MqTotalsRecord, totals))),
             _ => {
                 let (ret, args) = syscall_fields(b);
                 RawBody::Syscall {
@@ -412,6 +483,67 @@ pub fn syscall_kind(
     })
 }
 
+/// Builds the domain event of a POSIX queue record. Shared by the ring-buffer path and by
+/// `replay` (which records the name, the queue and the priority beside the raw arguments).
+pub fn mq_kind(
+    kind: u16,
+    args: [u64; 6],
+    ret: i64,
+    name: Option<&str>,
+    queue: Option<MqId>,
+    prio: Option<u32>,
+) -> Option<EventKind> {
+    let r = result(ret);
+    #[expect(
+        clippy::cast_sign_loss,
+        reason = "a successful receive returns the message's size"
+    )]
+    let size = |v: i64| v as u64;
+    // glibc passes the name without its leading slash (`mq_open("/q")` is the syscall's "q"):
+    // the name as the API takes it has one.
+    let api_name = |n: &str| {
+        if n.starts_with('/') {
+            n.to_owned()
+        } else {
+            format!("/{n}")
+        }
+    };
+    Some(match kind {
+        kind::MQ_OPEN => EventKind::MqOpen {
+            name: api_name(name?),
+            flags: int(args[1]),
+            mode: u32::try_from(args[2] & 0xffff_ffff).unwrap_or(0),
+            queue,
+            result: r.map(|v| i32::try_from(v).unwrap_or(-1)),
+        },
+        kind::MQ_UNLINK => EventKind::MqUnlink {
+            name: api_name(name?),
+            result: r.map(drop),
+        },
+        kind::MQ_SEND => EventKind::MqSend {
+            fd: int(args[0]),
+            queue,
+            size: args[2],
+            prio: prio.unwrap_or_else(|| u32::try_from(args[3] & 0xffff_ffff).unwrap_or(0)),
+            result: r.map(drop),
+        },
+        kind::MQ_RECEIVE => EventKind::MqReceive {
+            fd: int(args[0]),
+            queue,
+            max_size: args[2],
+            prio,
+            result: r.map(size),
+        },
+        kind::MQ_NOTIFY => EventKind::MqNotify {
+            fd: int(args[0]),
+            queue,
+            register: args[1] != 0,
+            result: r.map(drop),
+        },
+        _ => return None,
+    })
+}
+
 impl RawRecord {
     /// The domain record, with kernel clocks converted by `clocks`.
     pub fn into_record(self, clocks: &Clocks) -> Record {
@@ -470,6 +602,42 @@ impl RawRecord {
                     first_ns: clocks.wall_ns(t.first_ts),
                     ops: t.ops,
                     delta: t.delta.to_vec(),
+                }));
+            }
+            RawBody::MqName {
+                ret,
+                args,
+                queue,
+                name,
+            } => mq_kind(
+                h.kind,
+                args,
+                ret,
+                Some(&String::from_utf8_lossy(&name)),
+                queue,
+                None,
+            ),
+            RawBody::Mq {
+                ret,
+                args,
+                aux,
+                queue,
+            } => {
+                let prio = (h.flags & flag::HAS_PRIO != 0)
+                    .then(|| u32::try_from(aux & 0xffff_ffff).unwrap_or(0));
+                mq_kind(h.kind, args, ret, None, queue, prio)
+            }
+            RawBody::MqTotals(t) => {
+                return Record::Aggregate(Aggregate::Mqueue(MqueueTotals {
+                    time_ns: clocks.wall_ns(h.ts_ns),
+                    ns: t.ns,
+                    ino: t.ino,
+                    first_ns: clocks.wall_ns(t.first_ts),
+                    ops: t.ops,
+                    sent: t.sent,
+                    sent_bytes: t.sent_bytes,
+                    received: t.received,
+                    received_bytes: t.received_bytes,
                 }));
             }
             RawBody::MsgTotals(t) => {
@@ -611,6 +779,142 @@ mod tests {
         }
         put(&mut b, offset_of!(SyscallRecord, aux), aux.to_ne_bytes());
         b
+    }
+
+    /// A POSIX queue record: a syscall record, the queue, and (name records) the name.
+    fn mq_bytes(kind: u16, flags: u16, args: [u64; 6], ret: i64, aux: i64, name: &[u8]) -> Vec<u8> {
+        let named = matches!(kind, kind::MQ_OPEN | kind::MQ_UNLINK);
+        let len = if named {
+            size_of::<MqNameRecord>()
+        } else {
+            size_of::<MqRecord>()
+        };
+        let mut b = syscall_bytes(kind, flags, args, ret, aux);
+        b.resize(len, 0);
+        let (ino, ns) = if named {
+            (
+                offset_of!(MqNameRecord, ino),
+                offset_of!(MqNameRecord, queue_ns),
+            )
+        } else {
+            (offset_of!(MqRecord, ino), offset_of!(MqRecord, queue_ns))
+        };
+        put(&mut b, ino, 77u64.to_ne_bytes());
+        put(&mut b, ns, 4_026_532_000u32.to_ne_bytes());
+        if named {
+            let at = offset_of!(MqNameRecord, name);
+            b[at..at + name.len()].copy_from_slice(name);
+        }
+        b
+    }
+
+    #[test]
+    fn decodes_posix_queue_records() {
+        let b = mq_bytes(
+            kind::MQ_OPEN,
+            flag::HAS_QUEUE,
+            [0x7fff_0000, 0o1102, 0o600, 0, 0, 0],
+            3,
+            0,
+            b"jobs\0garbage",
+        );
+        let queue = Some(MqId {
+            ns: 4_026_532_000,
+            ino: 77,
+        });
+        assert_eq!(
+            decode(&b, &CLOCKS).unwrap().kind,
+            EventKind::MqOpen {
+                name: "/jobs".into(),
+                flags: 0o1102,
+                mode: 0o600,
+                queue,
+                result: Ok(3),
+            }
+        );
+        // Without HAS_QUEUE the inode is not trusted.
+        let b = mq_bytes(kind::MQ_UNLINK, 0, [0; 6], -2, 0, b"/jobs");
+        assert_eq!(
+            decode(&b, &CLOCKS).unwrap().kind,
+            EventKind::MqUnlink {
+                name: "/jobs".into(),
+                result: Err(Errno(2)),
+            }
+        );
+        let b = mq_bytes(
+            kind::MQ_SEND,
+            flag::HAS_QUEUE | flag::HAS_PRIO,
+            [3, 0x5000, 16, 9, 0, 0],
+            0,
+            9,
+            b"",
+        );
+        assert_eq!(
+            decode(&b, &CLOCKS).unwrap().kind,
+            EventKind::MqSend {
+                fd: 3,
+                queue,
+                size: 16,
+                prio: 9,
+                result: Ok(()),
+            }
+        );
+        let b = mq_bytes(
+            kind::MQ_RECEIVE,
+            flag::HAS_QUEUE,
+            [3, 0x5000, 64, 0x6000, 0, 0],
+            16,
+            0,
+            b"",
+        );
+        assert_eq!(
+            decode(&b, &CLOCKS).unwrap().kind,
+            EventKind::MqReceive {
+                fd: 3,
+                queue,
+                max_size: 64,
+                prio: None,
+                result: Ok(16),
+            }
+        );
+        let b = mq_bytes(
+            kind::MQ_NOTIFY,
+            flag::HAS_QUEUE,
+            [3, 0, 0, 0, 0, 0],
+            0,
+            0,
+            b"",
+        );
+        assert_eq!(
+            decode(&b, &CLOCKS).unwrap().kind,
+            EventKind::MqNotify {
+                fd: 3,
+                queue,
+                register: false,
+                result: Ok(()),
+            }
+        );
+        // Totals.
+        let mut b = vec![0u8; size_of::<MqTotalsRecord>()];
+        header_bytes(&mut b, kind::MQ_TOTALS, 0);
+        let t = offset_of!(MqTotalsRecord, totals);
+        put(&mut b, t + offset_of!(MqTotals, ops), 5u64.to_ne_bytes());
+        put(&mut b, t + offset_of!(MqTotals, ns), 9u32.to_ne_bytes());
+        put(&mut b, t + offset_of!(MqTotals, ino), 77u64.to_ne_bytes());
+        put(&mut b, t + offset_of!(MqTotals, sent), 3u64.to_ne_bytes());
+        put(
+            &mut b,
+            t + offset_of!(MqTotals, received),
+            2u64.to_ne_bytes(),
+        );
+        let Ok(Record::Aggregate(Aggregate::Mqueue(m))) = decode_record(&b, &CLOCKS) else {
+            panic!("not queue totals");
+        };
+        assert_eq!((m.ns, m.ino, m.ops, m.sent, m.received), (9, 77, 5, 3, 2));
+        assert!(matches!(
+            decode_record(&b[..120], &CLOCKS),
+            Err(DecodeError::Short { need: 136, .. })
+        ));
     }
 
     #[test]
@@ -1009,13 +1313,23 @@ mod tests {
             header_bytes(&mut b, k, 0);
             prop_assert!(decode_record(&b, &CLOCKS).is_ok());
             // Events decode as events; aggregated totals are not events.
-            let aggregate = matches!(k, kind::USAGE | kind::SEM_TOTALS | kind::MSG_TOTALS);
+            let aggregate = matches!(
+                k,
+                kind::USAGE | kind::SEM_TOTALS | kind::MSG_TOTALS | kind::MQ_TOTALS
+            );
             prop_assert_eq!(decode(&b, &CLOCKS).is_ok(), !aggregate);
         }
 
         #[test]
         fn any_bytes_decode_as_records_or_err_without_panic(
-            k in prop_oneof![Just(kind::USAGE), Just(kind::SEM_TOTALS), Just(kind::MSG_TOTALS)],
+            k in prop_oneof![
+                Just(kind::USAGE),
+                Just(kind::SEM_TOTALS),
+                Just(kind::MSG_TOTALS),
+                Just(kind::MQ_TOTALS),
+                Just(kind::MQ_OPEN),
+                Just(kind::MQ_SEND),
+            ],
             b in proptest::collection::vec(any::<u8>(), 0..1100),
         ) {
             let mut b = b;

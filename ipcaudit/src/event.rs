@@ -97,6 +97,133 @@ impl fmt::Display for IpcType {
     }
 }
 
+/// The three POSIX IPC families. They are files: shared memory objects (`shm_open`) and named
+/// semaphores (`sem_open`, `sem.NAME`) in /dev/shm, message queues (`mq_open`) in the mqueue
+/// filesystem of the IPC namespace. Each is named by its path (`/NAME`), not by an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosixType {
+    Pshm,
+    Psem,
+    Pmsg,
+}
+
+impl PosixType {
+    pub const ALL: [Self; 3] = [Self::Pshm, Self::Psem, Self::Pmsg];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pshm => "pshm",
+            Self::Psem => "psem",
+            Self::Pmsg => "pmsg",
+        }
+    }
+
+    /// In words: "POSIX shared memory object".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Pshm => "POSIX shared memory object",
+            Self::Psem => "POSIX named semaphore",
+            Self::Pmsg => "POSIX message queue",
+        }
+    }
+}
+
+impl fmt::Display for PosixType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A type `--type` selects: one of the System V families or one of the POSIX ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectType {
+    Sysv(IpcType),
+    Posix(PosixType),
+}
+
+impl ObjectType {
+    /// Every type, System V first (the order `ls` prints its sections in).
+    pub const ALL: [Self; 6] = [
+        Self::Sysv(IpcType::Shm),
+        Self::Sysv(IpcType::Sem),
+        Self::Sysv(IpcType::Msg),
+        Self::Posix(PosixType::Pshm),
+        Self::Posix(PosixType::Psem),
+        Self::Posix(PosixType::Pmsg),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sysv(t) => t.as_str(),
+            Self::Posix(t) => t.as_str(),
+        }
+    }
+
+    /// Parses `shm`, `sem`, `msg`, `pshm`, `psem` or `pmsg`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown IPC type {s:?}: expected shm, sem, msg, pshm, psem or pmsg")
+            })
+    }
+
+    /// The System V types of a selection (all of them when it is empty).
+    pub fn sysv(types: &[Self]) -> Vec<IpcType> {
+        if types.is_empty() {
+            return IpcType::ALL.to_vec();
+        }
+        let mut out: Vec<IpcType> = types
+            .iter()
+            .filter_map(|t| match t {
+                Self::Sysv(t) => Some(*t),
+                Self::Posix(_) => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The POSIX types of a selection (all of them when it is empty).
+    pub fn posix(types: &[Self]) -> Vec<PosixType> {
+        if types.is_empty() {
+            return PosixType::ALL.to_vec();
+        }
+        let mut out: Vec<PosixType> = types
+            .iter()
+            .filter_map(|t| match t {
+                Self::Posix(t) => Some(*t),
+                Self::Sysv(_) => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+impl Serialize for ObjectType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ObjectType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One `struct sembuf`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SemOp {
@@ -226,6 +353,51 @@ pub enum EventKind {
     Lost {
         count: u64,
     },
+    /// `mq_open`: `name` as passed, `flags` (`O_CREAT`, `O_EXCL`, the access mode), and the
+    /// queue of the descriptor it returned.
+    MqOpen {
+        name: String,
+        flags: i32,
+        mode: u32,
+        queue: Option<MqId>,
+        result: SysResult<i32>,
+    },
+    /// `mq_unlink`.
+    MqUnlink {
+        name: String,
+        result: SysResult<()>,
+    },
+    /// `mq_timedsend` (glibc's `mq_send` too); `queue`: the descriptor's queue.
+    MqSend {
+        fd: i32,
+        queue: Option<MqId>,
+        size: u64,
+        prio: u32,
+        result: SysResult<()>,
+    },
+    /// `mq_timedreceive` (glibc's `mq_receive` too); `result` is the message's size, `prio`
+    /// its priority (when the caller asked for it).
+    MqReceive {
+        fd: i32,
+        queue: Option<MqId>,
+        max_size: u64,
+        prio: Option<u32>,
+        result: SysResult<u64>,
+    },
+    /// `mq_notify`: `register` a notification (a `sigevent` was passed), or remove one.
+    MqNotify {
+        fd: i32,
+        queue: Option<MqId>,
+        register: bool,
+        result: SysResult<()>,
+    },
+}
+
+/// A POSIX message queue as the kernel programs name it: its IPC namespace and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MqId {
+    pub ns: u32,
+    pub ino: u64,
 }
 
 /// One event.
@@ -256,8 +428,32 @@ impl EventKind {
             | Self::Fork { .. }
             | Self::Exec { .. }
             | Self::Exit { .. }
-            | Self::Lost { .. } => None,
+            | Self::Lost { .. }
+            | Self::MqOpen { .. }
+            | Self::MqUnlink { .. }
+            | Self::MqSend { .. }
+            | Self::MqReceive { .. }
+            | Self::MqNotify { .. } => None,
         }
+    }
+
+    /// The POSIX family an event concerns, if any.
+    pub fn posix_type(&self) -> Option<PosixType> {
+        match self {
+            Self::MqOpen { .. }
+            | Self::MqUnlink { .. }
+            | Self::MqSend { .. }
+            | Self::MqReceive { .. }
+            | Self::MqNotify { .. } => Some(PosixType::Pmsg),
+            _ => None,
+        }
+    }
+
+    /// The family (System V or POSIX) an event concerns, if any.
+    pub fn object_type(&self) -> Option<ObjectType> {
+        self.ipc_type()
+            .map(ObjectType::Sysv)
+            .or_else(|| self.posix_type().map(ObjectType::Posix))
     }
 
     /// Whether the syscall failed.
@@ -265,14 +461,19 @@ impl EventKind {
         match self {
             Self::ShmGet { result, .. }
             | Self::SemGet { result, .. }
-            | Self::MsgGet { result, .. } => result.err(),
+            | Self::MsgGet { result, .. }
+            | Self::MqOpen { result, .. } => result.err(),
             Self::ShmAt { result, .. }
             | Self::Mremap { result, .. }
-            | Self::MsgRcv { result, .. } => result.err(),
+            | Self::MsgRcv { result, .. }
+            | Self::MqReceive { result, .. } => result.err(),
             Self::ShmDt { result, .. }
             | Self::SemOp { result, .. }
             | Self::MsgSnd { result, .. }
-            | Self::Munmap { result, .. } => result.err(),
+            | Self::Munmap { result, .. }
+            | Self::MqUnlink { result, .. }
+            | Self::MqSend { result, .. }
+            | Self::MqNotify { result, .. } => result.err(),
             Self::ShmCtl { result, .. }
             | Self::SemCtl { result, .. }
             | Self::MsgCtl { result, .. } => result.err(),
@@ -309,10 +510,16 @@ pub enum Action {
     ProcessExec,
     ProcessExit,
     EventsLost,
+    MqCreate,
+    MqOpen,
+    MqSend,
+    MqReceive,
+    MqNotify,
+    MqRemove,
 }
 
 impl Action {
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 28] = [
         Self::ShmCreate,
         Self::ShmOpen,
         Self::ShmAttach,
@@ -335,6 +542,12 @@ impl Action {
         Self::ProcessExec,
         Self::ProcessExit,
         Self::EventsLost,
+        Self::MqCreate,
+        Self::MqOpen,
+        Self::MqSend,
+        Self::MqReceive,
+        Self::MqNotify,
+        Self::MqRemove,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -361,6 +574,12 @@ impl Action {
             Self::ProcessExec => "process-exec",
             Self::ProcessExit => "process-exit",
             Self::EventsLost => "events-lost",
+            Self::MqCreate => "mq-create",
+            Self::MqOpen => "mq-open",
+            Self::MqSend => "mq-send",
+            Self::MqReceive => "mq-receive",
+            Self::MqNotify => "mq-notify",
+            Self::MqRemove => "mq-remove",
         }
     }
 

@@ -5,7 +5,7 @@
 
 use crate::{
     cli::FilterArgs,
-    event::{Event, EventKind, IpcType},
+    event::{Event, EventKind, IpcType, ObjectType, PosixType},
 };
 
 #[derive(Clone, Debug, Default)]
@@ -15,7 +15,7 @@ pub struct Filter {
     comms: Vec<glob::Pattern>,
     exclude_comms: Vec<glob::Pattern>,
     exes: Vec<glob::Pattern>,
-    types: Vec<IpcType>,
+    types: Vec<ObjectType>,
     keys: Vec<(i32, i32)>,
     namespaces: Vec<u32>,
 }
@@ -59,20 +59,26 @@ impl Filter {
         self.types
             .iter()
             .map(|t| match t {
-                IpcType::Shm => ipcaudit_ebpf::family::SHM,
-                IpcType::Sem => ipcaudit_ebpf::family::SEM,
-                IpcType::Msg => ipcaudit_ebpf::family::MSG,
+                ObjectType::Sysv(IpcType::Shm) => ipcaudit_ebpf::family::SHM,
+                ObjectType::Sysv(IpcType::Sem) => ipcaudit_ebpf::family::SEM,
+                ObjectType::Sysv(IpcType::Msg) => ipcaudit_ebpf::family::MSG,
+                ObjectType::Posix(PosixType::Pmsg) => ipcaudit_ebpf::family::PMSG,
+                ObjectType::Posix(PosixType::Pshm) => ipcaudit_ebpf::family::PSHM,
+                ObjectType::Posix(PosixType::Psem) => ipcaudit_ebpf::family::PSEM,
             })
             .fold(0, |mask, bit| mask | bit)
     }
 
-    /// Whether a finding is wanted: on an object of a kept type and namespace (findings
-    /// without an object — `leaky-process`, `near-limit` — pass).
+    /// Whether a finding is wanted: on an object (System V or POSIX) of a kept type and
+    /// namespace (findings without an object — `leaky-process`, `near-limit` — pass).
     pub fn matches_finding(&self, finding: &crate::model::Finding) -> bool {
-        finding.object.as_ref().is_none_or(|o| {
-            (self.types.is_empty() || self.types.contains(&o.ty))
-                && (self.namespaces.is_empty() || self.namespaces.contains(&o.ns))
-        })
+        let (ty, ns) = match (&finding.object, &finding.posix) {
+            (Some(o), _) => (ObjectType::Sysv(o.ty), o.ns),
+            (None, Some(p)) => (ObjectType::Posix(p.ty), p.ns),
+            (None, None) => return true,
+        };
+        (self.types.is_empty() || self.types.contains(&ty))
+            && (self.namespaces.is_empty() || self.namespaces.contains(&ns))
     }
 
     /// Whether the filter needs each process's executable path (read from /proc).
@@ -86,7 +92,7 @@ impl Filter {
     pub fn matches(
         &self,
         ev: &Event,
-        object_type: Option<IpcType>,
+        object_type: Option<ObjectType>,
         key: Option<i32>,
         exe: Option<&str>,
     ) -> bool {
@@ -125,7 +131,7 @@ impl Filter {
             }
         }
         if !self.types.is_empty() {
-            match ev.kind.ipc_type().or(object_type) {
+            match ev.kind.object_type().or(object_type) {
                 Some(ty) => return self.types.contains(&ty),
                 None => return false,
             }
@@ -150,8 +156,9 @@ impl Filter {
                 }
                 (u.ns, None)
             }
-            Aggregate::Set(t) => (t.ns, Some(IpcType::Sem)),
-            Aggregate::Queue(t) => (t.ns, Some(IpcType::Msg)),
+            Aggregate::Set(t) => (t.ns, Some(ObjectType::Sysv(IpcType::Sem))),
+            Aggregate::Queue(t) => (t.ns, Some(ObjectType::Sysv(IpcType::Msg))),
+            Aggregate::Mqueue(t) => (t.ns, Some(ObjectType::Posix(PosixType::Pmsg))),
         };
         (self.namespaces.is_empty() || self.namespaces.contains(&ns))
             && (self.types.is_empty() || ty.is_none_or(|ty| self.types.contains(&ty)))
@@ -212,17 +219,22 @@ mod tests {
         };
         assert!(f.matches(
             &ev(1, "x", dt.clone()),
-            Some(IpcType::Shm),
+            Some(ObjectType::Sysv(IpcType::Shm)),
             Some(0x1fff),
             None
         ));
         assert!(!f.matches(
             &ev(1, "x", dt.clone()),
-            Some(IpcType::Shm),
+            Some(ObjectType::Sysv(IpcType::Shm)),
             Some(0x2000),
             None
         ));
-        assert!(!f.matches(&ev(1, "x", dt.clone()), Some(IpcType::Shm), None, None));
+        assert!(!f.matches(
+            &ev(1, "x", dt.clone()),
+            Some(ObjectType::Sysv(IpcType::Shm)),
+            None,
+            None
+        ));
         let mut other_ns = ev(1, "x", get);
         other_ns.ipc_ns = 2;
         assert!(!f.matches(&other_ns, None, None, None));
@@ -241,7 +253,7 @@ mod tests {
         let f = Filter {
             pids: vec![1, 2],
             comms: vec![glob("a")],
-            types: vec![IpcType::Shm],
+            types: vec![ObjectType::Sysv(IpcType::Shm)],
             ..Filter::default()
         };
         let shmdt = EventKind::ShmDt {
@@ -257,7 +269,12 @@ mod tests {
             "lifecycle left out under --type"
         );
         assert!(
-            f.matches(&ev(1, "a", exit), Some(IpcType::Shm), None, None),
+            f.matches(
+                &ev(1, "a", exit),
+                Some(ObjectType::Sysv(IpcType::Shm)),
+                None,
+                None
+            ),
             "an exit that destroyed a segment"
         );
         let munmap = EventKind::Munmap {
@@ -265,7 +282,12 @@ mod tests {
             len: 1,
             result: Ok(()),
         };
-        assert!(f.matches(&ev(2, "a", munmap), Some(IpcType::Shm), None, None));
+        assert!(f.matches(
+            &ev(2, "a", munmap),
+            Some(ObjectType::Sysv(IpcType::Shm)),
+            None,
+            None
+        ));
         assert!(f.matches(&ev(9, "z", EventKind::Lost { count: 3 }), None, None, None));
         assert!(Filter::default().matches(
             &ev(9, "z", EventKind::Exit { code: 0 }),
@@ -288,13 +310,23 @@ mod tests {
     fn uids_and_the_kernel_type_mask() {
         let f = Filter {
             uids: vec![1000],
-            types: vec![IpcType::Sem, IpcType::Msg],
+            types: vec![
+                ObjectType::Sysv(IpcType::Sem),
+                ObjectType::Sysv(IpcType::Msg),
+                ObjectType::Posix(PosixType::Pmsg),
+            ],
             ..Filter::default()
         };
         assert_eq!(
             f.type_mask(),
-            ipcaudit_ebpf::family::SEM | ipcaudit_ebpf::family::MSG
+            ipcaudit_ebpf::family::SEM | ipcaudit_ebpf::family::MSG | ipcaudit_ebpf::family::PMSG
         );
+        // Only audited POSIX types: a mask that traces no family (not 0, which is every one).
+        let audited = Filter {
+            types: vec![ObjectType::Posix(PosixType::Pshm)],
+            ..Filter::default()
+        };
+        assert_eq!(audited.type_mask(), ipcaudit_ebpf::family::PSHM);
         assert_eq!(Filter::default().type_mask(), 0);
         let get = EventKind::SemGet {
             key: 0,

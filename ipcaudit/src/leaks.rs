@@ -30,12 +30,15 @@ use serde_json::{Value, json};
 
 use crate::clock::{self, Clocks};
 use crate::control::{self, Request};
-use crate::event::{IpcType, ProcessKey};
+use crate::event::{IpcType, ObjectType, PosixType, ProcessKey};
 use crate::ls::{self, NamespaceSel};
-use crate::model::{Finding, ObjectRef, ProcessEvidence, Role, Rule, Severity};
+use crate::model::{Finding, ObjectRef, PosixRef, ProcessEvidence, Role, Rule, Severity};
 use crate::snapshot::parse::{parse_ns_link, parse_stat, parse_stat_num_threads, parse_status_uid};
 use crate::snapshot::read::{self, ReadError};
-use crate::snapshot::{Blocked, MsgQueue, ProcessInfo, SHM_DEST, SemSet, ShmSegment, Snapshot};
+use crate::snapshot::{
+    Blocked, Hold, MsgQueue, PosixHolder, PosixObject, ProcessInfo, SHM_DEST, SemSet, ShmSegment,
+    Snapshot,
+};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 /// A process may be the one an IPC time names if it started at most this long after it (IPC
@@ -233,6 +236,11 @@ pub fn recorded_pids(snap: &Snapshot) -> Vec<u32> {
                 .iter()
                 .flat_map(|(_, v)| v.iter().map(|s| s.pid)),
         )
+        .chain(
+            snap.posix
+                .iter()
+                .filter_map(|o| o.queue.map(|q| q.notify_pid)),
+        )
         .filter(|&p| p != 0)
         .collect();
     pids.sort_unstable();
@@ -377,6 +385,7 @@ fn orphaned_segment(scene: &Scene, seg: &ShmSegment) -> Option<Finding> {
     Some(Finding {
         rule: Rule::OrphanedSegment,
         object: Some(r),
+        posix: None,
         severity: Severity::Warning,
         description: format!(
             "{} ({} bytes) is not attached, and its creator (pid {}) and last user are dead",
@@ -417,6 +426,7 @@ fn removed_still_attached(scene: &Scene, seg: &ShmSegment) -> Option<Finding> {
     Some(Finding {
         rule: Rule::RemovedSegmentStillAttached,
         object: Some(r),
+        posix: None,
         severity: Severity::Warning,
         description: format!(
             "{} was removed but {} attachment(s) keep it and its memory ({} bytes) alive",
@@ -475,6 +485,7 @@ fn sem_held(scene: &Scene, set: &SemSet) -> Option<Finding> {
     Some(Finding {
         rule: Rule::SemaphoreHeldByDeadProcess,
         object: Some(r),
+        posix: None,
         severity: Severity::Critical,
         description: format!(
             "{}: semaphore {} is 0, processes are blocked on it, and the last process that \
@@ -512,6 +523,7 @@ fn stalled_queue(scene: &Scene, q: &MsgQueue) -> Option<Finding> {
     Some(Finding {
         rule: Rule::StalledQueue,
         object: Some(r),
+        posix: None,
         severity: Severity::Warning,
         description: format!(
             "{} holds {} message(s) ({} bytes) and no live process receives from it",
@@ -523,6 +535,133 @@ fn stalled_queue(scene: &Scene, q: &MsgQueue) -> Option<Finding> {
         remedy: Some(r.ipcrm()),
         since_ns: latest(&[q.stime, q.rtime, q.ctime]),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The POSIX rules on a snapshot (pure)
+
+/// The grace period the POSIX rules of a snapshot judgement use by default (as `watch`'s).
+pub const DEFAULT_POSIX_GRACE_SECS: u64 = 60;
+
+/// The identity of a POSIX object as a snapshot finding names it (generation 0: no model).
+pub fn posix_ref(ns: u32, o: &PosixObject) -> PosixRef {
+    PosixRef {
+        ns,
+        ty: o.ty,
+        name: o.name.clone(),
+        generation: 0,
+        dev: o.dev,
+        ino: o.ino,
+        size: (o.ty == PosixType::Pshm).then_some(o.size),
+    }
+}
+
+/// The holders of one object in a snapshot (one entry per mapping or descriptor).
+pub fn posix_holders_of<'s>(snap: &'s Snapshot, o: &PosixObject) -> Vec<&'s PosixHolder> {
+    snap.posix_holders
+        .iter()
+        .filter(|h| (h.dev, h.ino) == (o.dev, o.ino))
+        .collect()
+}
+
+/// Whether a holder can receive from a queue (a descriptor open for reading).
+fn can_read(h: &PosixHolder) -> bool {
+    matches!(h.hold, Hold::Fd { read: true, .. })
+}
+
+/// Evidence naming each holder process once.
+fn holder_evidence(holders: &[&PosixHolder]) -> Vec<ProcessEvidence> {
+    let mut out: Vec<ProcessEvidence> = Vec::new();
+    for h in holders {
+        if !out.iter().any(|e| e.entity == Some(h.process)) {
+            out.push(ProcessEvidence {
+                pid: h.process.pid,
+                name: h.comm.clone(),
+                entity: Some(h.process),
+                alive: true,
+                role: Role::Holder,
+            });
+        }
+    }
+    out
+}
+
+/// The POSIX findings one scene shows by itself: `orphaned-posix-shm`,
+/// `orphaned-posix-semaphore` and `orphaned-posix-queue` for an object no process maps or holds
+/// open and that has not changed for `grace_secs`; `stalled-posix-queue` for a queue holding
+/// messages whose live holders all opened it write-only (and with no live `mq_notify`
+/// registration). Ordered by rule, type and name.
+pub fn judge_posix(scene: &Scene, grace_secs: u64) -> Vec<Finding> {
+    let snap = &scene.snap;
+    let now = scene.now_secs();
+    let mut out = Vec::new();
+    for o in &snap.posix {
+        let holders = posix_holders_of(snap, o);
+        let r = posix_ref(snap.ipc_ns, o);
+        let age = u64::try_from(now.saturating_sub(o.last_change())).unwrap_or(0);
+        let since = latest(&[o.last_change()]);
+        if holders.is_empty() {
+            if age < grace_secs {
+                continue;
+            }
+            let rule = match o.ty {
+                PosixType::Pshm => Rule::OrphanedPosixShm,
+                PosixType::Psem => Rule::OrphanedPosixSemaphore,
+                PosixType::Pmsg => Rule::OrphanedPosixQueue,
+            };
+            let size = match o.ty {
+                PosixType::Pshm => format!(" ({} bytes)", o.size),
+                PosixType::Psem | PosixType::Pmsg => String::new(),
+            };
+            let messages = match o.queue {
+                Some(q) if q.messages > 0 => format!(", with {} message(s) in it", q.messages),
+                _ => String::new(),
+            };
+            out.push(Finding {
+                rule,
+                object: None,
+                posix: Some(r.clone()),
+                severity: Severity::Warning,
+                description: format!(
+                    "{}{size} is not mapped or open in any process{messages}; unchanged for \
+                     {age} s",
+                    r.describe()
+                ),
+                evidence: Vec::new(),
+                remedy: Some(r.remedy()),
+                since_ns: since,
+            });
+            continue;
+        }
+        let Some(q) = o.queue else { continue };
+        let notified = q.notify_pid != 0 && scene.procs.status(q.notify_pid, 0).is_alive();
+        if q.messages == 0 || notified || holders.iter().any(|h| can_read(h)) {
+            continue;
+        }
+        let evidence = holder_evidence(&holders);
+        out.push(Finding {
+            rule: Rule::StalledPosixQueue,
+            object: None,
+            posix: Some(r.clone()),
+            severity: Severity::Warning,
+            description: format!(
+                "{} holds {} message(s) ({} bytes) and no live process can receive from it: \
+                 its {} live holder(s) opened it write-only",
+                r.describe(),
+                q.messages,
+                q.qsize,
+                evidence.len()
+            ),
+            evidence,
+            remedy: Some(r.remedy()),
+            since_ns: since,
+        });
+    }
+    out.sort_by(|a, b| {
+        let key = |f: &Finding| (f.rule, f.posix.as_ref().map(|p| (p.ty, p.name.clone())));
+        key(a).cmp(&key(b))
+    });
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -579,9 +718,14 @@ pub fn finding_from_json(v: &Value) -> Option<Finding> {
             })
         })
         .collect();
+    let posix = match v.get("posix") {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(serde_json::from_value::<PosixRef>(p.clone()).ok()?),
+    };
     Some(Finding {
         rule,
         object,
+        posix,
         severity,
         description: v["description"].as_str().unwrap_or_default().to_owned(),
         evidence,
@@ -664,12 +808,34 @@ pub fn ask_daemon(socket: &Path) -> Result<Vec<Finding>, String> {
     Ok(list.iter().filter_map(finding_from_json).collect())
 }
 
+/// Everything a snapshot judgement finds: the System V rules and the POSIX ones (with their
+/// grace period).
+pub fn judge_all(scene: &Scene, posix_grace_secs: u64) -> Vec<Finding> {
+    let mut out = judge(scene);
+    out.extend(judge_posix(scene, posix_grace_secs));
+    out
+}
+
+/// Whether a finding is about an object of one of `types` (all, when it is empty; findings
+/// about no object only then).
+pub fn finding_has_type(f: &Finding, types: &[ObjectType]) -> bool {
+    if types.is_empty() {
+        return true;
+    }
+    match (&f.object, &f.posix) {
+        (Some(o), _) => types.contains(&ObjectType::Sysv(o.ty)),
+        (None, Some(p)) => types.contains(&ObjectType::Posix(p.ty)),
+        (None, None) => false,
+    }
+}
+
 /// The findings of the daemon if one answers (and no namespace was asked for), else those of
-/// snapshots of the selected namespaces.
+/// snapshots of the selected namespaces (the POSIX rules with `posix_grace_secs`).
 pub fn gather(
     socket: &Path,
     force_snapshot: bool,
     namespace: Option<NamespaceSel>,
+    posix_grace_secs: u64,
 ) -> Result<(Source, Vec<Finding>, Vec<String>), LeaksError> {
     let why = if force_snapshot {
         "--snapshot asked for it".to_owned()
@@ -684,8 +850,16 @@ pub fn gather(
     let (targets, mut notes) = ls::targets(namespace)?;
     let mut findings = Vec::new();
     for target in &targets {
-        match ls::run_in(target, || Scene::read().map(|s| judge(&s))) {
-            Ok(Ok(f)) => findings.extend(f),
+        match ls::run_in(target, || {
+            Scene::read().map(|s| {
+                let notes = s.snap.posix_notes.clone();
+                (judge_all(&s, posix_grace_secs), notes)
+            })
+        }) {
+            Ok(Ok((f, n))) => {
+                findings.extend(f);
+                notes.extend(n);
+            }
             Ok(Err(e)) => return Err(e.into()),
             Err(e) if namespace == Some(NamespaceSel::All) => notes.push(e.to_string()),
             Err(e) => return Err(e.into()),
@@ -696,7 +870,13 @@ pub fn gather(
 
 /// `ipcaudit leaks`.
 pub fn run(args: &crate::cli::LeaksArgs) -> Result<ExitCode, LeaksError> {
-    let (source, findings, notes) = gather(&args.socket, args.snapshot, args.namespace)?;
+    let (source, mut findings, notes) = gather(
+        &args.socket,
+        args.snapshot,
+        args.namespace,
+        args.grace.as_secs(),
+    )?;
+    findings.retain(|f| finding_has_type(f, &args.types));
     for note in &notes {
         eprintln!("ipcaudit: note: {note}");
     }
@@ -719,6 +899,7 @@ pub fn run(args: &crate::cli::LeaksArgs) -> Result<ExitCode, LeaksError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Role;
     use crate::snapshot::{IpcPerm, SemValue, ShmMapping, Waiter};
 
     /// Boot at t = 1,000,000 s; 100 ticks per second.
@@ -981,6 +1162,182 @@ mod tests {
         assert_eq!(finding_from_json(&json).as_ref(), Some(&f[0]));
         assert_eq!(finding_from_json(&json!({"rule": "nope"})), None);
         assert_eq!(finding_from_json(&Value::Null), None);
+    }
+
+    fn pobj(ty: PosixType, name: &str, ino: u64, changed: i64, messages: u64) -> PosixObject {
+        PosixObject {
+            ty,
+            name: name.into(),
+            dev: 27,
+            ino,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            size: 4096,
+            memory: 4096,
+            atime: changed,
+            mtime: changed,
+            ctime: changed,
+            queue: (ty == PosixType::Pmsg).then_some(crate::snapshot::MqState {
+                qsize: messages * 8,
+                messages,
+                max_messages: 10,
+                message_size: 64,
+                notify_pid: 0,
+                notify: 0,
+                signo: 0,
+            }),
+        }
+    }
+
+    fn pholder(pid: u32, ino: u64, hold: Hold) -> PosixHolder {
+        PosixHolder {
+            process: proc_at(pid, 1_000_010, 'S').key,
+            comm: format!("p{pid}"),
+            uid: 0,
+            ipc_ns: 7,
+            dev: 27,
+            ino,
+            hold,
+        }
+    }
+
+    #[test]
+    fn posix_orphans_need_no_holder_and_the_grace_period() {
+        let mut s = snap();
+        // Taken at 1,001,000: "old" changed 900 s before, "fresh" 30 s before.
+        s.posix = vec![
+            pobj(PosixType::Pshm, "/old", 1, 1_000_100, 0),
+            pobj(PosixType::Pshm, "/fresh", 2, 1_000_970, 0),
+            pobj(PosixType::Pshm, "/mapped", 3, 1_000_100, 0),
+            pobj(PosixType::Psem, "/lock", 4, 1_000_100, 0),
+            pobj(PosixType::Pmsg, "/q", 5, 1_000_100, 2),
+        ];
+        s.posix_holders = vec![pholder(
+            10,
+            3,
+            Hold::Map {
+                start: 0,
+                end: 4096,
+                writable: false,
+            },
+        )];
+        let sc = scene(s, vec![proc_at(10, 1_000_010, 'S')]);
+        let f = judge_posix(&sc, 60);
+        let got: Vec<(Rule, &str)> = f
+            .iter()
+            .map(|f| (f.rule, f.posix.as_ref().map_or("", |p| p.name.as_str())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Rule::OrphanedPosixShm, "/old"),
+                (Rule::OrphanedPosixSemaphore, "/lock"),
+                (Rule::OrphanedPosixQueue, "/q"),
+            ]
+        );
+        assert_eq!(f[0].remedy.as_deref(), Some("rm /dev/shm/old"));
+        assert_eq!(f[0].since_ns, 1_000_100 * NS_PER_SEC);
+        assert!(
+            f[0].description.contains("unchanged for 900 s"),
+            "{}",
+            f[0].description
+        );
+        assert!(
+            f[2].description.contains("with 2 message(s)"),
+            "{}",
+            f[2].description
+        );
+        // A queue's file read a second ago (its ctime) has not changed for all that.
+        let mut read = sc.clone();
+        read.snap.posix[4].ctime = 1_000_999;
+        assert!(
+            judge_posix(&read, 60)
+                .iter()
+                .any(|f| f.rule == Rule::OrphanedPosixQueue)
+        );
+        // With no grace, the fresh one too.
+        assert_eq!(
+            judge_posix(&sc, 0)
+                .iter()
+                .filter(|f| f.rule == Rule::OrphanedPosixShm)
+                .count(),
+            2
+        );
+        // judge_all has both families.
+        assert_eq!(judge_all(&sc, 60).len(), 3);
+    }
+
+    #[test]
+    #[expect(
+        clippy::many_single_char_names,
+        reason = "s(napshot), w(riter), f(indings), p, e"
+    )]
+    fn a_posix_queue_held_write_only_with_messages_is_stalled() {
+        let mut s = snap();
+        s.posix = vec![
+            pobj(PosixType::Pmsg, "/stalled", 1, 1_000_990, 3),
+            pobj(PosixType::Pmsg, "/read", 2, 1_000_990, 3),
+            pobj(PosixType::Pmsg, "/empty", 3, 1_000_990, 0),
+            pobj(PosixType::Pmsg, "/notified", 4, 1_000_990, 3),
+        ];
+        if let Some(q) = s.posix[3].queue.as_mut() {
+            q.notify_pid = 11;
+        }
+        let w = |ino| {
+            pholder(
+                10,
+                ino,
+                Hold::Fd {
+                    fd: 3,
+                    read: false,
+                    write: true,
+                },
+            )
+        };
+        s.posix_holders = vec![
+            w(1),
+            w(2),
+            pholder(
+                11,
+                2,
+                Hold::Fd {
+                    fd: 4,
+                    read: true,
+                    write: false,
+                },
+            ),
+            w(3),
+            w(4),
+        ];
+        let sc = scene(
+            s,
+            vec![proc_at(10, 1_000_010, 'S'), proc_at(11, 1_000_010, 'S')],
+        );
+        let f = judge_posix(&sc, 60);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].rule, Rule::StalledPosixQueue);
+        let p = f[0].posix.as_ref().unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.path()),
+            ("/stalled", "/dev/mqueue/stalled".to_owned())
+        );
+        let e: Vec<(u32, Role, bool)> = f[0]
+            .evidence
+            .iter()
+            .map(|e| (e.pid, e.role, e.alive))
+            .collect();
+        assert_eq!(e, vec![(10, Role::Holder, true)]);
+        // The JSON round trip keeps the POSIX object.
+        let json = finding_json(&f[0]);
+        assert_eq!(json["posix"]["type"], "pmsg");
+        assert_eq!(finding_from_json(&json).as_ref(), Some(&f[0]));
+        assert!(finding_has_type(
+            &f[0],
+            &[ObjectType::Posix(PosixType::Pmsg)]
+        ));
+        assert!(!finding_has_type(&f[0], &[ObjectType::Sysv(IpcType::Msg)]));
+        assert!(finding_has_type(&f[0], &[]));
     }
 
     #[test]

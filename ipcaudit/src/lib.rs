@@ -29,6 +29,7 @@ pub mod policy;
 pub mod privdrop;
 pub mod probe;
 pub mod reap;
+pub mod reap_posix;
 pub mod replay;
 pub mod sink;
 pub mod snapshot;

@@ -27,11 +27,13 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use serde_json::{Value, json};
 
-use crate::event::IpcType;
+use crate::event::{IpcType, ObjectType, PosixType};
 use crate::leaks::{LeaksError, Scene};
 use crate::snapshot::parse::parse_ns_link;
 use crate::snapshot::read::{self, own_ipc_ns};
-use crate::snapshot::{Blocked, MsgQueue, SHM_DEST, SHM_LOCKED, SemSet, ShmSegment};
+use crate::snapshot::{
+    Blocked, Hold, MsgQueue, PosixObject, SHM_DEST, SHM_LOCKED, SemSet, ShmSegment,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Namespaces
@@ -202,22 +204,53 @@ pub fn run_in<T: Send>(target: &NsTarget, f: impl FnOnce() -> T + Send) -> Resul
 /// Which types a column applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Applies {
-    All,
+    /// Every type, System V and POSIX.
+    Any,
+    /// The System V types.
+    Sysv,
     Shm,
     Sem,
     Msg,
     SemMsg,
+    /// System V and POSIX shared memory.
+    ShmPshm,
+    /// System V and POSIX message queues.
+    MsgPmsg,
+    /// The POSIX types.
+    Posix,
+    Pmsg,
 }
 
 impl Applies {
-    fn to(self, ty: IpcType) -> bool {
+    fn to(self, ty: ObjectType) -> bool {
+        use ObjectType::{Posix, Sysv};
         matches!(
             (self, ty),
-            (Self::All, _)
-                | (Self::Shm, IpcType::Shm)
-                | (Self::Sem | Self::SemMsg, IpcType::Sem)
-                | (Self::Msg | Self::SemMsg, IpcType::Msg)
+            (Self::Any, _)
+                | (Self::Sysv, Sysv(_))
+                | (Self::Shm | Self::ShmPshm, Sysv(IpcType::Shm))
+                | (Self::ShmPshm, Posix(PosixType::Pshm))
+                | (Self::Sem | Self::SemMsg, Sysv(IpcType::Sem))
+                | (Self::Msg | Self::SemMsg | Self::MsgPmsg, Sysv(IpcType::Msg))
+                | (Self::MsgPmsg | Self::Pmsg, Posix(PosixType::Pmsg))
+                | (Self::Posix, Posix(_))
         )
+    }
+
+    /// What `--help` says after the column.
+    fn scope(self) -> &'static str {
+        match self {
+            Self::Any => "",
+            Self::Sysv => " [System V]",
+            Self::Shm => " [shm]",
+            Self::Sem => " [sem]",
+            Self::Msg => " [msg]",
+            Self::SemMsg => " [sem, msg]",
+            Self::ShmPshm => " [shm, pshm]",
+            Self::MsgPmsg => " [msg, pmsg]",
+            Self::Posix => " [POSIX]",
+            Self::Pmsg => " [pmsg]",
+        }
     }
 }
 
@@ -270,58 +303,67 @@ pub enum Column {
     Zcount,
     Sempid,
     Waiters,
+    Name,
+    Path,
+    Inode,
+    Mtime,
+    Memory,
+    Holders,
+    Maxmsg,
+    Msgsize,
+    Notifypid,
 }
 
 /// Name (as `-o` takes it), what it applies to, and what it shows.
 const COLUMNS: &[(Column, &str, Applies, &str)] = &[
-    (Column::Key, "KEY", Applies::All, "Resource key"),
-    (Column::Id, "ID", Applies::All, "Resource ID"),
+    (Column::Key, "KEY", Applies::Sysv, "Resource key"),
+    (Column::Id, "ID", Applies::Sysv, "Resource ID"),
     (
         Column::Owner,
         "OWNER",
-        Applies::All,
+        Applies::Any,
         "Owner's username or UID",
     ),
-    (Column::Perms, "PERMS", Applies::All, "Permissions (rwx)"),
-    (Column::Cuid, "CUID", Applies::All, "Creator UID"),
-    (Column::Cuser, "CUSER", Applies::All, "Creator user"),
-    (Column::Cgid, "CGID", Applies::All, "Creator GID"),
-    (Column::Cgroup, "CGROUP", Applies::All, "Creator group"),
-    (Column::Uid, "UID", Applies::All, "User ID"),
-    (Column::User, "USER", Applies::All, "User name"),
-    (Column::Gid, "GID", Applies::All, "Group ID"),
-    (Column::Group, "GROUP", Applies::All, "Group name"),
+    (Column::Perms, "PERMS", Applies::Any, "Permissions (rwx)"),
+    (Column::Cuid, "CUID", Applies::Sysv, "Creator UID"),
+    (Column::Cuser, "CUSER", Applies::Sysv, "Creator user"),
+    (Column::Cgid, "CGID", Applies::Sysv, "Creator GID"),
+    (Column::Cgroup, "CGROUP", Applies::Sysv, "Creator group"),
+    (Column::Uid, "UID", Applies::Any, "User ID"),
+    (Column::User, "USER", Applies::Any, "User name"),
+    (Column::Gid, "GID", Applies::Any, "Group ID"),
+    (Column::Group, "GROUP", Applies::Any, "Group name"),
     (
         Column::Ctime,
         "CTIME",
-        Applies::All,
+        Applies::Any,
         "Time of the last change",
     ),
     (
         Column::Type,
         "TYPE",
-        Applies::All,
-        "shm, sem or msg (ipcaudit)",
+        Applies::Any,
+        "shm, sem, msg, pshm, psem or pmsg (ipcaudit)",
     ),
     (
         Column::Namespace,
         "NAMESPACE",
-        Applies::All,
+        Applies::Any,
         "IPC namespace inode (ipcaudit)",
     ),
     (
         Column::Mode,
         "MODE",
-        Applies::All,
+        Applies::Any,
         "Permissions in octal (ipcaudit)",
     ),
     (
         Column::Age,
         "AGE",
-        Applies::All,
+        Applies::Any,
         "Time since the last change, seconds (ipcaudit)",
     ),
-    (Column::Size, "SIZE", Applies::Shm, "Segment size"),
+    (Column::Size, "SIZE", Applies::ShmPshm, "Segment size"),
     (
         Column::Nattch,
         "NATTCH",
@@ -374,14 +416,19 @@ const COLUMNS: &[(Column, &str, Applies, &str)] = &[
         Applies::Shm,
         "Swapped bytes (ipcaudit)",
     ),
-    (Column::Usedbytes, "USEDBYTES", Applies::Msg, "Bytes used"),
+    (
+        Column::Usedbytes,
+        "USEDBYTES",
+        Applies::MsgPmsg,
+        "Bytes used",
+    ),
     (
         Column::Qbytes,
         "QBYTES",
         Applies::Msg,
         "Queue capacity in bytes (ipcaudit)",
     ),
-    (Column::Msgs, "MSGS", Applies::Msg, "Number of messages"),
+    (Column::Msgs, "MSGS", Applies::MsgPmsg, "Number of messages"),
     (Column::Send, "SEND", Applies::Msg, "Time of last msg sent"),
     (
         Column::Recv,
@@ -450,6 +497,55 @@ const COLUMNS: &[(Column, &str, Applies, &str)] = &[
         Applies::SemMsg,
         "Tasks blocked on it (ipcaudit)",
     ),
+    (
+        Column::Name,
+        "NAME",
+        Applies::Posix,
+        "POSIX name (/NAME, as shm_open, sem_open, mq_open take it)",
+    ),
+    (Column::Path, "PATH", Applies::Posix, "Its file (ipcaudit)"),
+    (
+        Column::Inode,
+        "INODE",
+        Applies::Posix,
+        "Its file's inode (ipcaudit)",
+    ),
+    (
+        Column::Mtime,
+        "MTIME",
+        Applies::Posix,
+        "Time of the last change",
+    ),
+    (
+        Column::Memory,
+        "MEMORY",
+        Applies::Posix,
+        "Memory it takes, bytes (ipcaudit)",
+    ),
+    (
+        Column::Holders,
+        "HOLDERS",
+        Applies::Posix,
+        "Processes mapping it or holding it open (ipcaudit)",
+    ),
+    (
+        Column::Maxmsg,
+        "MAXMSG",
+        Applies::Pmsg,
+        "Capacity in messages (ipcaudit)",
+    ),
+    (
+        Column::Msgsize,
+        "MSGSIZE",
+        Applies::Pmsg,
+        "Largest message, bytes (ipcaudit)",
+    ),
+    (
+        Column::Notifypid,
+        "NOTIFYPID",
+        Applies::Pmsg,
+        "Process registered with mq_notify (ipcaudit)",
+    ),
 ];
 
 impl Column {
@@ -458,7 +554,7 @@ impl Column {
             .iter()
             .copied()
             .find(|(c, ..)| *c == self)
-            .unwrap_or((self, "?", Applies::All, ""))
+            .unwrap_or((self, "?", Applies::Any, ""))
     }
 
     /// The name `-o` takes (and the table header).
@@ -471,7 +567,7 @@ impl Column {
         self.name().to_ascii_lowercase()
     }
 
-    pub fn applies_to(self, ty: IpcType) -> bool {
+    pub fn applies_to(self, ty: ObjectType) -> bool {
         self.entry().2.to(ty)
     }
 
@@ -499,13 +595,18 @@ impl Column {
                 | Self::Lspid
                 | Self::Lrpid
                 | Self::Nsems
+                | Self::Inode
+                | Self::Memory
+                | Self::Maxmsg
+                | Self::Msgsize
+                | Self::Notifypid
         )
     }
 
     /// Widest a table cell may be (longer ones are cut with an ellipsis).
     fn max_width(self) -> usize {
         match self {
-            Self::Command | Self::Attached => 36,
+            Self::Command | Self::Attached | Self::Holders | Self::Name | Self::Path => 36,
             Self::Waiters => 28,
             _ => 24,
         }
@@ -525,8 +626,51 @@ pub fn parse_column(s: &str) -> Result<Column, String> {
 }
 
 /// The table's default columns for a type.
-fn default_columns(ty: IpcType) -> &'static [Column] {
+fn default_columns(ty: ObjectType) -> &'static [Column] {
     use Column as C;
+    let ty = match ty {
+        ObjectType::Sysv(t) => t,
+        ObjectType::Posix(PosixType::Pshm) => {
+            return &[
+                C::Name,
+                C::Owner,
+                C::Perms,
+                C::Mode,
+                C::Size,
+                C::Memory,
+                C::Mtime,
+                C::Age,
+                C::Holders,
+            ];
+        }
+        ObjectType::Posix(PosixType::Psem) => {
+            return &[
+                C::Name,
+                C::Owner,
+                C::Perms,
+                C::Mode,
+                C::Mtime,
+                C::Age,
+                C::Holders,
+            ];
+        }
+        ObjectType::Posix(PosixType::Pmsg) => {
+            return &[
+                C::Name,
+                C::Owner,
+                C::Perms,
+                C::Mode,
+                C::Msgs,
+                C::Usedbytes,
+                C::Maxmsg,
+                C::Msgsize,
+                C::Mtime,
+                C::Age,
+                C::Notifypid,
+                C::Holders,
+            ];
+        }
+    };
     match ty {
         IpcType::Shm => &[
             C::Key,
@@ -583,7 +727,7 @@ fn default_columns(ty: IpcType) -> &'static [Column] {
 }
 
 /// Every column of a type, in order (the JSON default).
-fn all_columns(ty: IpcType) -> Vec<Column> {
+fn all_columns(ty: ObjectType) -> Vec<Column> {
     COLUMNS
         .iter()
         .filter(|(_, _, a, _)| a.to(ty))
@@ -595,14 +739,7 @@ fn all_columns(ty: IpcType) -> Vec<Column> {
 pub fn columns_help() -> String {
     let mut s = String::from("Columns (-o, comma separated; lsipc's names and ipcaudit's):\n");
     for (_, name, applies, help) in COLUMNS {
-        let scope = match applies {
-            Applies::All => "",
-            Applies::Shm => " [shm]",
-            Applies::Sem => " [sem]",
-            Applies::Msg => " [msg]",
-            Applies::SemMsg => " [sem, msg]",
-        };
-        let _ = writeln!(s, "  {name:<10} {help}{scope}");
+        let _ = writeln!(s, "  {name:<10} {help}{}", applies.scope());
     }
     s
 }
@@ -762,9 +899,18 @@ enum Obj<'a> {
     Shm(&'a ShmSegment),
     Sem(&'a SemSet),
     Msg(&'a MsgQueue),
+    Posix(&'a PosixObject),
 }
 
-impl Obj<'_> {
+/// A System V object of a listing.
+#[derive(Clone, Copy)]
+enum Sysv<'a> {
+    Shm(&'a ShmSegment),
+    Sem(&'a SemSet),
+    Msg(&'a MsgQueue),
+}
+
+impl Sysv<'_> {
     fn perm(&self) -> &crate::snapshot::IpcPerm {
         match self {
             Self::Shm(s) => &s.perm,
@@ -780,6 +926,37 @@ impl Obj<'_> {
             Self::Msg(q) => q.ctime,
         }
     }
+}
+
+/// The holders of a POSIX object, one entry per process: its mappings and descriptors.
+pub fn posix_holders_json(scene: &Scene, o: &PosixObject) -> Value {
+    let mut per: BTreeMap<crate::event::ProcessKey, (String, u32, u32, bool, bool)> =
+        BTreeMap::new();
+    for h in crate::leaks::posix_holders_of(&scene.snap, o) {
+        let e = per
+            .entry(h.process)
+            .or_insert_with(|| (h.comm.clone(), 0, 0, false, false));
+        match h.hold {
+            Hold::Map { writable, .. } => {
+                e.1 += 1;
+                e.3 = true;
+                e.4 |= writable;
+            }
+            Hold::Fd { read, write, .. } => {
+                e.2 += 1;
+                e.3 |= read;
+                e.4 |= write;
+            }
+        }
+    }
+    Value::Array(
+        per.into_iter()
+            .map(|(k, (comm, maps, fds, read, write))| {
+                json!({"pid": k.pid, "command": comm, "maps": maps, "fds": fds,
+                       "read": read, "write": write})
+            })
+            .collect(),
+    )
 }
 
 /// Builds cells.
@@ -813,7 +990,52 @@ impl Cells<'_> {
         Value::Array(list)
     }
 
+    fn posix_cell(&mut self, col: Column, o: &PosixObject) -> Value {
+        let scene = &self.listing.scene;
+        let r = crate::leaks::posix_ref(scene.snap.ipc_ns, o);
+        let q = o.queue;
+        match col {
+            Column::Owner | Column::User => self.names.user_or_id(o.uid),
+            Column::Perms => json!(perms_string(o.mode)),
+            Column::Uid => json!(o.uid),
+            Column::Gid => json!(o.gid),
+            Column::Group => self
+                .names
+                .group(o.gid)
+                .map_or_else(|| json!(o.gid.to_string()), Value::String),
+            Column::Ctime => time_json(o.ctime),
+            Column::Mtime => time_json(o.mtime),
+            Column::Type => json!(o.ty.as_str()),
+            Column::Namespace => json!(scene.snap.ipc_ns),
+            Column::Mode => json!(format!("{:04o}", o.mode & 0o777)),
+            Column::Age => {
+                json!(u64::try_from(scene.now_secs().saturating_sub(o.last_change())).unwrap_or(0))
+            }
+            Column::Size => json!(o.size),
+            Column::Name => json!(o.name),
+            Column::Path => json!(r.path()),
+            Column::Inode => json!(o.ino),
+            Column::Memory => json!(o.memory),
+            Column::Holders => posix_holders_json(scene, o),
+            Column::Msgs => q.map_or(Value::Null, |q| json!(q.messages)),
+            Column::Usedbytes => q.map_or(Value::Null, |q| json!(q.qsize)),
+            Column::Maxmsg => q.map_or(Value::Null, |q| json!(q.max_messages)),
+            Column::Msgsize => q.map_or(Value::Null, |q| json!(q.message_size)),
+            Column::Notifypid => match q {
+                Some(q) if q.notify_pid != 0 => json!(q.notify_pid),
+                _ => Value::Null,
+            },
+            _ => Value::Null,
+        }
+    }
+
     fn cell(&mut self, col: Column, obj: Obj<'_>) -> Value {
+        let obj = match obj {
+            Obj::Posix(o) => return self.posix_cell(col, o),
+            Obj::Shm(s) => Sysv::Shm(s),
+            Obj::Sem(s) => Sysv::Sem(s),
+            Obj::Msg(q) => Sysv::Msg(q),
+        };
         let scene = &self.listing.scene;
         let procs = &scene.procs;
         let p = obj.perm();
@@ -838,16 +1060,16 @@ impl Cells<'_> {
                 .map_or_else(|| json!(p.gid.to_string()), Value::String),
             (Column::Ctime, o) => time_json(o.ctime()),
             (Column::Type, o) => json!(match o {
-                Obj::Shm(_) => "shm",
-                Obj::Sem(_) => "sem",
-                Obj::Msg(_) => "msg",
+                Sysv::Shm(_) => "shm",
+                Sysv::Sem(_) => "sem",
+                Sysv::Msg(_) => "msg",
             }),
             (Column::Namespace, _) => json!(scene.snap.ipc_ns),
             (Column::Mode, _) => json!(format!("{:04o}", p.mode & 0o777)),
             (Column::Age, o) => json!(u64::try_from(now.saturating_sub(o.ctime())).unwrap_or(0)),
-            (Column::Size, Obj::Shm(s)) => json!(s.size),
-            (Column::Nattch, Obj::Shm(s)) => json!(s.nattch),
-            (Column::Status, Obj::Shm(s)) => {
+            (Column::Size, Sysv::Shm(s)) => json!(s.size),
+            (Column::Nattch, Sysv::Shm(s)) => json!(s.nattch),
+            (Column::Status, Sysv::Shm(s)) => {
                 let mut st = Vec::new();
                 if s.perm.mode & SHM_DEST != 0 {
                     st.push("dest");
@@ -861,19 +1083,19 @@ impl Cells<'_> {
                     json!(st.join(","))
                 }
             }
-            (Column::Attach, Obj::Shm(s)) => time_json(s.atime),
-            (Column::Detach, Obj::Shm(s)) => time_json(s.dtime),
-            (Column::Command, Obj::Shm(s)) => match procs.comm(s.cpid, s.ctime) {
+            (Column::Attach, Sysv::Shm(s)) => time_json(s.atime),
+            (Column::Detach, Sysv::Shm(s)) => time_json(s.dtime),
+            (Column::Command, Sysv::Shm(s)) => match procs.comm(s.cpid, s.ctime) {
                 Some(comm) => json!(command_line(s.cpid, comm)),
                 None => Value::Null,
             },
-            (Column::Cpid, Obj::Shm(s)) => json!(s.cpid),
-            (Column::Lpid, Obj::Shm(s)) => json!(s.lpid),
-            (Column::Calive, Obj::Shm(s)) => procs.status(s.cpid, s.ctime).alive_json(),
-            (Column::Lalive, Obj::Shm(s)) => {
+            (Column::Cpid, Sysv::Shm(s)) => json!(s.cpid),
+            (Column::Lpid, Sysv::Shm(s)) => json!(s.lpid),
+            (Column::Calive, Sysv::Shm(s)) => procs.status(s.cpid, s.ctime).alive_json(),
+            (Column::Lalive, Sysv::Shm(s)) => {
                 procs.status(s.lpid, s.atime.max(s.dtime)).alive_json()
             }
-            (Column::Attached, Obj::Shm(s)) => {
+            (Column::Attached, Sysv::Shm(s)) => {
                 let mut pids: Vec<u32> = scene
                     .snap
                     .mappings
@@ -891,24 +1113,24 @@ impl Cells<'_> {
                         .collect(),
                 )
             }
-            (Column::Rss, Obj::Shm(s)) => json!(s.rss),
-            (Column::Swap, Obj::Shm(s)) => json!(s.swap),
-            (Column::Usedbytes, Obj::Msg(q)) => json!(q.cbytes),
-            (Column::Qbytes, Obj::Msg(q)) => self
+            (Column::Rss, Sysv::Shm(s)) => json!(s.rss),
+            (Column::Swap, Sysv::Shm(s)) => json!(s.swap),
+            (Column::Usedbytes, Sysv::Msg(q)) => json!(q.cbytes),
+            (Column::Qbytes, Sysv::Msg(q)) => self
                 .listing
                 .qbytes
                 .get(&q.perm.id)
                 .map_or(Value::Null, |b| json!(b)),
-            (Column::Msgs, Obj::Msg(q)) => json!(q.qnum),
-            (Column::Send, Obj::Msg(q)) => time_json(q.stime),
-            (Column::Recv, Obj::Msg(q)) => time_json(q.rtime),
-            (Column::Lspid, Obj::Msg(q)) => json!(q.lspid),
-            (Column::Lrpid, Obj::Msg(q)) => json!(q.lrpid),
-            (Column::Lsalive, Obj::Msg(q)) => procs.status(q.lspid, q.stime).alive_json(),
-            (Column::Lralive, Obj::Msg(q)) => procs.status(q.lrpid, q.rtime).alive_json(),
-            (Column::Nsems, Obj::Sem(s)) => json!(s.nsems),
-            (Column::Otime, Obj::Sem(s)) => time_json(s.otime),
-            (Column::Values | Column::Ncount | Column::Zcount | Column::Sempid, Obj::Sem(s)) => {
+            (Column::Msgs, Sysv::Msg(q)) => json!(q.qnum),
+            (Column::Send, Sysv::Msg(q)) => time_json(q.stime),
+            (Column::Recv, Sysv::Msg(q)) => time_json(q.rtime),
+            (Column::Lspid, Sysv::Msg(q)) => json!(q.lspid),
+            (Column::Lrpid, Sysv::Msg(q)) => json!(q.lrpid),
+            (Column::Lsalive, Sysv::Msg(q)) => procs.status(q.lspid, q.stime).alive_json(),
+            (Column::Lralive, Sysv::Msg(q)) => procs.status(q.lrpid, q.rtime).alive_json(),
+            (Column::Nsems, Sysv::Sem(s)) => json!(s.nsems),
+            (Column::Otime, Sysv::Sem(s)) => time_json(s.otime),
+            (Column::Values | Column::Ncount | Column::Zcount | Column::Sempid, Sysv::Sem(s)) => {
                 let Some(values) = scene.sem_values(s.perm.id) else {
                     return Value::Null; // Not readable (no permission) or gone meanwhile.
                 };
@@ -928,11 +1150,11 @@ impl Cells<'_> {
                         .collect(),
                 )
             }
-            (Column::Waiters, Obj::Sem(s)) => {
+            (Column::Waiters, Sysv::Sem(s)) => {
                 let id = s.perm.id;
                 self.waiters(|b| b == Blocked::Sem { semid: id })
             }
-            (Column::Waiters, Obj::Msg(q)) => {
+            (Column::Waiters, Sysv::Msg(q)) => {
                 let id = q.perm.id;
                 self.waiters(|b| matches!(b, Blocked::MsgRcv { msqid } | Blocked::MsgSnd { msqid } if msqid == id))
             }
@@ -947,13 +1169,13 @@ pub type Rows = Vec<Vec<(Column, Value)>>;
 /// What `ls` prints: per type (in the order asked), the columns and the rows of every
 /// namespace read.
 pub struct Table {
-    pub sections: Vec<(IpcType, Vec<Column>, Rows)>,
+    pub sections: Vec<(ObjectType, Vec<Column>, Rows)>,
 }
 
 /// Builds the rows (pure but for user/group names and command lines).
 pub fn build(
     listings: &[Listing],
-    types: &[IpcType],
+    types: &[ObjectType],
     columns: Option<&[Column]>,
     json_default: bool,
     label_ns: bool,
@@ -977,9 +1199,15 @@ pub fn build(
             };
             let snap = &listing.scene.snap;
             let objs: Vec<Obj<'_>> = match ty {
-                IpcType::Shm => snap.shm.iter().map(Obj::Shm).collect(),
-                IpcType::Sem => snap.sem.iter().map(Obj::Sem).collect(),
-                IpcType::Msg => snap.msg.iter().map(Obj::Msg).collect(),
+                ObjectType::Sysv(IpcType::Shm) => snap.shm.iter().map(Obj::Shm).collect(),
+                ObjectType::Sysv(IpcType::Sem) => snap.sem.iter().map(Obj::Sem).collect(),
+                ObjectType::Sysv(IpcType::Msg) => snap.msg.iter().map(Obj::Msg).collect(),
+                ObjectType::Posix(t) => snap
+                    .posix
+                    .iter()
+                    .filter(|o| o.ty == t)
+                    .map(Obj::Posix)
+                    .collect(),
             };
             for obj in objs {
                 rows.push(cols.iter().map(|&c| (c, cells.cell(c, obj))).collect());
@@ -991,11 +1219,14 @@ pub fn build(
 }
 
 /// The `lsipc --json` key of a type's array.
-pub fn json_section(ty: IpcType) -> &'static str {
+pub fn json_section(ty: ObjectType) -> &'static str {
     match ty {
-        IpcType::Shm => "sharedmemory",
-        IpcType::Sem => "semaphores",
-        IpcType::Msg => "messages",
+        ObjectType::Sysv(IpcType::Shm) => "sharedmemory",
+        ObjectType::Sysv(IpcType::Sem) => "semaphores",
+        ObjectType::Sysv(IpcType::Msg) => "messages",
+        ObjectType::Posix(PosixType::Pshm) => "posix-sharedmemory",
+        ObjectType::Posix(PosixType::Psem) => "posix-semaphores",
+        ObjectType::Posix(PosixType::Pmsg) => "posix-messages",
     }
 }
 
@@ -1063,8 +1294,10 @@ fn cell_text(col: Column, v: &Value) -> String {
             })
             .collect::<Vec<_>>()
             .join(","),
-        (Column::Attached | Column::Waiters, Value::Array(a)) if a.is_empty() => "-".to_owned(),
-        (Column::Attached | Column::Waiters, Value::Array(a)) => {
+        (Column::Attached | Column::Waiters | Column::Holders, Value::Array(a)) if a.is_empty() => {
+            "-".to_owned()
+        }
+        (Column::Attached | Column::Waiters | Column::Holders, Value::Array(a)) => {
             a.iter().map(process).collect::<Vec<_>>().join(" ")
         }
         (_, Value::Array(a)) => a
@@ -1078,7 +1311,8 @@ fn cell_text(col: Column, v: &Value) -> String {
             | Column::Detach
             | Column::Send
             | Column::Recv
-            | Column::Otime,
+            | Column::Otime
+            | Column::Mtime,
             Value::String(s),
         ) => s.replacen('T', " ", 1).trim_end_matches('Z').to_owned(),
         (_, Value::String(s)) => s.chars().filter(|c| !c.is_control()).collect(),
@@ -1100,9 +1334,12 @@ pub fn render_text(table: &Table) -> String {
     let mut out = String::new();
     for (ty, cols, rows) in &table.sections {
         let title = match ty {
-            IpcType::Shm => "Shared Memory Segments",
-            IpcType::Sem => "Semaphore Arrays",
-            IpcType::Msg => "Message Queues",
+            ObjectType::Sysv(IpcType::Shm) => "Shared Memory Segments",
+            ObjectType::Sysv(IpcType::Sem) => "Semaphore Arrays",
+            ObjectType::Sysv(IpcType::Msg) => "Message Queues",
+            ObjectType::Posix(PosixType::Pshm) => "POSIX Shared Memory",
+            ObjectType::Posix(PosixType::Psem) => "POSIX Named Semaphores",
+            ObjectType::Posix(PosixType::Pmsg) => "POSIX Message Queues",
         };
         if !out.is_empty() {
             out.push('\n');
@@ -1180,8 +1417,8 @@ pub fn read_listings(sel: Option<NamespaceSel>) -> Result<(Vec<Listing>, Vec<Str
 
 /// `ipcaudit ls`.
 pub fn run(args: &crate::cli::LsArgs) -> Result<ExitCode, LsError> {
-    let types: Vec<IpcType> = if args.types.is_empty() {
-        IpcType::ALL.to_vec()
+    let types: Vec<ObjectType> = if args.types.is_empty() {
+        ObjectType::ALL.to_vec()
     } else {
         let mut t = args.types.clone();
         t.sort();
@@ -1200,7 +1437,13 @@ pub fn run(args: &crate::cli::LsArgs) -> Result<ExitCode, LsError> {
             }
         }
     }
-    let (listings, notes) = read_listings(args.namespace)?;
+    let (listings, mut notes) = read_listings(args.namespace)?;
+    if types.iter().any(|t| matches!(t, ObjectType::Posix(_))) {
+        for l in &listings {
+            notes.extend(l.scene.snap.posix_notes.iter().cloned());
+        }
+    }
+    notes.dedup();
     for note in &notes {
         eprintln!("ipcaudit: note: {note}");
     }
@@ -1298,6 +1541,81 @@ mod tests {
                 state: 'S',
                 ipc_ns: 4_026_531_839,
             }],
+            posix: vec![
+                PosixObject {
+                    ty: PosixType::Pshm,
+                    name: "/cache".into(),
+                    dev: 27,
+                    ino: 9,
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                    size: 8192,
+                    memory: 4096,
+                    atime: 1_700_000_050,
+                    mtime: 1_700_000_050,
+                    ctime: 1_700_000_000,
+                    queue: None,
+                },
+                PosixObject {
+                    ty: PosixType::Pmsg,
+                    name: "/jobs".into(),
+                    dev: 20,
+                    ino: 3,
+                    mode: 0o640,
+                    uid: 0,
+                    gid: 0,
+                    size: 80,
+                    memory: 0,
+                    atime: 1_700_000_090,
+                    mtime: 1_700_000_090,
+                    ctime: 1_700_000_090,
+                    queue: Some(crate::snapshot::MqState {
+                        qsize: 24,
+                        messages: 3,
+                        max_messages: 10,
+                        message_size: 8192,
+                        notify_pid: 0,
+                        notify: 0,
+                        signo: 0,
+                    }),
+                },
+            ],
+            posix_holders: vec![
+                crate::snapshot::PosixHolder {
+                    process: ProcessKey {
+                        pid: 42,
+                        start_ticks: 0,
+                    },
+                    comm: "worker".into(),
+                    uid: 0,
+                    ipc_ns: 4_026_531_839,
+                    dev: 27,
+                    ino: 9,
+                    hold: Hold::Map {
+                        start: 0x1000,
+                        end: 0x3000,
+                        writable: true,
+                    },
+                },
+                crate::snapshot::PosixHolder {
+                    process: ProcessKey {
+                        pid: 42,
+                        start_ticks: 0,
+                    },
+                    comm: "worker".into(),
+                    uid: 0,
+                    ipc_ns: 4_026_531_839,
+                    dev: 27,
+                    ino: 9,
+                    hold: Hold::Fd {
+                        fd: 5,
+                        read: true,
+                        write: true,
+                    },
+                },
+            ],
+            posix_listed: PosixType::ALL.to_vec(),
             ..Snapshot::default()
         };
         Listing {
@@ -1316,8 +1634,15 @@ mod tests {
         assert_eq!(parse_column("USEDBYTES"), Ok(Column::Usedbytes));
         assert!(parse_column("bogus").unwrap_err().contains("KEY,ID"));
         assert_eq!(Column::Usedbytes.json_key(), "usedbytes");
-        assert!(Column::Waiters.applies_to(IpcType::Msg));
-        assert!(!Column::Waiters.applies_to(IpcType::Shm));
+        assert!(Column::Waiters.applies_to(ObjectType::Sysv(IpcType::Msg)));
+        assert!(!Column::Waiters.applies_to(ObjectType::Sysv(IpcType::Shm)));
+        assert!(Column::Size.applies_to(ObjectType::Posix(PosixType::Pshm)));
+        assert!(!Column::Size.applies_to(ObjectType::Posix(PosixType::Pmsg)));
+        assert!(Column::Msgs.applies_to(ObjectType::Posix(PosixType::Pmsg)));
+        assert!(!Column::Key.applies_to(ObjectType::Posix(PosixType::Psem)));
+        assert!(Column::Owner.applies_to(ObjectType::Posix(PosixType::Psem)));
+        assert!(!Column::Holders.applies_to(ObjectType::Sysv(IpcType::Shm)));
+        assert!(columns_help().contains("HOLDERS"));
         assert!(columns_help().contains("CALIVE"));
         // Every column is in the table once.
         for (c, name, ..) in COLUMNS {
@@ -1341,7 +1666,13 @@ mod tests {
     #[test]
     fn json_rows_have_lsipc_keys_and_ipcaudit_extras() {
         let l = listing();
-        let table = build(std::slice::from_ref(&l), &IpcType::ALL, None, true, false);
+        let table = build(
+            std::slice::from_ref(&l),
+            &ObjectType::ALL,
+            None,
+            true,
+            false,
+        );
         let v: Value = serde_json::from_str(&render_json(&table)).unwrap();
         let shm = &v["sharedmemory"][0];
         assert_eq!(shm["key"], "0x00001234");
@@ -1376,6 +1707,31 @@ mod tests {
             (msg["lsalive"].clone(), msg["lralive"].clone()),
             (json!(true), Value::Null)
         );
+        let pshm = &v["posix-sharedmemory"][0];
+        assert_eq!(pshm["name"], "/cache");
+        assert_eq!(pshm["path"], "/dev/shm/cache");
+        assert_eq!(
+            (pshm["size"].as_u64(), pshm["inode"].as_u64()),
+            (Some(8192), Some(9))
+        );
+        assert_eq!(pshm["age"], 50);
+        assert_eq!(
+            pshm["holders"],
+            json!([{"pid": 42, "command": "worker", "maps": 1, "fds": 1, "read": true, "write": true}])
+        );
+        assert!(pshm.get("key").is_none() && pshm.get("id").is_none());
+        assert_eq!(v["posix-semaphores"], json!([]));
+        let pmsg = &v["posix-messages"][0];
+        assert_eq!(
+            (
+                pmsg["msgs"].as_u64(),
+                pmsg["usedbytes"].as_u64(),
+                pmsg["maxmsg"].as_u64()
+            ),
+            (Some(3), Some(24), Some(10))
+        );
+        assert_eq!(pmsg["notifypid"], Value::Null);
+        assert_eq!(pmsg["holders"], json!([]));
         // Keys keep the column order.
         let text = render_json(&table);
         assert!(text.find("\"key\"").unwrap() < text.find("\"id\"").unwrap());
@@ -1387,7 +1743,10 @@ mod tests {
         let cols = [Column::Id, Column::Nattch, Column::Msgs];
         let table = build(
             std::slice::from_ref(&l),
-            &[IpcType::Shm, IpcType::Msg],
+            &[
+                ObjectType::Sysv(IpcType::Shm),
+                ObjectType::Sysv(IpcType::Msg),
+            ],
             Some(&cols),
             true,
             false,
@@ -1398,7 +1757,13 @@ mod tests {
             json!({"sharedmemory": [{"id": 5, "nattch": 1}], "messages": [{"id": 7, "msgs": 2}]})
         );
 
-        let table = build(std::slice::from_ref(&l), &IpcType::ALL, None, false, true);
+        let table = build(
+            std::slice::from_ref(&l),
+            &ObjectType::ALL,
+            None,
+            false,
+            true,
+        );
         let text = render_text(&table);
         assert!(
             text.contains("------ Shared Memory Segments --------"),
@@ -1410,6 +1775,15 @@ mod tests {
         assert!(text.contains("1,0"), "{text}");
         assert!(text.contains("42,0"), "{text}");
         assert!(text.contains("1m40s"), "{text}");
+        assert!(
+            text.contains("------ POSIX Shared Memory --------"),
+            "{text}"
+        );
+        assert!(text.contains("/cache"), "{text}");
+        assert!(
+            text.contains("------ POSIX Message Queues --------"),
+            "{text}"
+        );
         assert!(text.contains("2023-11-14 22:13:20"), "{text}");
         assert!(text.lines().all(|l| l == l.trim_end()));
         assert_eq!(cut("abcdef", 4), "abc…");

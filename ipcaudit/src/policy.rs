@@ -775,6 +775,7 @@ impl Reaper {
                 outcome,
                 evidence: f.evidence.clone(),
                 baseline,
+                posix: None,
             });
         }
         // Forget refusals of objects that no longer have a finding.

@@ -38,6 +38,7 @@ use crate::event::IpcType;
 use crate::leaks::{self, LeaksError, Procs, Scene, Source};
 use crate::ls::{self, NamespaceSel, NsError, NsTarget};
 use crate::model::{Finding, ProcessEvidence, Role, Rule};
+use crate::reap_posix::PosixSelection;
 use crate::snapshot::read::{self, ReadError};
 use crate::snapshot::{Blocked, MsgQueue, SHM_DEST, SemSet, SemValue, ShmSegment, Waiter};
 
@@ -346,6 +347,10 @@ pub enum Refusal {
     },
     /// Events were lost: the daemon's model may be wrong until the next resync.
     ModelUncertain,
+    /// The directory of a POSIX object could not be opened (/dev/shm, the mqueue filesystem).
+    Directory {
+        why: String,
+    },
 }
 
 impl Refusal {
@@ -371,6 +376,7 @@ impl Refusal {
             Self::Namespace { .. } => "namespace",
             Self::RateCapped { .. } => "rate-capped",
             Self::ModelUncertain => "model-uncertain",
+            Self::Directory { .. } => "directory",
         }
     }
 }
@@ -420,6 +426,7 @@ impl fmt::Display for Refusal {
             Self::ModelUncertain => {
                 f.write_str("records were lost: the model may be wrong until the next resync")
             }
+            Self::Directory { why } => write!(f, "its directory: {why}"),
         }
     }
 }
@@ -673,7 +680,8 @@ impl Selection {
     }
 }
 
-/// The rules whose remedy is the removal.
+/// The System V rules whose remedy is the removal (the POSIX ones:
+/// [`crate::reap_posix::reapable`]).
 pub fn reapable(rule: Rule) -> bool {
     matches!(
         rule,
@@ -1132,6 +1140,16 @@ pub struct Record {
     pub evidence: Vec<ProcessEvidence>,
     /// The state the decision was made on.
     pub baseline: Option<Stat>,
+    /// A POSIX object (then `ty`, `id`, `key` and `baseline` are not used).
+    pub posix: Option<PosixSubject>,
+}
+
+/// The POSIX object a reap record is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PosixSubject {
+    pub object: crate::model::PosixRef,
+    /// Its state the decision was made on.
+    pub state: Option<crate::snapshot::PosixObject>,
 }
 
 impl Record {
@@ -1220,11 +1238,34 @@ impl Record {
         if let Some(b) = &self.baseline {
             v["ipcaudit"]["reap"]["object"] = serde_json::to_value(b).unwrap_or(Value::Null);
         }
+        if let Some(p) = &self.posix {
+            v["ipc"] = crate::reap_posix::ipc_json(&p.object);
+            match &p.state {
+                Some(st) => {
+                    v["ipcaudit"]["reap"]["object"] =
+                        serde_json::to_value(st).unwrap_or(Value::Null);
+                }
+                None => {
+                    if let Some(o) = v["ipcaudit"]["reap"].as_object_mut() {
+                        o.remove("object");
+                    }
+                }
+            }
+        }
         v
     }
 
     /// One line for people.
     pub fn to_text(&self) -> String {
+        if let Some(p) = &self.posix {
+            return format!(
+                "{:<11} {} {:<21} {}",
+                self.action(),
+                p.object.ty,
+                p.object.name,
+                self.reason()
+            );
+        }
         format!(
             "{:<11} {} {:>10} {:<10} {}",
             self.action(),
@@ -1247,6 +1288,8 @@ pub enum ReapError {
     Leaks(#[from] LeaksError),
     #[error(transparent)]
     Namespace(#[from] NsError),
+    #[error("--name: {0}")]
+    Name(String),
     #[error("cannot open the log {path}: {source}")]
     Log {
         path: std::path::PathBuf,
@@ -1261,21 +1304,27 @@ pub const EXIT_REFUSED: u8 = 3;
 /// Plans, rechecks and (with `yes`) removes in one namespace; runs there.
 fn reap_here(
     scene_findings: Option<&[Finding]>,
-    sel: &Selection,
+    sel: Option<&Selection>,
+    posix: Option<&PosixSelection>,
     opts: CheckOptions,
     dry_run: bool,
     source: &str,
+    posix_grace_secs: u64,
 ) -> Result<Vec<Record>, LeaksError> {
     let scene = Scene::read()?;
     let judged;
     let findings = if let Some(f) = scene_findings {
         f
     } else {
-        judged = leaks::judge(&scene);
+        judged = leaks::judge_all(&scene, posix_grace_secs);
         &judged
     };
     let mut records = Vec::new();
-    for planned in plan(&scene, findings, sel, opts) {
+    let sysv = match sel {
+        Some(sel) => plan(&scene, findings, sel, opts),
+        None => Vec::new(),
+    };
+    for planned in sysv {
         let record = match planned {
             Planned::Remove(c) => {
                 let outcome = execute(&c, opts, dry_run);
@@ -1293,6 +1342,7 @@ fn reap_here(
                     outcome,
                     evidence: c.evidence,
                     baseline: Some(c.baseline),
+                    posix: None,
                 }
             }
             Planned::Skip {
@@ -1316,22 +1366,99 @@ fn reap_here(
                 outcome: Outcome::Refused(refusal),
                 evidence: Vec::new(),
                 baseline: Stat::find(&scene, ty, id),
+                posix: None,
             },
         };
         records.push(record);
+    }
+    let Some(psel) = posix else {
+        return Ok(records);
+    };
+    for planned in crate::reap_posix::plan(&scene, findings, psel, opts) {
+        let (rule, object, state, why, outcome, evidence) = match planned {
+            crate::reap_posix::Planned::Remove(c) => {
+                let outcome = crate::reap_posix::execute(&c, opts, dry_run);
+                (
+                    Some(c.rule),
+                    c.object,
+                    Some(c.baseline),
+                    c.why,
+                    outcome,
+                    c.evidence,
+                )
+            }
+            crate::reap_posix::Planned::Skip {
+                object,
+                state,
+                rule,
+                refusal,
+            } => (
+                rule,
+                object,
+                state,
+                String::new(),
+                Outcome::Refused(refusal),
+                Vec::new(),
+            ),
+        };
+        records.push(Record {
+            time_ns: clock::now_wall_ns(),
+            ns: object.ns,
+            ty: IpcType::Shm,
+            id: 0,
+            key: None,
+            rule,
+            dry_run,
+            source: source.to_owned(),
+            policy: None,
+            why,
+            outcome,
+            evidence,
+            baseline: None,
+            posix: Some(PosixSubject { object, state }),
+        });
     }
     Ok(records)
 }
 
 /// `ipcaudit reap`.
 pub fn run(args: &crate::cli::ReapArgs) -> Result<ExitCode, ReapError> {
-    let sel = Selection {
-        types: args.types.clone(),
+    use crate::event::ObjectType;
+    // System V objects unless only POSIX types or names were asked for; POSIX objects unless
+    // only System V types, ids or keys were.
+    let by_id = !args.ids.is_empty() || !args.keys.is_empty();
+    let sysv_types = ObjectType::sysv(&args.types);
+    let posix_types = ObjectType::posix(&args.types);
+    for name in &args.names {
+        let types = if posix_types.is_empty() {
+            crate::event::PosixType::ALL.to_vec()
+        } else {
+            posix_types.clone()
+        };
+        if types
+            .iter()
+            .all(|t| crate::snapshot::parse::posix_file_name(*t, name).is_err())
+        {
+            let why = crate::snapshot::parse::posix_file_name(types[0], name)
+                .err()
+                .unwrap_or_default();
+            return Err(ReapError::Name(why));
+        }
+    }
+    let sel = (!sysv_types.is_empty() && (args.names.is_empty() || by_id)).then(|| Selection {
+        types: sysv_types,
         ids: args.ids.clone(),
         keys: args.keys.clone(),
         uids: args.uids.clone(),
         comms: args.comms.clone(),
-    };
+    });
+    let posix_sel =
+        (!posix_types.is_empty() && (!by_id || !args.names.is_empty())).then(|| PosixSelection {
+            types: posix_types,
+            names: args.names.clone(),
+            uids: args.uids.clone(),
+            comms: args.comms.clone(),
+        });
     let opts = CheckOptions {
         older_than_secs: args.older_than.as_secs(),
         force_waiters: args.force_waiters,
@@ -1385,7 +1512,15 @@ pub fn run(args: &crate::cli::ReapArgs) -> Result<ExitCode, ReapError> {
     let (mut removed, mut refused, mut would) = (0u32, 0u32, 0u32);
     for target in &targets {
         let records = match ls::run_in(target, || {
-            reap_here(daemon.as_deref(), &sel, opts, dry_run, source.name())
+            reap_here(
+                daemon.as_deref(),
+                sel.as_ref(),
+                posix_sel.as_ref(),
+                opts,
+                dry_run,
+                source.name(),
+                args.grace.as_secs(),
+            )
         }) {
             Ok(r) => r?,
             Err(e) => {
@@ -2017,6 +2152,7 @@ mod tests {
             outcome: Outcome::Removed { late_attach: None },
             evidence: Vec::new(),
             baseline: Some(Stat::from_shm(&seg)),
+            posix: None,
         };
         let v = r.to_json();
         assert_eq!(v["event"]["action"], "reap-remove");

@@ -161,6 +161,7 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
                         &ev,
                         applied.action.unwrap_or(recorded_action),
                         applied.object.as_ref(),
+                        applied.posix.as_ref(),
                         &crate::enrich::ProcessContext::default(),
                     );
                 }

@@ -13,6 +13,7 @@ pub fn answer(model: &Model, request: Request) -> String {
         Request::Status => json!({
             "source": "watch",
             "objects": model.objects().collect::<Vec<_>>(),
+            "posix_objects": model.posix_objects().collect::<Vec<_>>(),
             "findings": model.findings().count(),
             "lost_records": model.lost_events(),
         }),
@@ -102,6 +103,30 @@ pub fn render_status(v: &Value) -> String {
             holders.join(" ")
         );
     }
+    for o in v["posix_objects"].as_array().into_iter().flatten() {
+        let holders: Vec<String> = o["holders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| proc_label(&h["process"]))
+            .collect();
+        let name: String = s(&o["object"]["name"])
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<4} {:<46} {:<22} {}",
+            s(&o["object"]["type"]),
+            name,
+            "-",
+            if holders.is_empty() {
+                "-".to_owned()
+            } else {
+                holders.join(" ")
+            }
+        );
+    }
     let _ = write!(
         out,
         "{} active findings; {} records lost",
@@ -128,6 +153,14 @@ pub fn render_findings(v: &Value) -> String {
         );
         if !object.is_null() {
             let _ = write!(out, " {} {}", s(&object["type"]), s(&object["id"]));
+        }
+        let posix = &f["posix"];
+        if !posix.is_null() {
+            let name: String = s(&posix["name"])
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            let _ = write!(out, " {} {name}", s(&posix["type"]));
         }
         let _ = writeln!(out, "\n  {}", s(&f["description"]));
         for e in f["evidence"].as_array().into_iter().flatten() {

@@ -298,12 +298,25 @@ pub struct Watch {
 
 impl Watch {
     pub fn start(grace_secs: &str) -> Self {
+        Self::start_with(grace_secs, "1", &[])
+    }
+
+    /// A watch with this resync period and more arguments (e.g. `-o FILE`).
+    pub fn start_with(grace_secs: &str, resync_secs: &str, more: &[&str]) -> Self {
         let socket =
             std::env::temp_dir().join(format!("ipcaudit-test-{}.sock", std::process::id()));
         let s = socket.to_string_lossy().into_owned();
-        let ipcaudit = start(&[
-            "watch", "--grace", grace_secs, "--resync", "1", "--socket", &s,
-        ]);
+        let mut args = vec![
+            "watch",
+            "--grace",
+            grace_secs,
+            "--resync",
+            resync_secs,
+            "--socket",
+            &s,
+        ];
+        args.extend_from_slice(more);
+        let ipcaudit = start(&args);
         Self { ipcaudit, socket }
     }
 
@@ -553,4 +566,108 @@ pub fn timestamp_ns(s: &str) -> u64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
     (days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000 + nanos
+}
+
+/// POSIX objects a test made (`pshm`, `psem` or `pmsg`, and `/NAME`), unlinked on drop (also
+/// when the test fails). Names carry the test's pid, so no one else's object is hit.
+pub struct PosixOwned {
+    pub objects: Vec<(&'static str, String)>,
+}
+
+impl PosixOwned {
+    pub fn new(objects: &[(&'static str, &str)]) -> Self {
+        Self {
+            objects: objects.iter().map(|(t, n)| (*t, (*n).to_owned())).collect(),
+        }
+    }
+
+    /// Whether the object still exists (its file; a queue: mq_open of it works).
+    pub fn exists(ty: &str, name: &str) -> bool {
+        let bare = name.trim_start_matches('/');
+        match ty {
+            "pshm" => std::path::Path::new(&format!("/dev/shm/{bare}")).exists(),
+            "psem" => std::path::Path::new(&format!("/dev/shm/sem.{bare}")).exists(),
+            _ => {
+                let Ok(c) = std::ffi::CString::new(name) else {
+                    return false;
+                };
+                // SAFETY: opening (and closing) a queue by name.
+                let q = unsafe { libc::mq_open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+                if q >= 0 {
+                    // SAFETY: a descriptor we own.
+                    unsafe { libc::mq_close(q) };
+                }
+                q >= 0
+            }
+        }
+    }
+}
+
+impl Drop for PosixOwned {
+    fn drop(&mut self) {
+        for (ty, name) in &self.objects {
+            let Ok(c) = std::ffi::CString::new(name.as_str()) else {
+                continue;
+            };
+            // SAFETY: unlinking by name; errors (already gone) are ignored.
+            unsafe {
+                match *ty {
+                    "pshm" => libc::shm_unlink(c.as_ptr()),
+                    "psem" => libc::sem_unlink(c.as_ptr()),
+                    _ => libc::mq_unlink(c.as_ptr()),
+                };
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// The active findings of `rule` on the POSIX object `name`.
+    pub fn posix_findings(&self, rule: &str, name: &str) -> Vec<Value> {
+        self.ask("findings")["findings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f["rule"] == rule && f["posix"]["name"] == name)
+            .collect()
+    }
+
+    /// Waits (up to 15 s) for a finding of `rule` on the POSIX object `name`.
+    pub fn wait_posix_finding(&self, rule: &str, name: &str) -> Value {
+        let mut found = None;
+        eventually(Duration::from_secs(15), || {
+            found = self.posix_findings(rule, name).into_iter().next();
+            found.is_some()
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no {rule} finding on {name}; findings: {:#}",
+                self.ask("findings")
+            )
+        })
+    }
+
+    /// The model's view of the POSIX object `name`, if it has one.
+    pub fn posix_object(&self, name: &str) -> Option<Value> {
+        self.ask("status")["posix_objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|o| o["object"]["name"] == name)
+            .cloned()
+    }
+
+    /// The pids the model has as holders of the POSIX object `name`.
+    pub fn posix_holders(&self, name: &str) -> Vec<u64> {
+        self.posix_object(name)
+            .and_then(|o| {
+                o["holders"].as_array().map(|h| {
+                    h.iter()
+                        .filter_map(|h| h["process"]["pid"].as_u64())
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
 }

@@ -104,6 +104,23 @@ pub enum Aggregate {
     Usage(Usage),
     Set(SetTotals),
     Queue(QueueTotals),
+    /// A POSIX message queue's totals.
+    Mqueue(MqueueTotals),
+}
+
+/// A POSIX message queue's aggregated messages: cumulative since `first_ns`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqueueTotals {
+    pub time_ns: u64,
+    /// The queue's IPC namespace and inode.
+    pub ns: u32,
+    pub ino: u64,
+    pub first_ns: u64,
+    pub ops: u64,
+    pub sent: u64,
+    pub sent_bytes: u64,
+    pub received: u64,
+    pub received_bytes: u64,
 }
 
 impl Aggregate {
@@ -113,6 +130,7 @@ impl Aggregate {
             Self::Usage(_) => "usage",
             Self::Set(_) => "sem-totals",
             Self::Queue(_) => "msg-totals",
+            Self::Mqueue(_) => "mq-totals",
         }
     }
 
@@ -122,6 +140,7 @@ impl Aggregate {
             Self::Usage(u) => u.time_ns,
             Self::Set(t) => t.time_ns,
             Self::Queue(t) => t.time_ns,
+            Self::Mqueue(t) => t.time_ns,
         }
     }
 }
@@ -186,12 +205,14 @@ impl Model {
             Aggregate::Usage(u) => self.apply_usage(u, &mut cx),
             Aggregate::Set(t) => self.apply_set_totals(t, &mut cx),
             Aggregate::Queue(t) => self.apply_queue_totals(t, &mut cx),
+            Aggregate::Mqueue(t) => self.apply_mqueue_totals(t, &mut cx),
         }
         Applied {
             action: None,
             object: None,
             derived: cx.derived,
             findings: cx.findings,
+            posix: None,
         }
     }
 

@@ -81,6 +81,7 @@ impl Model {
             object,
             derived: cx.derived,
             findings: cx.findings,
+            posix: cx.posix,
         }
     }
 
@@ -201,6 +202,11 @@ impl Model {
                 (Some(Action::ProcessExit), None)
             }
             EventKind::Lost { .. } => (Some(Action::EventsLost), None),
+            EventKind::MqOpen { .. }
+            | EventKind::MqUnlink { .. }
+            | EventKind::MqSend { .. }
+            | EventKind::MqReceive { .. }
+            | EventKind::MqNotify { .. } => (Some(self.on_mq(ev, c.key, c.alive, cx)), None),
         }
     }
 
@@ -218,6 +224,8 @@ impl Model {
             p.exe = Some(filename.to_owned());
         }
         self.with_vmas(c.key, cx, |map, _, d| shm::clear(map, d));
+        let now = cx.now;
+        self.posix_exec(c.key, now, cx);
     }
 
     pub(crate) fn object_ref(&self, k: ObjectKey) -> Option<ObjectRef> {
@@ -742,6 +750,7 @@ impl Model {
         }
         // The child inherits every attachment (each vma is copied: nattch grows by as many).
         let now = cx.now;
+        self.posix_fork(parent, child, now);
         let Some(p) = self.processes.get_mut(&child) else {
             return;
         };

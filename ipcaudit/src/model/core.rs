@@ -120,6 +120,7 @@ impl Model {
                 self.evaluate_object(okey, now, cx);
             }
         }
+        self.posix_process_died(key, now, cx);
     }
 
     /// A process thought dead is alive after all (a snapshot says so).
@@ -135,6 +136,7 @@ impl Model {
         p.exit_ns = None;
         let related: Vec<ObjectKey> = p.related.iter().copied().collect();
         self.claim_pid(key, cx);
+        self.posix_process_revived(key);
         for okey in related {
             if let Some(o) = self.objects.get_mut(&okey) {
                 o.process_revived(key);
@@ -500,6 +502,7 @@ impl Model {
         for o in self.objects.values() {
             o.referenced(&mut refs);
         }
+        self.posix_referenced(&mut refs);
         keep.extend(refs.iter().copied());
         for f in self.findings.values() {
             keep.extend(f.evidence.iter().filter_map(|e| e.entity));

@@ -58,6 +58,7 @@ mod aggregate;
 mod apply;
 mod core;
 mod object;
+mod posix;
 mod process;
 mod reconcile;
 mod rules;
@@ -66,6 +67,8 @@ mod view;
 
 #[cfg(test)]
 mod aggregate_tests;
+#[cfg(test)]
+mod posix_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -78,8 +81,11 @@ use serde::Serialize;
 use crate::event::{Action, Event, IpcType, ProcessKey};
 use crate::snapshot::{Limits, Snapshot};
 
-pub use aggregate::{Aggregate, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage};
+pub use aggregate::{
+    Aggregate, MqueueTotals, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage,
+};
 pub use object::{ObjectKey, ObjectRef, ObjectStatus, Peer, SemAdj, SemSlot};
+pub use posix::{Holding, PosixHolderView, PosixKey, PosixRef, PosixView, QueueState, shell_quote};
 pub use reconcile::{Difference, MappedRange, Reconciled};
 pub use rules::{Finding, FindingChange, LimitKind, ProcessEvidence, Role, Rule, Severity};
 pub use view::{
@@ -145,6 +151,9 @@ pub struct Applied {
     /// attachment it dropped (or an `IPC_RMID` of an unattached segment).
     pub derived: Vec<(Action, ObjectRef)>,
     pub findings: Vec<FindingChange>,
+    /// The POSIX object the event concerned (POSIX message queue events: name, inode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posix: Option<PosixRef>,
 }
 
 /// Per-namespace usage and limits (for `near-limit`).
@@ -178,6 +187,8 @@ pub(crate) struct Cx {
     pub findings: Vec<FindingChange>,
     /// Inside a reconcile: the kernel decides statuses, no derived destroys.
     pub sync: bool,
+    /// The POSIX object a POSIX event concerned.
+    pub posix: Option<PosixRef>,
 }
 
 impl Cx {
@@ -187,6 +198,7 @@ impl Cx {
             derived: Vec::new(),
             findings: Vec::new(),
             sync: false,
+            posix: None,
         }
     }
 }
@@ -217,6 +229,8 @@ pub struct Model {
     lost_events: u64,
     needs_reconcile: bool,
     evicted: Evicted,
+    /// The POSIX objects (`posix.rs`).
+    posix: posix::PosixTable,
 }
 
 /// What the caps made the model forget (counted in the session summary).
@@ -247,6 +261,7 @@ impl Model {
             lost_events: 0,
             needs_reconcile: false,
             evicted: Evicted::default(),
+            posix: posix::PosixTable::default(),
         }
     }
 
@@ -293,7 +308,7 @@ impl Model {
         let mut cx = Cx::new(snap.taken_ns);
         cx.sync = true;
         let mut differences = Vec::new();
-        self.sync(snap, Some(&mut differences), &mut cx);
+        let posix_changed = self.sync(snap, Some(&mut differences), &mut cx);
         let mut findings = cx.findings;
         findings.extend(self.tick_inner(snap.taken_ns));
         self.needs_reconcile = false;
@@ -301,6 +316,7 @@ impl Model {
         Reconciled {
             differences,
             findings,
+            posix_changed,
         }
     }
 

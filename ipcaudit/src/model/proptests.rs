@@ -932,6 +932,7 @@ fn any_snapshot() -> impl Strategy<Value = crate::snapshot::Snapshot> {
                         msgmni: l[4],
                         ..Limits::default()
                     },
+                    ..crate::snapshot::Snapshot::default()
                 }
             },
         )
@@ -961,7 +962,7 @@ enum Input {
     Tick {
         dt: u64,
     },
-    Snapshot(crate::snapshot::Snapshot),
+    Snapshot(Box<crate::snapshot::Snapshot>),
 }
 
 fn input() -> impl Strategy<Value = Input> {
@@ -969,7 +970,7 @@ fn input() -> impl Strategy<Value = Input> {
         20 => (0u32..8, prop_oneof![Just(NS), Just(0), Just(7)], -5i64..1000, any_kind())
             .prop_map(|(pid, ns, dt, kind)| Input::Event { pid, ns, dt, kind }),
         2 => (0u64..200).prop_map(|dt| Input::Tick { dt }),
-        1 => any_snapshot().prop_map(Input::Snapshot),
+        1 => any_snapshot().prop_map(|s| Input::Snapshot(Box::new(s))),
     ]
 }
 

@@ -20,6 +20,9 @@ pub struct Reconciled {
     pub differences: Vec<Difference>,
     /// Findings raised or cleared by the corrections (and grace periods that expired).
     pub findings: Vec<FindingChange>,
+    /// The POSIX objects or their holders changed (not a correction: most of it is not traced).
+    /// The snapshot must then be recorded for `replay` even without differences.
+    pub posix_changed: bool,
 }
 
 /// A mapped range of a segment in a process.
@@ -123,12 +126,13 @@ fn activity(times: &[i64], now: u64) -> u64 {
 }
 
 impl Model {
+    /// Returns whether the POSIX part changed.
     pub(crate) fn sync(
         &mut self,
         snap: &Snapshot,
         diffs: Option<&mut Vec<Difference>>,
         cx: &mut Cx,
-    ) {
+    ) -> bool {
         let ns = snap.ipc_ns;
         let now = snap.taken_ns;
         self.now_ns = self.now_ns.max(now);
@@ -188,6 +192,7 @@ impl Model {
         for ty in IpcType::ALL {
             self.evaluate_limits(ns, ty, cx);
         }
+        self.sync_posix(snap, cx)
     }
 
     /// Objects the kernel does not have: reported and destroyed.

@@ -6,9 +6,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{IpcType, ProcessKey};
+use crate::event::{IpcType, PosixType, ProcessKey};
 
 use super::object::{Body, Object, ObjectKey, ObjectRef, ObjectStatus, Peers, SemState};
+use super::posix::{PosixKey, PosixRef};
 use super::{Cx, Model, NS_PER_SEC};
 
 /// The rules.
@@ -24,10 +25,14 @@ pub enum Rule {
     LeakyProcess,
     NearLimit,
     WorldAccessible,
+    OrphanedPosixShm,
+    OrphanedPosixSemaphore,
+    StalledPosixQueue,
+    OrphanedPosixQueue,
 }
 
 impl Rule {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 13] = [
         Self::OrphanedSegment,
         Self::RemovedSegmentStillAttached,
         Self::SemaphoreHeldByDeadProcess,
@@ -37,6 +42,10 @@ impl Rule {
         Self::LeakyProcess,
         Self::NearLimit,
         Self::WorldAccessible,
+        Self::OrphanedPosixShm,
+        Self::OrphanedPosixSemaphore,
+        Self::StalledPosixQueue,
+        Self::OrphanedPosixQueue,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +59,10 @@ impl Rule {
             Self::LeakyProcess => "leaky-process",
             Self::NearLimit => "near-limit",
             Self::WorldAccessible => "world-accessible",
+            Self::OrphanedPosixShm => "orphaned-posix-shm",
+            Self::OrphanedPosixSemaphore => "orphaned-posix-semaphore",
+            Self::StalledPosixQueue => "stalled-posix-queue",
+            Self::OrphanedPosixQueue => "orphaned-posix-queue",
         }
     }
 
@@ -93,6 +106,23 @@ impl Rule {
             Self::WorldAccessible => {
                 "The object's mode grants access to every user (mode & 0o007)."
             }
+            Self::OrphanedPosixShm => {
+                "A POSIX shared memory object (/dev/shm) that no process maps or holds open, \
+                 unchanged for longer than the grace period: its memory is leaked until someone \
+                 unlinks it."
+            }
+            Self::OrphanedPosixSemaphore => {
+                "A POSIX named semaphore (/dev/shm/sem.NAME) that no process maps or holds open, \
+                 unchanged for longer than the grace period."
+            }
+            Self::StalledPosixQueue => {
+                "A POSIX message queue holds messages, processes keep it open, but none of them \
+                 can receive (no live descriptor open for reading, no mq_notify registration)."
+            }
+            Self::OrphanedPosixQueue => {
+                "A POSIX message queue that no process holds open, unchanged for longer than the \
+                 grace period."
+            }
         }
     }
 
@@ -105,7 +135,20 @@ impl Rule {
                 | Self::StalledQueue
                 | Self::OrphanedSemaphoreSet
                 | Self::OrphanedQueue
+                | Self::OrphanedPosixShm
+                | Self::OrphanedPosixSemaphore
+                | Self::StalledPosixQueue
+                | Self::OrphanedPosixQueue
         )
+    }
+
+    /// The rules of a POSIX type.
+    pub(crate) fn for_posix(ty: PosixType) -> &'static [Self] {
+        match ty {
+            PosixType::Pshm => &[Self::OrphanedPosixShm],
+            PosixType::Psem => &[Self::OrphanedPosixSemaphore],
+            PosixType::Pmsg => &[Self::StalledPosixQueue, Self::OrphanedPosixQueue],
+        }
     }
 
     /// The object rules of a type.
@@ -202,8 +245,11 @@ pub struct ProcessEvidence {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub rule: Rule,
-    /// The object (None for `leaky-process` and `near-limit`).
+    /// The object (None for `leaky-process`, `near-limit` and the POSIX rules).
     pub object: Option<ObjectRef>,
+    /// The POSIX object (the POSIX rules only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posix: Option<PosixRef>,
     pub severity: Severity,
     /// What is wrong with this object, in a sentence.
     pub description: String,
@@ -270,6 +316,7 @@ pub(crate) enum Subject {
     Object(ObjectKey),
     Program(String),
     Limit(u32, LimitKind),
+    Posix(PosixKey),
 }
 
 /// Identity of a finding.
@@ -422,6 +469,7 @@ impl Model {
             Subject::Limit(ns, kind) => self
                 .limit_usage(*ns, *kind)
                 .is_some_and(|(u, l)| over(u, l)),
+            Subject::Posix(k) => self.posix_condition(key.rule, k),
         }
     }
 
@@ -490,12 +538,14 @@ impl Model {
                 Some(self.object_finding(key.rule, o, since))
             }
             Subject::Program(p) => Some(self.leaky_finding(p, since)),
+            Subject::Posix(k) => self.posix_finding(key.rule, k, since),
             Subject::Limit(ns, kind) => {
                 let (used, limit) = self.limit_usage(*ns, *kind)?;
                 let pct = u128::from(used) * 100 / u128::from(limit.max(1));
                 Some(Finding {
                     rule: Rule::NearLimit,
                     object: None,
+                    posix: None,
                     severity: if used >= limit {
                         Severity::Critical
                     } else {
@@ -525,6 +575,7 @@ impl Model {
         let mut f = Finding {
             rule,
             object: Some(r),
+            posix: None,
             severity: Severity::Warning,
             description: String::new(),
             evidence: Vec::new(),
@@ -659,6 +710,7 @@ impl Model {
         Finding {
             rule: Rule::LeakyProcess,
             object: None,
+            posix: None,
             severity: Severity::Warning,
             description: format!(
                 "{program} created {count} objects in the last {} s without removing them \

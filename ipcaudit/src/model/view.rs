@@ -129,7 +129,7 @@ pub struct ProcessView<'a> {
 }
 
 impl Model {
-    fn pref(&self, key: ProcessKey) -> ProcessRef<'_> {
+    pub(super) fn pref(&self, key: ProcessKey) -> ProcessRef<'_> {
         let p = self.processes.get(&key);
         ProcessRef {
             pid: key.pid,
@@ -139,7 +139,7 @@ impl Model {
         }
     }
 
-    fn peers_view(&self, peers: &Peers) -> Vec<PeerView<'_>> {
+    pub(super) fn peers_view(&self, peers: &Peers) -> Vec<PeerView<'_>> {
         peers
             .iter()
             .map(|(k, p)| PeerView {

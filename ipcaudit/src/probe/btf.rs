@@ -237,6 +237,16 @@ pub fn resolve_offsets(path: &Path, vmlinux: &[u8], config: &mut Config) -> Resu
     config.task_exit_code = btf.offset_of("task_struct", &["exit_code"])?;
     config.nsproxy_ipc_ns = btf.offset_of("nsproxy", &["ipc_ns"])?;
     config.ipc_ns_inum = btf.offset_of("ipc_namespace", &["ns", "inum"])?;
+    // POSIX message queues: a descriptor to its queue (inode, superblock, namespace).
+    config.task_files = btf.offset_of("task_struct", &["files"])?;
+    config.files_fdt = btf.offset_of("files_struct", &["fdt"])?;
+    config.fdtable_max_fds = btf.offset_of("fdtable", &["max_fds"])?;
+    config.fdtable_fd = btf.offset_of("fdtable", &["fd"])?;
+    config.file_inode = btf.offset_of("file", &["f_inode"])?;
+    config.inode_ino = btf.offset_of("inode", &["i_ino"])?;
+    config.inode_sb = btf.offset_of("inode", &["i_sb"])?;
+    config.sb_magic = btf.offset_of("super_block", &["s_magic"])?;
+    config.sb_fs_info = btf.offset_of("super_block", &["s_fs_info"])?;
     Ok(())
 }
 
@@ -298,6 +308,20 @@ mod tests {
             }
         }
         assert!(config.ipc_ns_inum < 4096);
+        for off in [
+            config.task_files,
+            config.files_fdt,
+            config.fdtable_max_fds,
+            config.fdtable_fd,
+            config.file_inode,
+            config.inode_ino,
+            config.inode_sb,
+            config.sb_magic,
+            config.sb_fs_info,
+        ] {
+            assert!(off < 16 * 1024, "{config:?}");
+        }
+        assert_ne!(config.fdtable_max_fds, config.fdtable_fd);
         let btf = Btf::parse(&vmlinux).unwrap();
         assert!(matches!(
             btf.offset_of("task_struct", &["no_such_field"]),

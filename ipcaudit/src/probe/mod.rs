@@ -15,7 +15,7 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FExit, TracePoint},
 };
-use ipcaudit_ebpf::{Config, NO_OFFSET, ObjectId, doorbell, flags_index, stat};
+use ipcaudit_ebpf::{Config, MqKey, NO_OFFSET, ObjectId, doorbell, flags_index, stat};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
@@ -95,6 +95,11 @@ const SYSCALLS: &[&str] = &[
     "msgctl",
     "munmap",
     "mremap",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
 ];
 
 const SCHED: &[Attachment] = &[
@@ -166,6 +171,7 @@ struct AggregateMaps {
     procs: BpfHashMap<MapData, u32, ipcaudit_ebpf::ProcUsage>,
     semsets: BpfHashMap<MapData, ObjectId, ipcaudit_ebpf::SemTotals>,
     queues: BpfHashMap<MapData, ObjectId, ipcaudit_ebpf::MsgTotals>,
+    mqueues: BpfHashMap<MapData, MqKey, ipcaudit_ebpf::MqTotals>,
     waiting: BpfHashMap<MapData, u32, u32>,
     flags: Array<MapData, u32>,
 }
@@ -325,6 +331,7 @@ impl Probe {
                 procs: take_map(&mut ebpf, "PROCS")?,
                 semsets: take_map(&mut ebpf, "SEMSETS")?,
                 queues: take_map(&mut ebpf, "QUEUES")?,
+                mqueues: take_map(&mut ebpf, "MQUEUES")?,
                 waiting: take_map(&mut ebpf, "WAITING")?,
                 flags: take_map(&mut ebpf, "FLAGS")?,
             })
@@ -449,6 +456,14 @@ impl Probe {
         }
         for key in maps.queues.keys().filter_map(Result::ok) {
             ring_doorbell(doorbell::MSG_TOTALS, object_arg(key));
+            asked += 1;
+        }
+        for key in maps.mqueues.keys().filter_map(Result::ok) {
+            // mqueue inode numbers are 32-bit (`get_next_ino`): ns low, inode high.
+            ring_doorbell(
+                doorbell::MQ_TOTALS,
+                u64::from(key.ns) | (key.ino & 0xffff_ffff) << 32,
+            );
             asked += 1;
         }
         if scope == FlushScope::All {

@@ -11,7 +11,7 @@ use crate::enrich::ProcessContext;
 use crate::{
     clock::{parse_rfc3339, rfc3339_nanos},
     decode::syscall_kind,
-    event::{Action, Errno, Event, EventKind, IpcType, SemOp, Task},
+    event::{Action, Errno, Event, EventKind, ObjectType, PosixType, SemOp, Task},
     model::{Difference, FindingChange, ObjectRef, Severity},
     names::{errno_name, errno_value, ipc_command_name},
 };
@@ -100,12 +100,15 @@ pub struct EcsMsg {
     pub mtype: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub size: Option<u64>,
+    /// A POSIX message's priority.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub priority: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
 pub struct EcsIpc {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none", default)]
-    pub ty: Option<IpcType>,
+    pub ty: Option<ObjectType>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -119,6 +122,13 @@ pub struct EcsIpc {
     pub msg: Option<EcsMsg>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub command: Option<String>,
+    /// A POSIX object's name (`/NAME`), file and inode.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub inode: Option<u64>,
 }
 
 /// The raw syscall, for exact replay.
@@ -144,6 +154,9 @@ pub struct Extra {
     pub timed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exec_tid: Option<u32>,
+    /// A POSIX queue event: the queue's IPC namespace, when it is not the task's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub queue_namespace: Option<u32>,
 }
 
 /// One event record.
@@ -224,6 +237,11 @@ fn syscall_name(kind: &EventKind) -> &'static str {
         EventKind::MsgCtl { .. } => "msgctl",
         EventKind::Munmap { .. } => "munmap",
         EventKind::Mremap { .. } => "mremap",
+        EventKind::MqOpen { .. } => "mq_open",
+        EventKind::MqUnlink { .. } => "mq_unlink",
+        EventKind::MqSend { .. } => "mq_timedsend",
+        EventKind::MqReceive { .. } => "mq_timedreceive",
+        EventKind::MqNotify { .. } => "mq_notify",
         EventKind::Fork { .. }
         | EventKind::Exec { .. }
         | EventKind::Exit { .. }
@@ -247,6 +265,11 @@ fn abi_kind(name: &str) -> Option<u16> {
         "msgctl" => kind::MSGCTL,
         "munmap" => kind::MUNMAP,
         "mremap" => kind::MREMAP,
+        "mq_open" => kind::MQ_OPEN,
+        "mq_unlink" => kind::MQ_UNLINK,
+        "mq_timedsend" => kind::MQ_SEND,
+        "mq_timedreceive" => kind::MQ_RECEIVE,
+        "mq_notify" => kind::MQ_NOTIFY,
         _ => return None,
     })
 }
@@ -351,6 +374,42 @@ fn raw_syscall(kind: &EventKind) -> Option<RawSyscall> {
             [*old_addr, *old_len, *new_len, u64::from(*flags), 0, 0],
             ret(result, |v| *v as i64),
         ),
+        // Pointers (a name, a buffer) are not kept: the name is `ipc.name`.
+        EventKind::MqOpen {
+            flags,
+            mode,
+            result,
+            ..
+        } => (
+            [0, i(*flags), u64::from(*mode), 0, 0, 0],
+            ret(result, |v| i64::from(*v)),
+        ),
+        EventKind::MqUnlink { result, .. } => ([0; 6], ret(result, |()| 0)),
+        EventKind::MqSend {
+            fd,
+            size,
+            prio,
+            result,
+            ..
+        } => (
+            [i(*fd), 0, *size, u64::from(*prio), 0, 0],
+            ret(result, |()| 0),
+        ),
+        EventKind::MqReceive {
+            fd,
+            max_size,
+            result,
+            ..
+        } => ([i(*fd), 0, *max_size, 0, 0, 0], ret(result, |v| *v as i64)),
+        EventKind::MqNotify {
+            fd,
+            register,
+            result,
+            ..
+        } => (
+            [i(*fd), u64::from(*register), 0, 0, 0, 0],
+            ret(result, |()| 0),
+        ),
         EventKind::Fork { .. }
         | EventKind::Exec { .. }
         | EventKind::Exit { .. }
@@ -376,8 +435,81 @@ fn sem_flag_names(op: SemOp) -> Vec<String> {
     flags
 }
 
+/// The `ipc` object of a POSIX message queue event: the queue by name (the event's, or the
+/// model's for a descriptor) and inode.
+fn mq_ipc_fields(ev: &Event, posix: Option<&crate::model::PosixRef>) -> Option<EcsIpc> {
+    let (name, queue, msg) = match &ev.kind {
+        EventKind::MqOpen { name, queue, .. } => (Some(name.clone()), *queue, None),
+        EventKind::MqUnlink { name, .. } => (Some(name.clone()), None, None),
+        EventKind::MqSend {
+            queue, size, prio, ..
+        } => (
+            None,
+            *queue,
+            Some(EcsMsg {
+                mtype: None,
+                size: Some(*size),
+                priority: Some(*prio),
+            }),
+        ),
+        EventKind::MqReceive {
+            queue,
+            prio,
+            result,
+            ..
+        } => (
+            None,
+            *queue,
+            Some(EcsMsg {
+                mtype: None,
+                size: result.ok(),
+                priority: *prio,
+            }),
+        ),
+        EventKind::MqNotify { queue, .. } => (None, *queue, None),
+        _ => return None,
+    };
+    let name = name.or_else(|| posix.map(|p| p.name.clone()));
+    let inode = queue
+        .map(|q| q.ino)
+        .or_else(|| posix.map(|p| p.ino))
+        .filter(|i| *i != 0);
+    let path = name.as_ref().map(|n| {
+        crate::model::PosixRef {
+            ns: ev.ipc_ns,
+            ty: PosixType::Pmsg,
+            name: n.clone(),
+            generation: 0,
+            dev: 0,
+            ino: 0,
+            size: None,
+        }
+        .path()
+    });
+    Some(EcsIpc {
+        ty: Some(ObjectType::Posix(PosixType::Pmsg)),
+        id: None,
+        key: None,
+        namespace: ev.ipc_ns,
+        shm: None,
+        sem: None,
+        msg,
+        command: None,
+        name,
+        path,
+        inode,
+    })
+}
+
 /// The `ipc` object of an event record.
-fn ipc_fields(ev: &Event, object: Option<&ObjectRef>) -> Option<EcsIpc> {
+fn ipc_fields(
+    ev: &Event,
+    object: Option<&ObjectRef>,
+    posix: Option<&crate::model::PosixRef>,
+) -> Option<EcsIpc> {
+    if ev.kind.posix_type().is_some() {
+        return mq_ipc_fields(ev, posix);
+    }
     let k = &ev.kind;
     let ipc = k.ipc_type().map(|ty| {
         let (id, command) = match k {
@@ -441,15 +573,17 @@ fn ipc_fields(ev: &Event, object: Option<&ObjectRef>) -> Option<EcsIpc> {
             EventKind::MsgSnd { size, mtype, .. } => Some(EcsMsg {
                 mtype: *mtype,
                 size: Some(*size),
+                priority: None,
             }),
             EventKind::MsgRcv { result, mtype, .. } => Some(EcsMsg {
                 mtype: *mtype,
                 size: result.ok(),
+                priority: None,
             }),
             _ => None,
         };
         EcsIpc {
-            ty: Some(ty),
+            ty: Some(ObjectType::Sysv(ty)),
             id,
             key: key.map(key_hex),
             namespace: ev.ipc_ns,
@@ -457,13 +591,16 @@ fn ipc_fields(ev: &Event, object: Option<&ObjectRef>) -> Option<EcsIpc> {
             sem,
             msg,
             command,
+            name: None,
+            path: None,
+            inode: None,
         }
     });
     // munmap/mremap of an attachment (or an exit that destroyed a segment): name the object;
     // anything else still says which IPC namespace the process was in.
     ipc.or_else(|| {
         Some(EcsIpc {
-            ty: object.map(|o| o.ty),
+            ty: object.map(|o| ObjectType::Sysv(o.ty)),
             id: object.map(|o| o.id),
             key: object.and_then(|o| o.key).map(key_hex),
             namespace: ev.ipc_ns,
@@ -480,6 +617,9 @@ fn ipc_fields(ev: &Event, object: Option<&ObjectRef>) -> Option<EcsIpc> {
             sem: None,
             msg: None,
             command: None,
+            name: None,
+            path: None,
+            inode: None,
         })
     })
 }
@@ -490,6 +630,7 @@ pub fn event_record(
     ev: &Event,
     action: Action,
     object: Option<&ObjectRef>,
+    posix: Option<&crate::model::PosixRef>,
     context: &ProcessContext,
 ) -> EcsRecord {
     let mut timestamp = String::with_capacity(32);
@@ -523,7 +664,7 @@ pub fn event_record(
         EventKind::Exit { code } => process.exit_code = Some(*code),
         _ => {}
     }
-    let ipc = ipc_fields(ev, object);
+    let ipc = ipc_fields(ev, object, posix);
     let extra = Extra {
         schema_version: SCHEMA_VERSION,
         syscall: raw_syscall(k),
@@ -534,6 +675,15 @@ pub fn event_record(
         timed: None,
         exec_tid: match k {
             EventKind::Exec { old_tid, .. } if *old_tid != ev.task.process.pid => Some(*old_tid),
+            _ => None,
+        },
+        queue_namespace: match k {
+            EventKind::MqOpen { queue, .. }
+            | EventKind::MqSend { queue, .. }
+            | EventKind::MqReceive { queue, .. }
+            | EventKind::MqNotify { queue, .. } => {
+                queue.map(|q| q.ns).filter(|ns| *ns != ev.ipc_ns)
+            }
             _ => None,
         },
     };
@@ -571,10 +721,11 @@ pub fn encode_event(
     ev: &Event,
     action: Action,
     object: Option<&ObjectRef>,
+    posix: Option<&crate::model::PosixRef>,
     context: &ProcessContext,
     out: &mut String,
 ) {
-    let record = event_record(session, ev, action, object, context);
+    let record = event_record(session, ev, action, object, posix, context);
     // Serializing a struct of strings and numbers into a String cannot fail.
     if let Ok(s) = serde_json::to_string(&record) {
         out.push_str(&s);
@@ -629,6 +780,23 @@ fn object_json(o: &ObjectRef) -> serde_json::Value {
     ipc
 }
 
+/// The `ipc` fields of a POSIX object: type, name, its file (path, inode), size.
+pub fn posix_json(p: &crate::model::PosixRef) -> serde_json::Value {
+    let mut ipc = serde_json::json!({
+        "type": p.ty,
+        "name": p.name,
+        "path": p.path(),
+        "namespace": p.ns,
+    });
+    if p.ino != 0 {
+        ipc["inode"] = p.ino.into();
+    }
+    if let Some(size) = p.size {
+        ipc["shm"] = serde_json::json!({"size": size});
+    }
+    ipc
+}
+
 /// An `alert` record: a finding raised (`finding-raised`) or no longer holding (`finding-cleared`).
 /// `tick`: the change came from a grace tick of the live model (`ipcaudit.tick`), which `replay`
 /// repeats at the same instant.
@@ -669,6 +837,9 @@ pub fn finding_value(
     });
     if let Some(o) = &f.object {
         value["ipc"] = object_json(o);
+    }
+    if let Some(p) = &f.posix {
+        value["ipc"] = posix_json(p);
     }
     if let Some(remedy) = &f.remedy {
         value["ipcaudit"]["remedy"] = remedy.clone().into();
@@ -770,6 +941,9 @@ pub fn aggregate_value(session: &Session, agg: &crate::model::Aggregate) -> serd
         Aggregate::Queue(t) => {
             value["ipc"] = serde_json::json!({"namespace": t.ns, "type": "msg", "id": t.msqid});
         }
+        Aggregate::Mqueue(t) => {
+            value["ipc"] = serde_json::json!({"namespace": t.ns, "type": "pmsg", "inode": t.ino});
+        }
     }
     stamp(session, &mut value);
     value
@@ -851,7 +1025,7 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
             let ticks = value.pointer("/ipcaudit/ticks_recorded") == Some(&true.into());
             return Ok(Parsed::Snapshot(Box::new(snap), ticks));
         }
-        ("metric", "usage" | "sem-totals" | "msg-totals") => {
+        ("metric", "usage" | "sem-totals" | "msg-totals" | "mq-totals") => {
             let agg = value
                 .pointer("/ipcaudit/aggregate")
                 .ok_or_else(|| field("ipcaudit.aggregate", "missing"))?;
@@ -975,8 +1149,24 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
                         .collect();
                     (ops, raw.name == "semtimedop")
                 });
-            syscall_kind(abi, raw.args, raw.ret, mtype, ops)
-                .ok_or_else(|| field("ipcaudit.syscall", "unusable"))?
+            if (ipcaudit_ebpf::kind::MQ_OPEN..=ipcaudit_ebpf::kind::MQ_NOTIFY).contains(&abi) {
+                let ipc = record.ipc.as_ref();
+                let name = ipc.and_then(|i| i.name.clone());
+                let queue = ipc.and_then(|i| i.inode).map(|ino| crate::event::MqId {
+                    ns: record
+                        .ipcaudit
+                        .as_ref()
+                        .and_then(|x| x.queue_namespace)
+                        .unwrap_or(ipc_ns),
+                    ino,
+                });
+                let prio = ipc.and_then(|i| i.msg.as_ref()).and_then(|m| m.priority);
+                crate::decode::mq_kind(abi, raw.args, raw.ret, name.as_deref(), queue, prio)
+                    .ok_or_else(|| field("ipcaudit.syscall", "unusable"))?
+            } else {
+                syscall_kind(abi, raw.args, raw.ret, mtype, ops)
+                    .ok_or_else(|| field("ipcaudit.syscall", "unusable"))?
+            }
         }
     };
     // Errors named by string must agree with the raw return value.
@@ -1043,6 +1233,7 @@ mod tests {
             ev,
             action,
             object,
+            None,
             &ProcessContext::default(),
             &mut s,
         );
@@ -1125,6 +1316,47 @@ mod tests {
             json(&e, Action::SemControl, None)["ipc"]["command"],
             "SETVAL"
         );
+    }
+
+    #[test]
+    fn queue_records_name_the_queue() {
+        let e = ev(EventKind::MqSend {
+            fd: 4,
+            queue: Some(crate::event::MqId { ns: 1, ino: 77 }),
+            size: 16,
+            prio: 3,
+            result: Ok(()),
+        });
+        let p = crate::model::PosixRef {
+            ns: 1,
+            ty: PosixType::Pmsg,
+            name: "/jobs".into(),
+            generation: 2,
+            dev: 20,
+            ino: 77,
+            size: None,
+        };
+        let mut s = String::new();
+        encode_event(
+            &session(),
+            &e,
+            Action::MqSend,
+            None,
+            Some(&p),
+            &ProcessContext::default(),
+            &mut s,
+        );
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["ipc"]["type"], "pmsg");
+        assert_eq!(v["ipc"]["name"], "/jobs");
+        assert_eq!(v["ipc"]["path"], "/dev/mqueue/jobs");
+        assert_eq!(v["ipc"]["inode"], 77);
+        assert_eq!(
+            v["ipc"]["msg"],
+            serde_json::json!({"size": 16, "priority": 3})
+        );
+        assert_eq!(v["ipcaudit"]["syscall"]["name"], "mq_timedsend");
+        assert!(v["ipc"].get("id").is_none());
     }
 
     #[test]
@@ -1283,6 +1515,73 @@ mod tests {
                 Action::ProcessExec,
             ),
             (EventKind::Exit { code: 9 }, Action::ProcessExit),
+            (
+                EventKind::MqOpen {
+                    name: "/jobs q".into(),
+                    flags: 0o1101,
+                    mode: 0o600,
+                    queue: Some(crate::event::MqId { ns: 1, ino: 77 }),
+                    result: Ok(3),
+                },
+                Action::MqCreate,
+            ),
+            (
+                EventKind::MqOpen {
+                    name: "/gone".into(),
+                    flags: 0,
+                    mode: 0,
+                    queue: None,
+                    result: Err(Errno(2)),
+                },
+                Action::MqOpen,
+            ),
+            (
+                EventKind::MqUnlink {
+                    name: "/jobs q".into(),
+                    result: Ok(()),
+                },
+                Action::MqRemove,
+            ),
+            (
+                EventKind::MqSend {
+                    fd: 3,
+                    // The queue of another namespace (a descriptor passed over a socket).
+                    queue: Some(crate::event::MqId { ns: 99, ino: 77 }),
+                    size: 16,
+                    prio: 5,
+                    result: Ok(()),
+                },
+                Action::MqSend,
+            ),
+            (
+                EventKind::MqReceive {
+                    fd: 3,
+                    queue: Some(crate::event::MqId { ns: 1, ino: 77 }),
+                    max_size: 64,
+                    prio: Some(5),
+                    result: Ok(16),
+                },
+                Action::MqReceive,
+            ),
+            (
+                EventKind::MqReceive {
+                    fd: 9,
+                    queue: None,
+                    max_size: 64,
+                    prio: None,
+                    result: Err(Errno(9)),
+                },
+                Action::MqReceive,
+            ),
+            (
+                EventKind::MqNotify {
+                    fd: 3,
+                    queue: Some(crate::event::MqId { ns: 1, ino: 77 }),
+                    register: true,
+                    result: Ok(()),
+                },
+                Action::MqNotify,
+            ),
         ];
         for (kind, action) in cases {
             let e = ev(kind);
@@ -1291,6 +1590,7 @@ mod tests {
                 &session(),
                 &e,
                 action,
+                None,
                 None,
                 &ProcessContext::default(),
                 &mut line,
@@ -1322,6 +1622,7 @@ mod tests {
             &session(),
             &e,
             Action::ShmDetach,
+            None,
             None,
             &ProcessContext::default(),
             &mut line,
@@ -1407,7 +1708,18 @@ mod tests {
             received: 0,
             received_bytes: 0,
         });
-        for agg in [usage, set, queue] {
+        let mqueue = Aggregate::Mqueue(crate::model::MqueueTotals {
+            time_ns: 1_700_000_000_000_000_003,
+            ns: 1,
+            ino: 77,
+            first_ns: 12,
+            ops: 6,
+            sent: 4,
+            sent_bytes: 64,
+            received: 2,
+            received_bytes: 32,
+        });
+        for agg in [usage, set, queue, mqueue] {
             let value = aggregate_value(&session(), &agg);
             assert_eq!(value["event"]["kind"], "metric");
             assert_eq!(value["event"]["action"], agg.action());
@@ -1418,6 +1730,7 @@ mod tests {
                 }
                 Aggregate::Set(t) => assert_eq!(value["ipc"]["id"], t.semid),
                 Aggregate::Queue(t) => assert_eq!(value["ipc"]["id"], t.msqid),
+                Aggregate::Mqueue(t) => assert_eq!(value["ipc"]["inode"], t.ino),
             }
             let line = value.to_string();
             assert_eq!(

@@ -128,21 +128,26 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// An event record. `object` is the System V object the model says it concerned, `posix`
+    /// the POSIX one.
     pub fn event(
         &self,
         ev: &Event,
         action: Action,
         object: Option<&ObjectRef>,
+        posix: Option<&crate::model::PosixRef>,
         context: &crate::enrich::ProcessContext,
         out: &mut String,
     ) {
         match self.format {
-            Format::Json => json::encode_event(&self.session, ev, action, object, context, out),
+            Format::Json => {
+                json::encode_event(&self.session, ev, action, object, posix, context, out);
+            }
             Format::Ecs | Format::Ocsf => {
-                let record = json::event_record(&self.session, ev, action, object, context);
+                let record = json::event_record(&self.session, ev, action, object, posix, context);
                 self.emit(serde_json::to_value(record).unwrap_or_default(), out);
             }
-            Format::Text => text::encode_event(&self.session, ev, action, object, out),
+            Format::Text => text::encode_event(&self.session, ev, action, object, posix, out),
         }
     }
 
@@ -301,9 +306,10 @@ impl Printer {
         ev: &Event,
         action: Action,
         object: Option<&ObjectRef>,
+        posix: Option<&crate::model::PosixRef>,
         context: &crate::enrich::ProcessContext,
     ) {
-        self.with(|e, out| e.event(ev, action, object, context, out));
+        self.with(|e, out| e.event(ev, action, object, posix, context, out));
     }
 
     pub fn finding(&mut self, time_ns: u64, change: &crate::model::FindingChange) {

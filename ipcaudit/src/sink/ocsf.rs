@@ -98,22 +98,29 @@ pub fn from_native(native: &Value) -> Value {
             out["actor"] = json!({"process": p});
         }
     }
+    // An object: `type:id` (System V) or `type:/name` (POSIX).
+    let object = |ipc: &serde_json::Value| match ipc["name"].as_str() {
+        Some(name) => format!("{}:{name}", ipc["type"].as_str().unwrap_or("-")),
+        None => format!("{}:{}", ipc["type"].as_str().unwrap_or("-"), ipc["id"]),
+    };
     if class_uid == KERNEL_ACTIVITY {
         let ipc = &native["ipc"];
         // OCSF kernel resource types: 1 Shared Mutex (semaphores), 99 Other.
         let (type_id, ty) = match ipc["type"].as_str() {
-            Some("sem") => (1, "Shared Mutex"),
+            Some("sem" | "psem") => (1, "Shared Mutex"),
             Some("shm") => (99, "SysV shared memory"),
             Some("msg") => (99, "SysV message queue"),
+            Some("pshm") => (99, "POSIX shared memory"),
+            Some("pmsg") => (99, "POSIX message queue"),
             _ => (0, "Unknown"),
         };
-        out["kernel"] = json!({"name": format!("{}:{}", ipc["type"].as_str().unwrap_or("-"), ipc["id"]), "type_id": type_id, "type": ty});
+        out["kernel"] = json!({"name": object(ipc), "type_id": type_id, "type": ty});
     }
     if class_uid == DETECTION_FINDING {
         out["finding_info"] = json!({
             "title": native["rule"]["name"],
             "desc": native["rule"]["description"],
-            "uid": format!("{}:{}:{}", native["rule"]["name"].as_str().unwrap_or(""), native["ipc"]["type"].as_str().unwrap_or("-"), native["ipc"]["id"]),
+            "uid": format!("{}:{}", native["rule"]["name"].as_str().unwrap_or(""), object(&native["ipc"])),
         });
     }
     out

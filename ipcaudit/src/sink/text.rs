@@ -52,6 +52,7 @@ pub fn encode_event(
     ev: &Event,
     action: Action,
     object: Option<&ObjectRef>,
+    posix: Option<&crate::model::PosixRef>,
     out: &mut String,
 ) {
     time_of_day(ev.time_ns, out);
@@ -60,6 +61,10 @@ pub fn encode_event(
     printable(&ev.task.comm, 16, out);
     out.push(' ');
     let k = &ev.kind;
+    if k.posix_type().is_some() {
+        encode_mq(k, posix, out);
+        return;
+    }
     let ty = k.ipc_type().or(object.map(|o| o.ty));
     let id = match k {
         EventKind::ShmGet { result, .. }
@@ -185,6 +190,50 @@ pub fn encode_event(
     }
 }
 
+/// A POSIX message queue event's columns: `pmsg NAME` and what moved.
+fn encode_mq(k: &EventKind, posix: Option<&crate::model::PosixRef>, out: &mut String) {
+    let name = match k {
+        EventKind::MqOpen { name, .. } | EventKind::MqUnlink { name, .. } => Some(name.as_str()),
+        _ => posix.map(|p| p.name.as_str()),
+    };
+    out.push_str("pmsg ");
+    match name {
+        Some(n) => printable(n, n.chars().count().min(64), out),
+        None => out.push('-'),
+    }
+    match k {
+        EventKind::MqOpen { flags, result, .. } => {
+            let _ = write!(
+                out,
+                " flags=0o{flags:o} fd={}",
+                result.map_or_else(|_| "-".into(), |f| f.to_string())
+            );
+        }
+        EventKind::MqSend { size, prio, .. } => {
+            let _ = write!(out, " size={size} prio={prio}");
+        }
+        EventKind::MqReceive { result, prio, .. } => {
+            let _ = write!(
+                out,
+                " size={} prio={}",
+                result.as_ref().map_or(0, |s| *s),
+                prio.map_or_else(|| "-".into(), |p| p.to_string())
+            );
+        }
+        EventKind::MqNotify { register, .. } => {
+            out.push_str(if *register {
+                " register"
+            } else {
+                " unregister"
+            });
+        }
+        _ => {}
+    }
+    if let Some(e) = k.errno() {
+        let _ = write!(out, " FAILED {}", e.name());
+    }
+}
+
 /// A finding raised or cleared, on one line.
 pub fn encode_finding(time_ns: u64, change: &FindingChange, out: &mut String) {
     let f = change.finding();
@@ -205,6 +254,10 @@ pub fn encode_finding(time_ns: u64, change: &FindingChange, out: &mut String) {
         if let Some(key) = o.key {
             let _ = write!(out, " key 0x{key:08x}");
         }
+    }
+    if let Some(p) = &f.posix {
+        let _ = write!(out, " {} ", p.ty);
+        printable(&p.name, p.name.chars().count().min(64), out);
     }
     out.push_str(": ");
     printable(&f.description, f.description.chars().count().min(400), out);
@@ -286,7 +339,14 @@ mod tests {
             },
         };
         let mut s = String::new();
-        encode_event(&Session::default(), &ev, Action::ShmCreate, None, &mut s);
+        encode_event(
+            &Session::default(),
+            &ev,
+            Action::ShmCreate,
+            None,
+            None,
+            &mut s,
+        );
         assert_eq!(
             s,
             "01:02:03.000000     shm-create     42      x\\ty             shm  7          0x00000001 size=4096"

@@ -8,9 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::ProcessKey;
+use crate::event::{PosixType, ProcessKey};
 
 pub mod parse;
+pub mod posix;
 pub mod read;
 
 /// `struct ipc64_perm` as /proc/sysvipc shows it.
@@ -172,4 +173,106 @@ pub struct Snapshot {
     pub processes: Vec<ProcessInfo>,
     pub waiters: Vec<Waiter>,
     pub limits: Limits,
+    /// The POSIX objects: /dev/shm (shared memory and named semaphores: read only in
+    /// ipcaudit's own namespaces) and the namespace's mqueue filesystem. Absent from
+    /// recordings made before POSIX IPC was covered.
+    #[serde(default)]
+    pub posix: Vec<PosixObject>,
+    /// Every process mapping a POSIX object or holding a descriptor of it (any namespace).
+    #[serde(default)]
+    pub posix_holders: Vec<PosixHolder>,
+    /// The POSIX types this snapshot lists (a type it could not read is left out: the model
+    /// then keeps what it had of it).
+    #[serde(default)]
+    pub posix_listed: Vec<PosixType>,
+    /// What could not be listed, and why (e.g. the mqueue filesystem could not be mounted).
+    #[serde(default)]
+    pub posix_notes: Vec<String>,
+}
+
+/// A POSIX IPC object: a file in /dev/shm or in the mqueue filesystem, as `fstatat` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixObject {
+    #[serde(rename = "type")]
+    pub ty: PosixType,
+    /// The name the API takes: `/NAME` (`shm_open`, `sem_open` and `mq_open` all add the
+    /// slash; a semaphore's file is `sem.NAME`).
+    pub name: String,
+    /// `st_dev` and `st_ino`: what a mapping (/proc/PID/maps) or a descriptor (/proc/PID/fd)
+    /// of it shows.
+    pub dev: u64,
+    pub ino: u64,
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `st_size`: the object's size (a queue's file says 80 whatever it holds).
+    pub size: u64,
+    /// Memory it takes (`st_blocks` * 512).
+    pub memory: u64,
+    /// Seconds since the epoch. A queue's times move with every send and receive; reading a
+    /// queue's file (as a snapshot does) moves its atime and ctime, not its mtime.
+    pub atime: i64,
+    pub mtime: i64,
+    pub ctime: i64,
+    /// A message queue's state (None for the other types, or when it could not be read).
+    pub queue: Option<MqState>,
+}
+
+impl PosixObject {
+    /// The latest time the object was created, changed or (a queue) used: seconds. A queue's
+    /// ctime is left out: reading its file (which every snapshot does) sets it.
+    pub fn last_change(&self) -> i64 {
+        match self.ty {
+            PosixType::Pmsg => self.mtime,
+            PosixType::Pshm | PosixType::Psem => self.mtime.max(self.ctime),
+        }
+    }
+}
+
+/// A POSIX message queue's state: its file (`QSIZE:… NOTIFY:… SIGNO:… NOTIFY_PID:…`) and
+/// `mq_getattr`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqState {
+    /// Bytes of message data queued (`QSIZE`; a zero-length message adds none).
+    pub qsize: u64,
+    /// Messages queued (`mq_curmsgs`).
+    pub messages: u64,
+    /// Capacity: messages (`mq_maxmsg`) and bytes per message (`mq_msgsize`).
+    pub max_messages: u64,
+    pub message_size: u64,
+    /// The process registered with `mq_notify` (0: none), and how (`NOTIFY`: 0 signal, 1 none,
+    /// 2 thread) with which signal.
+    pub notify_pid: u32,
+    pub notify: u32,
+    pub signo: u32,
+}
+
+/// How a process holds a POSIX object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "how", rename_all = "lowercase")]
+pub enum Hold {
+    /// A mapping of the file (/proc/PID/maps).
+    Map {
+        start: u64,
+        end: u64,
+        writable: bool,
+    },
+    /// An open descriptor (/proc/PID/fd), with its access mode (/proc/PID/fdinfo `flags`).
+    Fd { fd: u32, read: bool, write: bool },
+}
+
+/// One mapping or descriptor of a POSIX object in one process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosixHolder {
+    pub process: ProcessKey,
+    pub comm: String,
+    pub uid: u32,
+    /// The holder's IPC namespace (0: unknown).
+    pub ipc_ns: u32,
+    /// The object, by `st_dev` and `st_ino`.
+    pub dev: u64,
+    pub ino: u64,
+    #[serde(flatten)]
+    pub hold: Hold,
 }

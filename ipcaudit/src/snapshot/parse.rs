@@ -1,4 +1,5 @@
-//! Pure parsers for the kernel's text about System V IPC: text in, typed rows out, no IO.
+//! Pure parsers for the kernel's text about System V and POSIX IPC: text in, typed rows out,
+//! no IO.
 //!
 //! Every parser takes `&str` (callers decode the raw bytes lossily) and never panics, whatever
 //! the input. Failures are [`ParseError`]s naming the source, the 1-based line, the field and
@@ -19,6 +20,8 @@
 //! /proc/PID/stat      "6299 (t) S 1 6287 4952 0 -1 4194304 ... 66467 ..." (field 22: start time)
 //! /proc/PID/task/TID/syscall  "220 0x1 0x7f2be722deca 0x1 0x0 0x0 0x7ffd... 0x7f2b... 0x7f2b..."
 //!                             or "-1 SP PC" (blocked, not in a syscall) or "running"
+//! /proc/PID/fdinfo/FD "pos:\t0\nflags:\t02000001\nmnt_id:\t21\nino:\t960411\n" (flags octal)
+//! a queue's file      "QSIZE:%-10lu NOTIFY:%-5d SIGNO:%-5d NOTIFY_PID:%-6d\n" (ipc/mqueue.c)
 //! ```
 //!
 //! The sysvipc tables are parsed by column name (taken from the header line), so a kernel that
@@ -33,6 +36,7 @@ use std::fmt;
 use std::num::IntErrorKind;
 
 use super::{Blocked, IpcPerm, MsgQueue, SemSet, ShmMapping, ShmSegment, Waiter};
+use crate::event::PosixType;
 
 /// How much of the offending text a [`ParseError`] keeps.
 const MAX_TEXT_CHARS: usize = 64;
@@ -557,6 +561,199 @@ pub fn parse_syscall(text: &str, pid: u32, tid: u32) -> Option<Waiter> {
         return None;
     };
     Some(Waiter { pid, tid, on })
+}
+
+// ---------------------------------------------------------------------------------------------
+// POSIX IPC: the queue file, fdinfo, file mappings, names
+
+/// What a POSIX message queue's file says (reading /dev/mqueue/NAME).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MqFile {
+    /// Bytes of message data queued.
+    pub qsize: u64,
+    /// `sigev_notify` of the registration (0 `SIGEV_SIGNAL`, 1 `SIGEV_NONE`, 2 `SIGEV_THREAD`).
+    pub notify: u32,
+    pub signo: u32,
+    /// The registered process (0: none).
+    pub notify_pid: u32,
+}
+
+/// Parses a queue's file: `QSIZE:5          NOTIFY:0     SIGNO:0     NOTIFY_PID:0     `.
+/// Fields are found by name, so their order and spacing do not matter; each is required.
+pub fn parse_mqueue_file(text: &str, source: &str) -> Result<MqFile, ParseError> {
+    let line = text.lines().next().unwrap_or_default();
+    if line.trim().is_empty() {
+        return Err(ParseError::new(source, 1, "QSIZE", Problem::Empty, text));
+    }
+    let field = |name: &'static str| -> Result<u64, ParseError> {
+        let value = line
+            .split_ascii_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix(':'))
+            .ok_or_else(|| ParseError::new(source, 1, name, Problem::Missing, line))?;
+        int(value, 10).map_err(|p| ParseError::new(source, 1, name, p, value))
+    };
+    let small = |name: &'static str| -> Result<u32, ParseError> {
+        let v = field(name)?;
+        u32::try_from(v)
+            .map_err(|_| ParseError::new(source, 1, name, Problem::OutOfRange, &v.to_string()))
+    };
+    Ok(MqFile {
+        qsize: field("QSIZE")?,
+        notify: small("NOTIFY")?,
+        signo: small("SIGNO")?,
+        notify_pid: small("NOTIFY_PID")?,
+    })
+}
+
+/// The `flags:` line of /proc/PID/fdinfo/FD (octal `f_flags`), or None.
+pub fn parse_fdinfo_flags(text: &str) -> Option<u32> {
+    let value = text.lines().find_map(|l| l.strip_prefix("flags:"))?;
+    int(value.trim(), 8).ok()
+}
+
+/// The read and write access an open file's flags give (`O_ACCMODE`).
+pub fn access_mode(flags: u32) -> (bool, bool) {
+    match flags & 0o3 {
+        0 => (true, false),
+        1 => (false, true),
+        _ => (true, true),
+    }
+}
+
+/// A file mapping of one process: a /proc/PID/maps line with a device and an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMapping {
+    pub start: u64,
+    pub end: u64,
+    pub writable: bool,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub inode: u64,
+}
+
+/// The file mappings of a /proc/PID/maps text (lines whose inode is not 0), with their device
+/// and inode: what a POSIX object's mapping is matched by (its pathname may be another name of
+/// the file: glibc names a semaphore's file `sem.XXXXXX` while creating it, then links it).
+/// A line whose columns do not parse is an error naming it.
+pub fn parse_maps_files(text: &str, source: &str) -> Result<Vec<FileMapping>, ParseError> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match maps_file_line(line) {
+            Ok(Some(m)) => out.push(m),
+            Ok(None) => {}
+            Err((field, problem, bad)) => {
+                return Err(ParseError::new(source, n + 1, field, problem, bad));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn maps_file_line(line: &str) -> Result<Option<FileMapping>, FieldError<'_>> {
+    let mut rest = line;
+    let range = next_field(&mut rest, "address", line)?;
+    let perms = next_field(&mut rest, "perms", line)?;
+    let _offset = next_field(&mut rest, "offset", line)?;
+    let dev = next_field(&mut rest, "dev", line)?;
+    let inode = next_field(&mut rest, "inode", line)?;
+    let inode: u64 = int(inode, 10).map_err(|p| ("inode", p, inode))?;
+    if inode == 0 {
+        return Ok(None);
+    }
+    let (start, end) = range
+        .split_once('-')
+        .ok_or(("address", Problem::Malformed, range))?;
+    let start: u64 = int(start, 16).map_err(|p| ("address", p, range))?;
+    let end: u64 = int(end, 16).map_err(|p| ("address", p, range))?;
+    if perms.len() != 4 || !perms.is_ascii() {
+        return Err(("perms", Problem::Malformed, perms));
+    }
+    let (major, minor) = dev
+        .split_once(':')
+        .ok_or(("dev", Problem::Malformed, dev))?;
+    Ok(Some(FileMapping {
+        start,
+        end,
+        writable: perms.as_bytes()[1] == b'w',
+        dev_major: int(major, 16).map_err(|p| ("dev", p, dev))?,
+        dev_minor: int(minor, 16).map_err(|p| ("dev", p, dev))?,
+        inode,
+    }))
+}
+
+/// Where a POSIX object's file lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PosixDir {
+    /// /dev/shm: shared memory objects and (`sem.NAME`) named semaphores.
+    DevShm,
+    /// The mqueue filesystem: message queues.
+    Mqueue,
+}
+
+impl PosixDir {
+    pub fn of(ty: PosixType) -> Self {
+        match ty {
+            PosixType::Pshm | PosixType::Psem => Self::DevShm,
+            PosixType::Pmsg => Self::Mqueue,
+        }
+    }
+}
+
+/// The longest file name (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+
+/// The type and API name (`/NAME`) of the file `file` of a POSIX IPC directory: in /dev/shm
+/// `sem.NAME` is a named semaphore, anything else a shared memory object; in the mqueue
+/// filesystem, a queue. None for `.`, `..`, an empty name or one with a slash.
+pub fn posix_object_name(dir: PosixDir, file: &str) -> Option<(PosixType, String)> {
+    if file.is_empty() || file == "." || file == ".." || file.contains('/') {
+        return None;
+    }
+    let (ty, rest) = match dir {
+        PosixDir::Mqueue => (PosixType::Pmsg, file),
+        PosixDir::DevShm => match file.strip_prefix("sem.") {
+            Some(rest) if !rest.is_empty() => (PosixType::Psem, rest),
+            _ => (PosixType::Pshm, file),
+        },
+    };
+    Some((ty, format!("/{rest}")))
+}
+
+/// The file name of POSIX object `name` (`/NAME`, as the API takes it; the leading slash may
+/// be left out) in its directory: `NAME`, or `sem.NAME` for a semaphore. An error says why a
+/// name cannot be one (empty, a slash inside, `.` or `..`, too long).
+pub fn posix_file_name(ty: PosixType, name: &str) -> Result<String, String> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty() || bare == "." || bare == ".." {
+        return Err(format!("{name:?} is not a POSIX IPC name (expected /NAME)"));
+    }
+    if bare.contains('/') {
+        return Err(format!(
+            "{name:?} is not a POSIX IPC name: only its first character may be a slash"
+        ));
+    }
+    let file = match ty {
+        PosixType::Psem => format!("sem.{bare}"),
+        PosixType::Pshm | PosixType::Pmsg => bare.to_owned(),
+    };
+    if file.len() > NAME_MAX {
+        return Err(format!(
+            "{name:?} is too long for a POSIX IPC name ({} bytes, at most {NAME_MAX})",
+            file.len()
+        ));
+    }
+    // The same object must come back from the file name: `/sem.x` is a semaphore's file.
+    match posix_object_name(PosixDir::of(ty), &file) {
+        Some((t, _)) if t == ty => Ok(file),
+        _ => Err(format!(
+            "{name:?} names a {} in /dev/shm, not a {}",
+            PosixType::Psem.describe(),
+            ty.describe()
+        )),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1158,6 +1355,142 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let _ = parse_syscall(s, 1, 1);
         let _ = parse_sem_limits(s, "s");
         let _ = parse_number(s, "s");
+        let _ = parse_mqueue_file(s, "s");
+        let _ = parse_fdinfo_flags(s);
+        let _ = parse_maps_files(s, "s");
+        let _ = posix_object_name(PosixDir::DevShm, s);
+        let _ = posix_object_name(PosixDir::Mqueue, s);
+        for ty in PosixType::ALL {
+            let _ = posix_file_name(ty, s);
+        }
+    }
+
+    // Captured on this machine: a queue's file with two messages queued (5 bytes and 0), an
+    // mq_open descriptor's fdinfo, and the maps of a process holding a POSIX shared memory
+    // object and a named semaphore (whose mapping still shows glibc's temporary name).
+    const MQ_FILE: &str = "QSIZE:5          NOTIFY:0     SIGNO:0     NOTIFY_PID:0     \n";
+    const FDINFO: &str = "pos:\t0\nflags:\t02000001\nmnt_id:\t21\nino:\t960411\n";
+    const POSIX_MAPS: &str = "556fc0490000-556fc0491000 r--p 00000000 fe:00 11345978                   /tmp/posixexp/shm
+7fa00c11f000-7fa00c120000 rw-p 00000000 00:00 0
+7fa00c120000-7fa00c121000 rw-s 00000000 00:1b 5                          /dev/shm/sem.ElIjKj (deleted)
+7fa00c121000-7fa00c123000 r--s 00000000 00:1b 4                          /dev/shm/ipcaudit-exp-shm
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+
+    #[test]
+    fn mqueue_files_parse_by_field_name() {
+        assert_eq!(
+            parse_mqueue_file(MQ_FILE, "q"),
+            Ok(MqFile {
+                qsize: 5,
+                notify: 0,
+                signo: 0,
+                notify_pid: 0
+            })
+        );
+        let moved = "NOTIFY_PID:4711 SIGNO:10 QSIZE:0 NOTIFY:2";
+        assert_eq!(
+            parse_mqueue_file(moved, "q").map(|f| (f.notify_pid, f.signo, f.notify)),
+            Ok((4711, 10, 2))
+        );
+        let e =
+            parse_mqueue_file("QSIZE:x NOTIFY:0 SIGNO:0 NOTIFY_PID:0", "mqueue:/q").unwrap_err();
+        assert_eq!(
+            (e.field, e.problem),
+            ("QSIZE", Problem::NotANumber { radix: 10 })
+        );
+        assert_eq!(e.path, "mqueue:/q");
+        let e = parse_mqueue_file("QSIZE:1 NOTIFY:0 SIGNO:0", "q").unwrap_err();
+        assert_eq!((e.field, e.problem), ("NOTIFY_PID", Problem::Missing));
+        let e = parse_mqueue_file("", "q").unwrap_err();
+        assert_eq!(e.problem, Problem::Empty);
+        let e =
+            parse_mqueue_file("QSIZE:1 NOTIFY:0 SIGNO:0 NOTIFY_PID:99999999999", "q").unwrap_err();
+        assert_eq!((e.field, e.problem), ("NOTIFY_PID", Problem::OutOfRange));
+    }
+
+    #[test]
+    fn fdinfo_flags_give_the_access_mode() {
+        let flags = parse_fdinfo_flags(FDINFO).unwrap();
+        assert_eq!(flags, 0o2_000_001);
+        assert_eq!(access_mode(flags), (false, true));
+        assert_eq!(access_mode(0o2_000_000), (true, false));
+        assert_eq!(access_mode(0o2), (true, true));
+        assert_eq!(parse_fdinfo_flags("pos:\t0\n"), None);
+        assert_eq!(parse_fdinfo_flags("flags:\t9\n"), None);
+    }
+
+    #[test]
+    fn file_mappings_carry_device_and_inode() {
+        let m = parse_maps_files(POSIX_MAPS, "/proc/1/maps").unwrap();
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!(
+            m[1],
+            FileMapping {
+                start: 0x7fa0_0c12_0000,
+                end: 0x7fa0_0c12_1000,
+                writable: true,
+                dev_major: 0,
+                dev_minor: 0x1b,
+                inode: 5,
+            }
+        );
+        assert!(!m[2].writable);
+        assert_eq!((m[0].dev_major, m[0].dev_minor), (0xfe, 0));
+        let e = parse_maps_files("7f-80 rw-s 0 00:1b x /dev/shm/a\n", "/proc/1/maps").unwrap_err();
+        assert_eq!((e.line, e.field), (1, "inode"));
+        let e = parse_maps_files("\n7f-80 rw-s 0 001b 4 /dev/shm/a", "/proc/1/maps").unwrap_err();
+        assert_eq!((e.line, e.field, e.problem), (2, "dev", Problem::Malformed));
+    }
+
+    #[test]
+    fn posix_names_and_files() {
+        use PosixType::{Pmsg, Psem, Pshm};
+        assert_eq!(
+            posix_object_name(PosixDir::DevShm, "cache"),
+            Some((Pshm, "/cache".to_owned()))
+        );
+        assert_eq!(
+            posix_object_name(PosixDir::DevShm, "sem.lock"),
+            Some((Psem, "/lock".to_owned()))
+        );
+        // `sem.` alone is no semaphore's file.
+        assert_eq!(
+            posix_object_name(PosixDir::DevShm, "sem."),
+            Some((Pshm, "/sem.".to_owned()))
+        );
+        assert_eq!(
+            posix_object_name(PosixDir::Mqueue, "sem.x"),
+            Some((Pmsg, "/sem.x".to_owned()))
+        );
+        for bad in ["", ".", "..", "a/b"] {
+            assert_eq!(posix_object_name(PosixDir::DevShm, bad), None, "{bad:?}");
+        }
+        assert_eq!(posix_file_name(Pshm, "/cache"), Ok("cache".to_owned()));
+        assert_eq!(posix_file_name(Pshm, "cache"), Ok("cache".to_owned()));
+        assert_eq!(posix_file_name(Psem, "/lock"), Ok("sem.lock".to_owned()));
+        assert_eq!(posix_file_name(Pmsg, "/q"), Ok("q".to_owned()));
+        assert!(
+            posix_file_name(Pshm, "/")
+                .unwrap_err()
+                .contains("expected /NAME")
+        );
+        assert!(posix_file_name(Pshm, "/..").is_err());
+        assert!(posix_file_name(Pshm, "/a/b").unwrap_err().contains("slash"));
+        assert!(posix_file_name(Pshm, "/../etc/passwd").is_err());
+        // /dev/shm/sem.x is a semaphore's file, not a shared memory object's.
+        assert!(
+            posix_file_name(Pshm, "/sem.x")
+                .unwrap_err()
+                .contains("semaphore")
+        );
+        let long = format!("/{}", "a".repeat(252));
+        assert!(posix_file_name(Pshm, &long).is_ok());
+        assert!(
+            posix_file_name(Psem, &long)
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 
     fn shm_line(r: &ShmSegment) -> String {

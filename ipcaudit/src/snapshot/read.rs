@@ -24,12 +24,18 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat, readlinkat};
 use nix::sys::stat::Mode;
 
+use std::collections::HashSet;
+
+use nix::fcntl::AtFlags;
+
 use super::parse::{
-    self, ParseError, parse_maps_sysv, parse_ns_link, parse_stat, parse_stat_num_threads,
-    parse_status_uid, parse_syscall, parse_sysvipc_msg, parse_sysvipc_sem, parse_sysvipc_shm,
+    self, ParseError, access_mode, parse_fdinfo_flags, parse_maps_files, parse_maps_sysv,
+    parse_ns_link, parse_stat, parse_stat_num_threads, parse_status_uid, parse_syscall,
+    parse_sysvipc_msg, parse_sysvipc_sem, parse_sysvipc_shm,
 };
 use super::{
-    Limits, MsgQueue, ProcessInfo, SemSet, SemValue, ShmMapping, ShmSegment, Snapshot, Waiter,
+    Hold, Limits, MsgQueue, PosixHolder, PosixObject, ProcessInfo, SemSet, SemValue, ShmMapping,
+    ShmSegment, Snapshot, Waiter,
 };
 use crate::event::ProcessKey;
 
@@ -262,7 +268,9 @@ pub fn read_waiters(pids: &[u32]) -> Vec<Waiter> {
 /// Everything about the caller's IPC namespace, now: the sysvipc tables, the values of every
 /// semaphore set, the processes in the namespace (and those whose namespace is unknown,
 /// `ipc_ns` 0: zombies, and processes we may not inspect), the System V mappings and the tasks
-/// blocked in IPC of those in the namespace, and the limits.
+/// blocked in IPC of those in the namespace, and the limits; the POSIX objects
+/// ([`super::posix::read_objects`]) and every process, of any namespace, that maps one or holds
+/// a descriptor of one.
 /// `now_ns` (the wall clock, ns since the epoch) becomes `taken_ns`.
 ///
 /// Sets removed while their values are read are left out of `sem_values`, as are sets the
@@ -286,6 +294,8 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
             }
         }
     }
+    let posix = super::posix::read_objects();
+    let targets = PosixTargets::new(&posix.objects);
     let want_mappings = shm.iter().any(|s| s.nattch > 0);
     let want_waiters = !msg.is_empty()
         || sem_unknown
@@ -298,8 +308,14 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         processes,
         mappings,
         waiters,
+        posix_holders,
     } = in_parallel(&proc_pids(), |scan, dir, found: &mut Found| {
         let Some((p, extra)) = scan.process(dir, Some(ipc_ns)) else {
+            // A process of another IPC namespace may still map a /dev/shm object, or hold a
+            // queue's descriptor it was passed.
+            if !targets.is_empty() {
+                scan.posix_holders_outside(dir, &targets, &mut found.posix_holders);
+            }
             return;
         };
         if p.ipc_ns == ipc_ns {
@@ -309,6 +325,9 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
             if want_waiters {
                 scan.waiters(dir, extra.threads, &mut found.waiters);
             }
+        }
+        if !targets.is_empty() && p.is_alive() {
+            scan.posix_holders_of(dir, extra.live_tid, &p, &targets, &mut found.posix_holders);
         }
         found.processes.push(p);
     });
@@ -324,6 +343,10 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         processes,
         waiters,
         limits: read_limits(),
+        posix: posix.objects,
+        posix_holders,
+        posix_listed: posix.listed,
+        posix_notes: posix.notes,
     })
 }
 
@@ -333,13 +356,58 @@ struct Found {
     processes: Vec<ProcessInfo>,
     mappings: Vec<ShmMapping>,
     waiters: Vec<Waiter>,
+    posix_holders: Vec<PosixHolder>,
 }
 impl Part for Found {
     fn append(&mut self, mut other: Self) {
         self.processes.append(&mut other.processes);
         self.mappings.append(&mut other.mappings);
         self.waiters.append(&mut other.waiters);
+        self.posix_holders.append(&mut other.posix_holders);
     }
+}
+
+/// The POSIX objects whose holders a scan looks for, by device and inode.
+#[derive(Clone, Debug, Default)]
+pub struct PosixTargets {
+    files: HashSet<(u64, u64)>,
+    /// Some of them can be mapped (a /dev/shm file; a queue cannot): the maps are read.
+    mappable: bool,
+}
+
+impl PosixTargets {
+    pub fn new(objects: &[PosixObject]) -> Self {
+        Self {
+            files: objects.iter().map(|o| (o.dev, o.ino)).collect(),
+            mappable: objects
+                .iter()
+                .any(|o| o.ty != crate::event::PosixType::Pmsg),
+        }
+    }
+
+    /// One file (for a recheck).
+    pub fn one(dev: u64, ino: u64, mappable: bool) -> Self {
+        Self {
+            files: HashSet::from([(dev, ino)]),
+            mappable,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    fn contains(&self, dev: u64, ino: u64) -> bool {
+        self.files.contains(&(dev, ino))
+    }
+}
+
+/// Every process (any namespace) that maps one of `targets` or holds a descriptor of one: what
+/// `reap` rechecks immediately before it unlinks an object.
+pub fn read_posix_holders(targets: &PosixTargets) -> Vec<PosixHolder> {
+    in_parallel(&proc_pids(), |scan, dir, out: &mut Vec<PosixHolder>| {
+        scan.posix_holders_outside(dir, targets, out);
+    })
 }
 
 /// The numeric entries of /proc: one per thread group.
@@ -730,6 +798,166 @@ impl Scanner {
         Memory::Some
     }
 
+    /// The POSIX holdings of a process not read yet (another namespace's, or a recheck's):
+    /// looked for first, and the process read only when it holds something.
+    fn posix_holders_outside(
+        &mut self,
+        dir: &ProcDir,
+        targets: &PosixTargets,
+        out: &mut Vec<PosixHolder>,
+    ) {
+        let mut held = Vec::new();
+        self.posix_holdings(dir, None, targets, &mut held);
+        if held.is_empty() {
+            // A main thread that exited while others run has no descriptors or maps of its own.
+            let leader_exited = self.text(dir, "stat").is_some_and(|t| {
+                parse_stat(&t, "").is_ok_and(|s| s.state == 'Z')
+                    && parse_stat_num_threads(&t).is_some_and(|n| n > 1)
+            });
+            if !leader_exited {
+                return;
+            }
+        }
+        let Some((p, extra)) = self.process(dir, None) else {
+            return;
+        };
+        if !p.is_alive() {
+            return;
+        }
+        if held.is_empty() {
+            self.posix_holdings(dir, extra.live_tid, targets, &mut held);
+        }
+        out.extend(
+            held.into_iter()
+                .map(|(dev, ino, hold)| holder(&p, dev, ino, hold)),
+        );
+    }
+
+    /// The POSIX holdings of a process already read.
+    fn posix_holders_of(
+        &mut self,
+        dir: &ProcDir,
+        tid: Option<u32>,
+        p: &ProcessInfo,
+        targets: &PosixTargets,
+        out: &mut Vec<PosixHolder>,
+    ) {
+        let mut held = Vec::new();
+        self.posix_holdings(dir, tid, targets, &mut held);
+        out.extend(
+            held.into_iter()
+                .map(|(dev, ino, hold)| holder(p, dev, ino, hold)),
+        );
+    }
+
+    /// Appends the descriptors (/proc/PID/fd, access mode from fdinfo) and mappings of the
+    /// process (or of its thread `tid`) that are of one of `targets`, by device and inode.
+    fn posix_holdings(
+        &mut self,
+        dir: &ProcDir,
+        tid: Option<u32>,
+        targets: &PosixTargets,
+        out: &mut Vec<(u64, u64, Hold)>,
+    ) {
+        let base = match tid {
+            None => String::new(),
+            Some(tid) => format!("task/{tid}/"),
+        };
+        let fd_dir = format!("{base}fd");
+        let listing = std::fs::read_dir(self.path_of(dir.pid, &fd_dir));
+        match listing {
+            Ok(entries) => {
+                let mut rel = String::with_capacity(32);
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let Some(fd) = std::str::from_utf8(name.as_bytes())
+                        .ok()
+                        .and_then(|s| s.parse::<u32>().ok())
+                    else {
+                        continue;
+                    };
+                    rel.clear();
+                    let _ = write!(rel, "{fd_dir}/{fd}");
+                    // Sockets, pipes and anonymous files link to `type:[inode]`: no file.
+                    let is_path = readlinkat(dir.fd.as_fd(), rel.as_str())
+                        .is_ok_and(|l| l.as_bytes().first() == Some(&b'/'));
+                    if !is_path {
+                        continue;
+                    }
+                    let Ok(st) =
+                        nix::sys::stat::fstatat(dir.fd.as_fd(), rel.as_str(), AtFlags::empty())
+                    else {
+                        continue;
+                    };
+                    if !targets.contains(st.st_dev, st.st_ino) {
+                        continue;
+                    }
+                    rel.clear();
+                    let _ = write!(rel, "{base}fdinfo/{fd}");
+                    let (read, write) = self
+                        .text(dir, &rel)
+                        .and_then(|t| parse_fdinfo_flags(&t))
+                        .map_or((true, true), access_mode);
+                    out.push((st.st_dev, st.st_ino, Hold::Fd { fd, read, write }));
+                }
+            }
+            Err(e) => self.skip(dir.pid, &fd_dir, &e),
+        }
+        if !targets.mappable {
+            return;
+        }
+        let maps = format!("{base}maps");
+        let fd = match openat(
+            dir.fd.as_fd(),
+            maps.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) => return self.skip(dir.pid, &maps, &e.into()),
+        };
+        if self.procmap_query {
+            let before = out.len();
+            match query_file_mappings(fd.as_fd(), targets, out) {
+                Ok(()) | Err(Errno::ESRCH) => return,
+                Err(e @ (Errno::ENOTTY | Errno::EINVAL | Errno::EOPNOTSUPP)) => {
+                    log::debug!("PROCMAP_QUERY: {e}: reading the maps text instead");
+                    self.procmap_query = false;
+                    out.truncate(before);
+                }
+                Err(e) => {
+                    out.truncate(before);
+                    return self.skip(dir.pid, &maps, &e.into());
+                }
+            }
+        }
+        let len = match self.read_file(&mut File::from(fd), false) {
+            Ok(len) => len,
+            Err(e) => return self.skip(dir.pid, &maps, &e),
+        };
+        let path = format!("/proc/{}/{maps}", dir.pid);
+        let text = String::from_utf8_lossy(&self.buf[..len]);
+        match parse_maps_files(&text, &path) {
+            Ok(found) => {
+                for m in found {
+                    let dev = libc::makedev(m.dev_major, m.dev_minor);
+                    if targets.contains(dev, m.inode) {
+                        out.push((
+                            dev,
+                            m.inode,
+                            Hold::Map {
+                                start: m.start,
+                                end: m.end,
+                                writable: m.writable,
+                            },
+                        ));
+                    }
+                }
+            }
+            Err(e) => log::debug!("{e}"),
+        }
+    }
+
     /// Appends the tasks of the process that are blocked in an IPC syscall. `threads`: the
     /// thread count, if known; with one thread, only the main thread's file is read.
     fn waiters(&mut self, dir: &ProcDir, threads: Option<u32>, out: &mut Vec<Waiter>) {
@@ -861,6 +1089,58 @@ fn query_sysv_mappings(
                 offset: q.vma_offset,
                 writable: q.vma_flags & PROCMAP_QUERY_VMA_WRITABLE != 0,
             });
+        }
+    }
+}
+
+/// A POSIX holder record.
+fn holder(p: &ProcessInfo, dev: u64, ino: u64, hold: Hold) -> PosixHolder {
+    PosixHolder {
+        process: p.key,
+        comm: p.comm.clone(),
+        uid: p.uid,
+        ipc_ns: p.ipc_ns,
+        dev,
+        ino,
+        hold,
+    }
+}
+
+/// Appends the file mappings of `targets` in the process whose maps file is `maps`: one ioctl
+/// per file mapping (names are not fetched: the device and inode tell).
+fn query_file_mappings(
+    maps: BorrowedFd<'_>,
+    targets: &PosixTargets,
+    out: &mut Vec<(u64, u64, Hold)>,
+) -> Result<(), Errno> {
+    let mut addr = 0;
+    loop {
+        let mut q = ProcmapQuery {
+            size: 104,
+            query_flags: PROCMAP_QUERY_COVERING_OR_NEXT_VMA | PROCMAP_QUERY_FILE_BACKED_VMA,
+            query_addr: addr,
+            ..ProcmapQuery::default()
+        };
+        match procmap_query(maps, &mut q) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if q.vma_end <= addr {
+            return Ok(());
+        }
+        addr = q.vma_end;
+        let dev = libc::makedev(q.dev_major, q.dev_minor);
+        if targets.contains(dev, q.inode) {
+            out.push((
+                dev,
+                q.inode,
+                Hold::Map {
+                    start: q.vma_start,
+                    end: q.vma_end,
+                    writable: q.vma_flags & PROCMAP_QUERY_VMA_WRITABLE != 0,
+                },
+            ));
         }
     }
 }
@@ -1360,5 +1640,64 @@ mod tests {
             );
         }
         eprintln!("best: {best:?}");
+    }
+
+    #[test]
+    fn posix_holders_are_found_by_mapping_and_descriptor() {
+        let name = format!("/ipcaudit-read-{}", our_pid());
+        let c = std::ffi::CString::new(name.clone()).unwrap();
+        // SAFETY: plain libc calls on an object of our own; the mapping is not touched.
+        let (fd, addr) = unsafe {
+            let fd = libc::shm_open(c.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o600);
+            assert!(fd >= 0, "shm_open: {}", io::Error::last_os_error());
+            assert_eq!(libc::ftruncate(fd, 4096), 0);
+            let addr = libc::mmap(
+                ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            (fd, addr)
+        };
+        let snap = take_snapshot(0).unwrap();
+        let o = snap
+            .posix
+            .iter()
+            .find(|o| o.name == name)
+            .cloned()
+            .expect("listed");
+        let ours: Vec<&PosixHolder> = snap
+            .posix_holders
+            .iter()
+            .filter(|h| h.process.pid == our_pid() && (h.dev, h.ino) == (o.dev, o.ino))
+            .collect();
+        let again = read_posix_holders(&PosixTargets::one(o.dev, o.ino, true));
+        // SAFETY: undoing the above.
+        unsafe {
+            libc::munmap(addr, 4096);
+            libc::close(fd);
+            libc::shm_unlink(c.as_ptr());
+        }
+        let fd = u32::try_from(fd).unwrap();
+        assert!(
+            ours.iter().any(|h| h.hold
+                == Hold::Fd {
+                    fd,
+                    read: true,
+                    write: true
+                }),
+            "{ours:?}"
+        );
+        assert!(
+            ours.iter().any(|h| matches!(h.hold, Hold::Map { start, writable: true, .. } if start == addr as u64)),
+            "{ours:?}"
+        );
+        assert_eq!(
+            again.iter().filter(|h| h.process.pid == our_pid()).count(),
+            ours.len()
+        );
     }
 }

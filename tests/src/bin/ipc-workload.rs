@@ -1,6 +1,6 @@
-//! The workload the root integration tests drive: performs real System V IPC and prints what it
-//! did (ids, addresses, pids) as one JSON object per line on stdout, so that a test can expect
-//! exact records from ipcaudit.
+//! The workload the root integration tests drive: performs real System V and POSIX IPC and
+//! prints what it did (ids, names, addresses, pids) as one JSON object per line on stdout, so
+//! that a test can expect exact records from ipcaudit.
 //!
 //! Usage: `ipc-workload SCENARIO [ARG]`. Scenarios are listed in `main`.
 
@@ -568,6 +568,261 @@ fn peak_rss() {
     });
 }
 
+// ---------------------------------------------------------------------------------------------
+// POSIX IPC
+
+/// The name argument of the POSIX scenarios (`/NAME`), as a C string.
+fn arg_name() -> std::ffi::CString {
+    let name = std::env::args().nth(2).unwrap_or_else(|| {
+        eprintln!("ipc-workload: this scenario takes a POSIX name argument (/NAME)");
+        std::process::exit(2)
+    });
+    std::ffi::CString::new(name).unwrap_or_else(|_| {
+        eprintln!("ipc-workload: a name has no NUL byte");
+        std::process::exit(2)
+    })
+}
+
+/// The inode of an open descriptor.
+fn inode(fd: i32) -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat fills the struct it is given.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        fail("fstat");
+    }
+    // SAFETY: zero-initialized plain data, filled by the kernel.
+    unsafe { st.assume_init() }.st_ino
+}
+
+/// Maps a POSIX shared memory object (creating it, 8192 bytes, when `create`), closes the
+/// descriptor (the mapping keeps it) and holds.
+fn posix_shm_map(create: bool) {
+    let name = arg_name();
+    let flags = if create {
+        libc::O_CREAT | libc::O_EXCL | libc::O_RDWR
+    } else {
+        libc::O_RDWR
+    };
+    // SAFETY: plain libc calls with a valid name.
+    let fd = unsafe { libc::shm_open(name.as_ptr(), flags, 0o600) };
+    if fd < 0 {
+        fail("shm_open");
+    }
+    // SAFETY: as above.
+    if create && unsafe { libc::ftruncate(fd, 8192) } != 0 {
+        fail("ftruncate");
+    }
+    // SAFETY: a shared mapping of the object; written through a raw pointer once.
+    let addr = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        fail("mmap");
+    }
+    let ino = inode(fd);
+    // SAFETY: the mapping is 8192 bytes long; the descriptor is ours.
+    unsafe {
+        *addr.cast::<u8>() = 1;
+        libc::close(fd);
+    }
+    say(
+        &json!({"pid": pid(), "name": name.to_string_lossy(), "ino": ino, "addr": format!("0x{:x}", addr as usize)}),
+    );
+    hold();
+}
+
+/// Creates a named semaphore (value 1), takes it, and holds (mapped).
+fn posix_sem_hold() {
+    let name = arg_name();
+    // SAFETY: sem_open with O_CREAT takes a mode and a value.
+    let sem = unsafe { libc::sem_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL, 0o600, 1u32) };
+    if sem == libc::SEM_FAILED {
+        fail("sem_open");
+    }
+    // SAFETY: a semaphore sem_open returned.
+    if unsafe { libc::sem_wait(sem) } != 0 {
+        fail("sem_wait");
+    }
+    say(&json!({"pid": pid(), "name": name.to_string_lossy()}));
+    hold();
+}
+
+/// Creates a queue (10 messages of up to 64 bytes) open for reading and receives forever.
+fn posix_mq_reader() {
+    let name = arg_name();
+    // SAFETY: plain data.
+    let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+    attr.mq_maxmsg = 10;
+    attr.mq_msgsize = 64;
+    // SAFETY: mq_open with O_CREAT takes a mode and an attribute pointer.
+    let q = unsafe {
+        libc::mq_open(
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDONLY,
+            0o600,
+            &raw const attr,
+        )
+    };
+    if q < 0 {
+        fail("mq_open");
+    }
+    say(&json!({"pid": pid(), "name": name.to_string_lossy(), "ino": inode(q)}));
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: a buffer of the queue's message size.
+        if unsafe { libc::mq_receive(q, buf.as_mut_ptr().cast(), 64, ptr::null_mut()) } < 0 {
+            fail("mq_receive");
+        }
+    }
+}
+
+/// Opens an existing queue write-only, sends COUNT (3) messages of 16 bytes, and holds.
+fn posix_mq_writer() {
+    let name = arg_name();
+    let count: u32 = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(3);
+    // SAFETY: plain libc call with a valid name.
+    let q = unsafe { libc::mq_open(name.as_ptr(), libc::O_WRONLY) };
+    if q < 0 {
+        fail("mq_open");
+    }
+    for _ in 0..count {
+        // SAFETY: a 16-byte message from a valid buffer.
+        if unsafe { libc::mq_send(q, b"tick tick tick!!".as_ptr().cast(), 16, 1) } != 0 {
+            fail("mq_send");
+        }
+    }
+    say(&json!({"pid": pid(), "name": name.to_string_lossy(), "sent": count}));
+    hold();
+}
+
+/// Creates queue NAME (4 messages of up to 32 bytes), sends three messages (priorities 3, 1,
+/// 1), receives one, registers and removes an `mq_notify`, lets a forked child send one through
+/// the inherited descriptor, then unlinks the queue and closes it.
+fn posix_mq_basic() {
+    let name = arg_name();
+    // SAFETY: plain data.
+    let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+    attr.mq_maxmsg = 4;
+    attr.mq_msgsize = 32;
+    // SAFETY: mq_open with O_CREAT takes a mode and an attribute pointer.
+    let q = unsafe {
+        libc::mq_open(
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+            0o600,
+            &raw const attr,
+        )
+    };
+    if q < 0 {
+        fail("mq_open");
+    }
+    let send = |text: &[u8], prio: u32| {
+        // SAFETY: a message from a valid buffer.
+        if unsafe { libc::mq_send(q, text.as_ptr().cast(), text.len(), prio) } != 0 {
+            fail("mq_send");
+        }
+    };
+    send(b"hello", 3);
+    send(b"x", 1);
+    send(b"y", 1);
+    let mut buf = [0u8; 32];
+    let mut prio = 0u32;
+    // SAFETY: a buffer of the queue's message size, a valid priority pointer.
+    let got = unsafe { libc::mq_receive(q, buf.as_mut_ptr().cast(), 32, &raw mut prio) };
+    if got != 5 || prio != 3 {
+        fail("mq_receive");
+    }
+    // SAFETY: a zeroed sigevent asking for no notification, then removing it.
+    unsafe {
+        let mut ev: libc::sigevent = std::mem::zeroed();
+        ev.sigev_notify = libc::SIGEV_NONE;
+        if libc::mq_notify(q, &raw const ev) != 0 || libc::mq_notify(q, ptr::null()) != 0 {
+            fail("mq_notify");
+        }
+    }
+    let child = fork();
+    if child == 0 {
+        // SAFETY: sending through the inherited descriptor, then leaving.
+        unsafe {
+            libc::mq_send(q, b"from child".as_ptr().cast(), 10, 2);
+            libc::_exit(0);
+        }
+    }
+    wait(child);
+    let ino = inode(q);
+    // SAFETY: removing and closing our queue.
+    unsafe {
+        if libc::mq_unlink(name.as_ptr()) != 0 {
+            fail("mq_unlink");
+        }
+        libc::mq_close(q);
+    }
+    say(&json!({"pid": pid(), "child": child, "name": name.to_string_lossy(), "ino": ino}));
+}
+
+/// A child creates a shared memory object `PREFIX-shm`, a named semaphore `PREFIX-sem` and a
+/// queue `PREFIX-mq` (with one message) and exits without closing or unlinking them: three
+/// orphans nobody holds.
+fn posix_orphans() {
+    let prefix = arg_name().to_string_lossy().into_owned();
+    let names = [
+        format!("{prefix}-shm"),
+        format!("{prefix}-sem"),
+        format!("{prefix}-mq"),
+    ];
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let (shm, sem, mq) = (c(&names[0]), c(&names[1]), c(&names[2]));
+    let child = fork();
+    if child == 0 {
+        // SAFETY: plain libc calls with valid arguments; the child leaves with _exit.
+        unsafe {
+            let fd = libc::shm_open(
+                shm.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+                0o600,
+            );
+            if fd < 0 || libc::ftruncate(fd, 4096) != 0 {
+                libc::_exit(3);
+            }
+            let s = libc::sem_open(sem.as_ptr(), libc::O_CREAT | libc::O_EXCL, 0o600, 0u32);
+            if s == libc::SEM_FAILED {
+                libc::_exit(4);
+            }
+            let mut attr: libc::mq_attr = std::mem::zeroed();
+            attr.mq_maxmsg = 4;
+            attr.mq_msgsize = 32;
+            let q = libc::mq_open(
+                mq.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                0o600,
+                &raw const attr,
+            );
+            if q < 0 || libc::mq_send(q, b"left".as_ptr().cast(), 4, 0) != 0 {
+                libc::_exit(5);
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: valid out pointer.
+    unsafe { libc::waitpid(child, &raw mut status, 0) };
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        eprintln!("ipc-workload: the child failed to create the objects ({status:#x})");
+        std::process::exit(2);
+    }
+    say(&json!({"pid": pid(), "child": child, "shm": names[0], "sem": names[1], "mq": names[2]}));
+}
+
 /// The id argument of the scenarios that take one.
 fn arg_id() -> i32 {
     std::env::args()
@@ -618,12 +873,21 @@ fn main() {
         "rmid-child" => rmid_child(),
         "orphan-shm" => orphan_shm(),
         "reuse-id" => reuse_id(),
+        "posix-shm-hold" => posix_shm_map(true),
+        "posix-shm-map" => posix_shm_map(false),
+        "posix-sem-hold" => posix_sem_hold(),
+        "posix-mq-reader" => posix_mq_reader(),
+        "posix-mq-writer" => posix_mq_writer(),
+        "posix-orphans" => posix_orphans(),
+        "posix-mq-basic" => posix_mq_basic(),
         other => {
             eprintln!(
                 "ipc-workload: unknown scenario {other:?}; expected one of shm-basic, shm-rmid-attached, \
                  shm-fork-munmap, sem-basic, msg-basic, bad-shmat, exec-child, hold-shm, zombie-creator, \
                  fork-three, sem-hold, sem-hold-undo, sem-wait ID, msg-reader, msg-producer ID, rmid-child, \
-                 orphan-shm [KEY], reuse-id, peak-rss CMD..."
+                 orphan-shm [KEY], reuse-id, posix-shm-hold NAME, posix-shm-map NAME, \
+                 posix-sem-hold NAME, posix-mq-reader NAME, posix-mq-writer NAME [COUNT], \
+                 posix-orphans PREFIX, posix-mq-basic NAME, peak-rss CMD..."
             );
             std::process::exit(2);
         }
