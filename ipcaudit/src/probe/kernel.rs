@@ -32,6 +32,11 @@ pub const ENTER_ARGS: &[(&str, usize)] = &[
     ("msgctl", 3),
     ("munmap", 2),
     ("mremap", 5),
+    ("mq_open", 4),
+    ("mq_unlink", 1),
+    ("mq_timedsend", 5),
+    ("mq_timedreceive", 5),
+    ("mq_notify", 2),
 ];
 
 /// `sched:sched_process_exec` fields the exec program reads at fixed offsets.
