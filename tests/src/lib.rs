@@ -152,13 +152,27 @@ impl Ipcaudit {
         unsafe { libc::kill(i32::try_from(self.child.id()).expect("pid"), sig) };
     }
 
+    /// Every line it wrote that was not read yet, up to the end of its output (once it has
+    /// exited, the reader thread may still be passing the last ones on; 10 s at most).
+    fn rest(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stdout.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
     /// Waits (up to `timeout`) for the tracer to exit by itself; its records.
     pub fn wait_exit(mut self, timeout: Duration) -> Vec<Value> {
         assert!(
             eventually(timeout, || self.child.try_wait().ok().flatten().is_some()),
             "ipcaudit did not exit by itself"
         );
-        let lines: Vec<String> = self.stdout.try_iter().collect();
+        let lines = self.rest();
         lines
             .iter()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -172,7 +186,7 @@ impl Ipcaudit {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(i32::try_from(self.child.id()).expect("pid"), libc::SIGINT) };
         let status = self.child.wait().expect("wait ipcaudit");
-        let lines: Vec<String> = self.stdout.try_iter().collect();
+        let lines = self.rest();
         assert!(
             status.success(),
             "ipcaudit exited with {status}; stderr:\n{}",
