@@ -212,6 +212,9 @@ pub struct PosixHolderView<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PosixView<'a> {
     pub object: PosixRef,
+    /// The process that created it, when the model saw it (`mq-create`).
+    pub creator: Option<ProcessRef<'a>>,
+    pub created_ns: Option<u64>,
     pub mode: u32,
     pub uid: u32,
     pub changed_ns: u64,
@@ -263,6 +266,8 @@ impl Model {
     fn posix_view<'a>(&'a self, o: &'a PosixObj) -> PosixView<'a> {
         PosixView {
             object: o.posix_ref(),
+            creator: o.creator.map(|k| self.pref(k)),
+            created_ns: o.created_ns,
             mode: o.mode,
             uid: o.uid,
             changed_ns: o.changed_ns,
