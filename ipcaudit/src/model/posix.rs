@@ -288,6 +288,10 @@ impl Model {
     /// The POSIX objects of a snapshot replace the model's of that namespace; holders are the
     /// snapshot's. Returns whether anything changed.
     pub(crate) fn sync_posix(&mut self, snap: &Snapshot, cx: &mut Cx) -> bool {
+        // A snapshot that could not inspect every process does not know who holds what.
+        if snap.posix_hidden > 0 {
+            return false;
+        }
         let ns = snap.ipc_ns;
         let now = snap.taken_ns;
         let mut changed = false;
