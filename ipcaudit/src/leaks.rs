@@ -590,11 +590,16 @@ fn holder_evidence(holders: &[&PosixHolder]) -> Vec<ProcessEvidence> {
 /// `orphaned-posix-semaphore` and `orphaned-posix-queue` for an object no process maps or holds
 /// open and that has not changed for `grace_secs`; `stalled-posix-queue` for a queue holding
 /// messages whose live holders all opened it write-only (and with no live `mq_notify`
-/// registration). Ordered by rule, type and name.
+/// registration). Ordered by rule, type and name. Nothing when some processes' holdings could
+/// not be read (`posix_hidden`).
 pub fn judge_posix(scene: &Scene, grace_secs: u64) -> Vec<Finding> {
     let snap = &scene.snap;
     let now = scene.now_secs();
     let mut out = Vec::new();
+    // Who holds what is not known when some processes could not be inspected (a note says so).
+    if snap.posix_hidden > 0 {
+        return out;
+    }
     for o in &snap.posix {
         let holders = posix_holders_of(snap, o);
         let r = posix_ref(snap.ipc_ns, o);
@@ -1266,6 +1271,10 @@ mod tests {
         );
         // judge_all has both families.
         assert_eq!(judge_all(&sc, 60).len(), 3);
+        // When some processes could not be inspected, nobody may be said not to hold anything.
+        let mut blind = sc.clone();
+        blind.snap.posix_hidden = 4;
+        assert!(judge_posix(&blind, 0).is_empty());
     }
 
     #[test]

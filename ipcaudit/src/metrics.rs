@@ -112,6 +112,12 @@ pub fn render(summary: &Summary, model: Option<&Model>, gauges: Gauges) -> Strin
                 .entry((o.object.ty.to_string(), status))
                 .or_default() += 1;
         }
+        // POSIX objects the model holds exist (an unlinked one is forgotten).
+        for o in model.posix_objects() {
+            *objects
+                .entry((o.object.ty.to_string(), "live".to_owned()))
+                .or_default() += 1;
+        }
         family(
             &mut out,
             "ipcaudit_objects",

@@ -351,6 +351,10 @@ pub enum Refusal {
     Directory {
         why: String,
     },
+    /// Some processes could not be inspected for descriptors and mappings of a POSIX object.
+    HoldersUnknown {
+        hidden: u32,
+    },
 }
 
 impl Refusal {
@@ -377,6 +381,7 @@ impl Refusal {
             Self::RateCapped { .. } => "rate-capped",
             Self::ModelUncertain => "model-uncertain",
             Self::Directory { .. } => "directory",
+            Self::HoldersUnknown { .. } => "holders-unknown",
         }
     }
 }
@@ -427,6 +432,11 @@ impl fmt::Display for Refusal {
                 f.write_str("records were lost: the model may be wrong until the next resync")
             }
             Self::Directory { why } => write!(f, "its directory: {why}"),
+            Self::HoldersUnknown { hidden } => write!(
+                f,
+                "the descriptors and mappings of {hidden} process(es) could not be read (no \
+                 permission; run as root): whether someone holds it is not known"
+            ),
         }
     }
 }

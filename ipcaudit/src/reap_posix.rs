@@ -11,7 +11,8 @@
 //!    must still be the same file (device and inode), unchanged since the plan (size, mtime,
 //!    ctime, mode, owner), and **no process may map it or hold a descriptor of it** — every
 //!    process of the system is scanned for it (/proc/PID/maps and /proc/PID/fd, any namespace);
-//!    it must have been unchanged for `--older-than`;
+//!    it must have been unchanged for `--older-than`; a process that cannot be inspected (no
+//!    permission) makes it unknown whether someone holds it: refused;
 //! 3. **act**: `unlinkat` on a descriptor of /dev/shm or of the mqueue filesystem, right after
 //!    a last `fstatat(AT_SYMLINK_NOFOLLOW)` shows the name still is that file. Only names
 //!    directly in those directories are touched, a symlink is never followed, and nothing
@@ -177,6 +178,9 @@ pub fn plan(
     let now_secs = scene.now_secs();
     let mut out = Vec::new();
     let mut named: Vec<(PosixType, String)> = Vec::new();
+    let blind = (snap.posix_hidden > 0).then_some(Refusal::HoldersUnknown {
+        hidden: snap.posix_hidden,
+    });
     for f in findings.iter().filter(|f| reapable(f.rule)) {
         let Some(r) = f.posix.as_ref().filter(|r| r.ns == ns) else {
             continue;
@@ -225,9 +229,10 @@ pub fn plan(
             why: f.description.clone(),
         };
         let holders = leaks::posix_holders_of(snap, o);
-        match check(&c, Some(o), &holders, now_secs, opts) {
-            Ok(()) => out.push(Planned::Remove(c)),
-            Err(refusal) => out.push(skip(refusal, Some(o))),
+        match (check(&c, Some(o), &holders, now_secs, opts), &blind) {
+            (Ok(()), Some(refusal)) => out.push(skip(refusal.clone(), Some(o))),
+            (Ok(()), None) => out.push(Planned::Remove(c)),
+            (Err(refusal), _) => out.push(skip(refusal, Some(o))),
         }
     }
     if sel.explicit() {
@@ -237,6 +242,15 @@ pub fn plan(
             }
             named.push((o.ty, o.name.clone()));
             let holders = leaks::posix_holders_of(snap, o);
+            if let Some(refusal) = &blind {
+                out.push(Planned::Skip {
+                    object: leaks::posix_ref(ns, o),
+                    state: Some(o.clone()),
+                    rule: None,
+                    refusal: refusal.clone(),
+                });
+                continue;
+            }
             let why = match holders.first() {
                 Some(h) => format!(
                     "process {} ({}) maps it or holds it open",
@@ -312,13 +326,18 @@ pub fn execute(c: &Candidate, opts: CheckOptions, dry_run: bool) -> Outcome {
             });
         }
     };
-    let holders = now
+    let scan = now
         .as_ref()
         .map(|o| {
             read::read_posix_holders(&PosixTargets::one(o.dev, o.ino, o.ty != PosixType::Pmsg))
         })
         .unwrap_or_default();
-    let refs: Vec<&PosixHolder> = holders.iter().collect();
+    if scan.hidden > 0 {
+        return Outcome::Refused(Refusal::HoldersUnknown {
+            hidden: scan.hidden,
+        });
+    }
+    let refs: Vec<&PosixHolder> = scan.holders.iter().collect();
     let now_secs = i64::try_from(clock::now_wall_ns() / 1_000_000_000).unwrap_or(i64::MAX);
     if let Err(refusal) = check(c, now.as_ref(), &refs, now_secs, opts) {
         return Outcome::Refused(refusal);
@@ -503,6 +522,16 @@ mod tests {
             )
             .is_empty()
         );
+
+        // Processes that could not be inspected: an orphan named is refused, not removed.
+        let mut blind = sc.clone();
+        blind.snap.posix_hidden = 2;
+        let named = PosixSelection {
+            names: vec!["/orphan".into()],
+            ..PosixSelection::default()
+        };
+        let p = plan(&blind, &findings, &named, CheckOptions::default());
+        assert_eq!(names(&p), vec![("/orphan".to_owned(), "holders-unknown")]);
     }
 
     #[test]

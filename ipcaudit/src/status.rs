@@ -114,12 +114,17 @@ pub fn render_status(v: &Value) -> String {
             .chars()
             .filter(|c| !c.is_control())
             .collect();
+        let creator = if o["creator"].is_null() {
+            "-".to_owned()
+        } else {
+            proc_label(&o["creator"])
+        };
         let _ = writeln!(
             out,
             "{:<4} {:<46} {:<22} {}",
             s(&o["object"]["type"]),
             name,
-            "-",
+            creator,
             if holders.is_empty() {
                 "-".to_owned()
             } else {

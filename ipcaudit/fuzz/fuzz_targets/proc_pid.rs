@@ -1,7 +1,12 @@
-//! /proc/PID/{maps,stat,status,syscall} parsers: never a panic on any text.
+//! /proc/PID/{maps,stat,status,syscall,fdinfo} parsers and a POSIX queue's file: never a panic
+//! on any text.
 #![no_main]
 
-use ipcaudit::snapshot::parse::{parse_maps_sysv, parse_stat, parse_status_uid, parse_syscall};
+use ipcaudit::event::PosixType;
+use ipcaudit::snapshot::parse::{
+    PosixDir, parse_fdinfo_flags, parse_maps_files, parse_maps_sysv, parse_mqueue_file,
+    parse_stat, parse_status_uid, parse_syscall, posix_file_name, posix_object_name,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,4 +15,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_stat(&text, "/proc/1/stat");
     let _ = parse_status_uid(&text);
     let _ = parse_syscall(&text, 1, 1);
+    let _ = parse_maps_files(&text, "/proc/1/maps");
+    let _ = parse_fdinfo_flags(&text);
+    let _ = parse_mqueue_file(&text, "mqueue:/q");
+    let _ = posix_object_name(PosixDir::DevShm, &text);
+    let _ = posix_object_name(PosixDir::Mqueue, &text);
+    for ty in PosixType::ALL {
+        let _ = posix_file_name(ty, &text);
+    }
 });

@@ -212,6 +212,9 @@ pub struct PosixHolderView<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PosixView<'a> {
     pub object: PosixRef,
+    /// The process that created it, when the model saw it (`mq-create`).
+    pub creator: Option<ProcessRef<'a>>,
+    pub created_ns: Option<u64>,
     pub mode: u32,
     pub uid: u32,
     pub changed_ns: u64,
@@ -263,6 +266,8 @@ impl Model {
     fn posix_view<'a>(&'a self, o: &'a PosixObj) -> PosixView<'a> {
         PosixView {
             object: o.posix_ref(),
+            creator: o.creator.map(|k| self.pref(k)),
+            created_ns: o.created_ns,
             mode: o.mode,
             uid: o.uid,
             changed_ns: o.changed_ns,
@@ -283,6 +288,10 @@ impl Model {
     /// The POSIX objects of a snapshot replace the model's of that namespace; holders are the
     /// snapshot's. Returns whether anything changed.
     pub(crate) fn sync_posix(&mut self, snap: &Snapshot, cx: &mut Cx) -> bool {
+        // A snapshot that could not inspect every process does not know who holds what.
+        if snap.posix_hidden > 0 {
+            return false;
+        }
         let ns = snap.ipc_ns;
         let now = snap.taken_ns;
         let mut changed = false;

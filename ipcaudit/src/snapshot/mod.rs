@@ -181,6 +181,10 @@ pub struct Snapshot {
     /// Every process mapping a POSIX object or holding a descriptor of it (any namespace).
     #[serde(default)]
     pub posix_holders: Vec<PosixHolder>,
+    /// Processes whose descriptors and mappings could not be read (no permission): when not 0,
+    /// `posix_holders` may miss some, and no POSIX object is judged unheld.
+    #[serde(default)]
+    pub posix_hidden: u32,
     /// The POSIX types this snapshot lists (a type it could not read is left out: the model
     /// then keeps what it had of it).
     #[serde(default)]

@@ -104,6 +104,11 @@ fn vanished(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH))
 }
 
+/// EACCES or EPERM: not ours to read.
+fn denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small files
 
@@ -309,12 +314,14 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         mappings,
         waiters,
         posix_holders,
+        posix_hidden,
     } = in_parallel(&proc_pids(), |scan, dir, found: &mut Found| {
         let Some((p, extra)) = scan.process(dir, Some(ipc_ns)) else {
             // A process of another IPC namespace may still map a /dev/shm object, or hold a
             // queue's descriptor it was passed.
             if !targets.is_empty() {
                 scan.posix_holders_outside(dir, &targets, &mut found.posix_holders);
+                found.posix_hidden += std::mem::take(&mut scan.posix_hidden);
             }
             return;
         };
@@ -328,9 +335,18 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         }
         if !targets.is_empty() && p.is_alive() {
             scan.posix_holders_of(dir, extra.live_tid, &p, &targets, &mut found.posix_holders);
+            found.posix_hidden += std::mem::take(&mut scan.posix_hidden);
         }
         found.processes.push(p);
     });
+    let mut posix_notes = posix.notes;
+    if posix_hidden > 0 {
+        posix_notes.push(format!(
+            "the holders of POSIX objects are not all known: the descriptors and mappings of \
+             {posix_hidden} process(es) could not be read (no permission; run as root), so no \
+             POSIX object is judged leaked"
+        ));
+    }
 
     Ok(Snapshot {
         ipc_ns,
@@ -345,8 +361,9 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         limits: read_limits(),
         posix: posix.objects,
         posix_holders,
+        posix_hidden,
         posix_listed: posix.listed,
-        posix_notes: posix.notes,
+        posix_notes,
     })
 }
 
@@ -357,6 +374,8 @@ struct Found {
     mappings: Vec<ShmMapping>,
     waiters: Vec<Waiter>,
     posix_holders: Vec<PosixHolder>,
+    /// Processes whose POSIX holdings could not be read (no permission).
+    posix_hidden: u32,
 }
 impl Part for Found {
     fn append(&mut self, mut other: Self) {
@@ -364,6 +383,23 @@ impl Part for Found {
         self.mappings.append(&mut other.mappings);
         self.waiters.append(&mut other.waiters);
         self.posix_holders.append(&mut other.posix_holders);
+        self.posix_hidden += other.posix_hidden;
+    }
+}
+
+/// The holders of some POSIX objects, and how many processes could not be inspected.
+#[derive(Default)]
+pub struct PosixHolders {
+    pub holders: Vec<PosixHolder>,
+    /// Processes whose descriptors or mappings could not be read (no permission): when not 0,
+    /// nobody may be said not to hold an object.
+    pub hidden: u32,
+}
+
+impl Part for PosixHolders {
+    fn append(&mut self, mut other: Self) {
+        self.holders.append(&mut other.holders);
+        self.hidden += other.hidden;
     }
 }
 
@@ -404,9 +440,10 @@ impl PosixTargets {
 
 /// Every process (any namespace) that maps one of `targets` or holds a descriptor of one: what
 /// `reap` rechecks immediately before it unlinks an object.
-pub fn read_posix_holders(targets: &PosixTargets) -> Vec<PosixHolder> {
-    in_parallel(&proc_pids(), |scan, dir, out: &mut Vec<PosixHolder>| {
-        scan.posix_holders_outside(dir, targets, out);
+pub fn read_posix_holders(targets: &PosixTargets) -> PosixHolders {
+    in_parallel(&proc_pids(), |scan, dir, out: &mut PosixHolders| {
+        scan.posix_holders_outside(dir, targets, &mut out.holders);
+        out.hidden += std::mem::take(&mut scan.posix_hidden);
     })
 }
 
@@ -527,6 +564,8 @@ struct Scanner {
     path: String,
     /// Whether `PROCMAP_QUERY` works (Linux 6.11+); else the maps text is parsed.
     procmap_query: bool,
+    /// Processes whose POSIX holdings could not be read (no permission), since last taken.
+    posix_hidden: u32,
 }
 
 impl Scanner {
@@ -535,6 +574,7 @@ impl Scanner {
             buf: vec![0; 16 * 1024],
             path: String::with_capacity(64),
             procmap_query: true,
+            posix_hidden: 0,
         }
     }
 
@@ -901,7 +941,13 @@ impl Scanner {
                     out.push((st.st_dev, st.st_ino, Hold::Fd { fd, read, write }));
                 }
             }
-            Err(e) => self.skip(dir.pid, &fd_dir, &e),
+            Err(e) => {
+                if denied(&e) {
+                    self.posix_hidden += 1;
+                    return;
+                }
+                self.skip(dir.pid, &fd_dir, &e);
+            }
         }
         if !targets.mappable {
             return;
@@ -914,7 +960,14 @@ impl Scanner {
             Mode::empty(),
         ) {
             Ok(fd) => fd,
-            Err(e) => return self.skip(dir.pid, &maps, &e.into()),
+            Err(e) => {
+                let e = io::Error::from(e);
+                if denied(&e) {
+                    self.posix_hidden += 1;
+                    return;
+                }
+                return self.skip(dir.pid, &maps, &e);
+            }
         };
         if self.procmap_query {
             let before = out.len();
@@ -1674,7 +1727,7 @@ mod tests {
             .iter()
             .filter(|h| h.process.pid == our_pid() && (h.dev, h.ino) == (o.dev, o.ino))
             .collect();
-        let again = read_posix_holders(&PosixTargets::one(o.dev, o.ino, true));
+        let again = read_posix_holders(&PosixTargets::one(o.dev, o.ino, true)).holders;
         // SAFETY: undoing the above.
         unsafe {
             libc::munmap(addr, 4096);
