@@ -12,7 +12,9 @@
 //!    ctime, mode, owner), and **no process may map it or hold a descriptor of it** — every
 //!    process of the system is scanned for it (/proc/PID/maps and /proc/PID/fd, any namespace);
 //!    it must have been unchanged for `--older-than`; a process that cannot be inspected (no
-//!    permission) makes it unknown whether someone holds it: refused;
+//!    permission) makes it unknown whether someone holds it: refused (a process that cannot be
+//!    inspected even with CAP_SYS_PTRACE belongs to another security domain, such as a
+//!    sandbox's init: it is taken to hold nothing, and a warning names it);
 //! 3. **act**: `unlinkat` on a descriptor of /dev/shm or of the mqueue filesystem, right after
 //!    a last `fstatat(AT_SYMLINK_NOFOLLOW)` shows the name still is that file. Only names
 //!    directly in those directories are touched, a symlink is never followed, and nothing
@@ -336,6 +338,14 @@ pub fn execute(c: &Candidate, opts: CheckOptions, dry_run: bool) -> Outcome {
         return Outcome::Refused(Refusal::HoldersUnknown {
             hidden: scan.hidden,
         });
+    }
+    if !scan.protected.is_empty() {
+        log::warn!(
+            "{}: protected process(es) {:?} could not be inspected even with CAP_SYS_PTRACE \
+             (another security domain): taken to hold nothing",
+            c.object.describe(),
+            scan.protected
+        );
     }
     let refs: Vec<&PosixHolder> = scan.holders.iter().collect();
     let now_secs = i64::try_from(clock::now_wall_ns() / 1_000_000_000).unwrap_or(i64::MAX);

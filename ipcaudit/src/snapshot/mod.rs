@@ -185,6 +185,10 @@ pub struct Snapshot {
     /// `posix_holders` may miss some, and no POSIX object is judged unheld.
     #[serde(default)]
     pub posix_hidden: u32,
+    /// Processes whose descriptors and mappings could not be read even with CAP_SYS_PTRACE
+    /// (another security domain, such as a sandbox's init): taken to hold no POSIX object.
+    #[serde(default)]
+    pub posix_protected: Vec<u32>,
     /// The POSIX types this snapshot lists (a type it could not read is left out: the model
     /// then keeps what it had of it).
     #[serde(default)]

@@ -109,6 +109,24 @@ fn denied(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM))
 }
 
+/// Whether this process may inspect every other one (CAP_SYS_PTRACE in its effective set): a
+/// process it still may not inspect is protected by another security domain.
+fn can_inspect_all() -> bool {
+    /// `CAP_SYS_PTRACE`.
+    const CAP_SYS_PTRACE: u32 = 19;
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Small files
 
@@ -315,13 +333,14 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         waiters,
         posix_holders,
         posix_hidden,
+        posix_protected,
     } = in_parallel(&proc_pids(), |scan, dir, found: &mut Found| {
         let Some((p, extra)) = scan.process(dir, Some(ipc_ns)) else {
             // A process of another IPC namespace may still map a /dev/shm object, or hold a
             // queue's descriptor it was passed.
             if !targets.is_empty() {
                 scan.posix_holders_outside(dir, &targets, &mut found.posix_holders);
-                found.posix_hidden += std::mem::take(&mut scan.posix_hidden);
+                found.take_denied(scan);
             }
             return;
         };
@@ -335,11 +354,18 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         }
         if !targets.is_empty() && p.is_alive() {
             scan.posix_holders_of(dir, extra.live_tid, &p, &targets, &mut found.posix_holders);
-            found.posix_hidden += std::mem::take(&mut scan.posix_hidden);
+            found.take_denied(scan);
         }
         found.processes.push(p);
     });
     let mut posix_notes = posix.notes;
+    if !posix_protected.is_empty() {
+        log::info!(
+            "the descriptors and mappings of protected process(es) {posix_protected:?} could not \
+             be read even with CAP_SYS_PTRACE (another security domain): they are taken to hold \
+             no POSIX object"
+        );
+    }
     if posix_hidden > 0 {
         posix_notes.push(format!(
             "the holders of POSIX objects are not all known: the descriptors and mappings of \
@@ -362,6 +388,7 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         posix: posix.objects,
         posix_holders,
         posix_hidden,
+        posix_protected,
         posix_listed: posix.listed,
         posix_notes,
     })
@@ -376,7 +403,18 @@ struct Found {
     posix_holders: Vec<PosixHolder>,
     /// Processes whose POSIX holdings could not be read (no permission).
     posix_hidden: u32,
+    /// Processes whose POSIX holdings could not be read even with CAP_SYS_PTRACE.
+    posix_protected: Vec<u32>,
 }
+
+impl Found {
+    /// Moves what the scanner could not read of the process it just scanned.
+    fn take_denied(&mut self, scan: &mut Scanner) {
+        self.posix_hidden += std::mem::take(&mut scan.posix_hidden);
+        self.posix_protected.append(&mut scan.posix_protected);
+    }
+}
+
 impl Part for Found {
     fn append(&mut self, mut other: Self) {
         self.processes.append(&mut other.processes);
@@ -384,6 +422,7 @@ impl Part for Found {
         self.waiters.append(&mut other.waiters);
         self.posix_holders.append(&mut other.posix_holders);
         self.posix_hidden += other.posix_hidden;
+        self.posix_protected.append(&mut other.posix_protected);
     }
 }
 
@@ -394,12 +433,16 @@ pub struct PosixHolders {
     /// Processes whose descriptors or mappings could not be read (no permission): when not 0,
     /// nobody may be said not to hold an object.
     pub hidden: u32,
+    /// Processes that could not be read even with CAP_SYS_PTRACE (another security domain):
+    /// taken to hold nothing.
+    pub protected: Vec<u32>,
 }
 
 impl Part for PosixHolders {
     fn append(&mut self, mut other: Self) {
         self.holders.append(&mut other.holders);
         self.hidden += other.hidden;
+        self.protected.append(&mut other.protected);
     }
 }
 
@@ -444,6 +487,7 @@ pub fn read_posix_holders(targets: &PosixTargets) -> PosixHolders {
     in_parallel(&proc_pids(), |scan, dir, out: &mut PosixHolders| {
         scan.posix_holders_outside(dir, targets, &mut out.holders);
         out.hidden += std::mem::take(&mut scan.posix_hidden);
+        out.protected.append(&mut scan.posix_protected);
     })
 }
 
@@ -566,6 +610,11 @@ struct Scanner {
     procmap_query: bool,
     /// Processes whose POSIX holdings could not be read (no permission), since last taken.
     posix_hidden: u32,
+    /// Processes whose POSIX holdings could not be read even with CAP_SYS_PTRACE (another
+    /// security domain, e.g. a sandbox's init), since last taken.
+    posix_protected: Vec<u32>,
+    /// Whether we have CAP_SYS_PTRACE: then a denial is a protected process, not our blindness.
+    privileged: bool,
 }
 
 impl Scanner {
@@ -575,6 +624,8 @@ impl Scanner {
             path: String::with_capacity(64),
             procmap_query: true,
             posix_hidden: 0,
+            posix_protected: Vec::new(),
+            privileged: can_inspect_all(),
         }
     }
 
@@ -838,6 +889,17 @@ impl Scanner {
         Memory::Some
     }
 
+    /// A process whose POSIX holdings could not be read.
+    fn posix_denied(&mut self, pid: u32) {
+        if self.privileged {
+            if !self.posix_protected.contains(&pid) {
+                self.posix_protected.push(pid);
+            }
+        } else {
+            self.posix_hidden += 1;
+        }
+    }
+
     /// The POSIX holdings of a process not read yet (another namespace's, or a recheck's):
     /// looked for first, and the process read only when it holds something.
     fn posix_holders_outside(
@@ -943,7 +1005,7 @@ impl Scanner {
             }
             Err(e) => {
                 if denied(&e) {
-                    self.posix_hidden += 1;
+                    self.posix_denied(dir.pid);
                     return;
                 }
                 self.skip(dir.pid, &fd_dir, &e);
@@ -963,7 +1025,7 @@ impl Scanner {
             Err(e) => {
                 let e = io::Error::from(e);
                 if denied(&e) {
-                    self.posix_hidden += 1;
+                    self.posix_denied(dir.pid);
                     return;
                 }
                 return self.skip(dir.pid, &maps, &e);
