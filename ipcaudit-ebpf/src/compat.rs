@@ -176,5 +176,9 @@ sys_enter_program!(sys_enter_mremap = "sys_enter_mremap", 5, true);
 sys_enter_program!(sys_enter_mq_open = "sys_enter_mq_open", 4, false);
 sys_enter_program!(sys_enter_mq_unlink = "sys_enter_mq_unlink", 1, false);
 sys_enter_program!(sys_enter_mq_timedsend = "sys_enter_mq_timedsend", 5, false);
-sys_enter_program!(sys_enter_mq_timedreceive = "sys_enter_mq_timedreceive", 5, false);
+sys_enter_program!(
+    sys_enter_mq_timedreceive = "sys_enter_mq_timedreceive",
+    5,
+    false
+);
 sys_enter_program!(sys_enter_mq_notify = "sys_enter_mq_notify", 2, false);
