@@ -511,7 +511,10 @@ fn a_missing_or_unreadable_btf_is_one_clear_line() {
             lines[0].contains("--btf FILE") && lines[0].contains("`leaks`"),
             "{err}"
         );
-        assert_eq!(ours(&loaded_bpf_programs()).len(), before);
+        // Nothing left loaded by the failed start (a previous test's programs may still be
+        // going away: fewer is fine).
+        let after = ours(&loaded_bpf_programs()).len();
+        assert!(after <= before, "{before} programs before, {after} after");
     }
     let _ = std::fs::remove_file(&junk);
 }
