@@ -93,6 +93,9 @@ pub fn script(plan: &Plan<'_>, busybox: Option<&Path>) -> String {
     match busybox {
         Some(bb) => {
             let _ = writeln!(s, "#!{} sh", bb.display());
+            // No tmpfs on /tmp: the checkout (binaries, schema, the tests' working directory)
+            // is copied into the initramfs at its host path, which may be under /tmp; the
+            // initramfs is already in memory.
             s.push_str(
                 "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
                  m() { mkdir -p \"$3\"; mount -t \"$1\" \"$2\" \"$3\" || echo \"@@kt warn mount $1 on $3 failed\" >/dev/ttyS1; }\n\
@@ -101,7 +104,7 @@ pub fn script(plan: &Plan<'_>, busybox: Option<&Path>) -> String {
                  m devtmpfs devtmpfs /dev\n\
                  m devpts devpts /dev/pts\n\
                  m tmpfs tmpfs /dev/shm\n\
-                 m tmpfs tmpfs /tmp\n\
+                 mkdir -p /tmp; chmod 1777 /tmp\n\
                  m tmpfs tmpfs /run\n\
                  m tracefs tracefs /sys/kernel/tracing\n\
                  m debugfs debugfs /sys/kernel/debug\n\
