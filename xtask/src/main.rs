@@ -203,6 +203,18 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The fuzz targets are a crate of their own (cargo fuzz builds them with nightly and
+    // sanitizers); check them here so an API change cannot break them unseen.
+    run(cargo().args([
+        "clippy",
+        "--manifest-path",
+        "ipcaudit/fuzz/Cargo.toml",
+        "--bins",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The kernel programs, for the BPF target they are built for.
     run(Command::new("rustup").args([
         "run",

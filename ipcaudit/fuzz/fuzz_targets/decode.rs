@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
             &ev,
             ipcaudit::event::Action::ShmAttach,
             None,
+            None,
             &ipcaudit::enrich::ProcessContext::default(),
             &mut line,
         );

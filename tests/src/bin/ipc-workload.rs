@@ -483,11 +483,17 @@ fn renamed(hex: &str) {
     shm_basic();
 }
 
-/// Several processes in tight shmget/shmat/shmdt/IPC_RMID and semop loops for SECS seconds:
+/// Several processes in tight shmget/shmat/shmdt/IPC_RMID and semop loops for SECS seconds (and
+/// the shm ones for at least `SHM_ROUNDS` rounds):
 /// far more records than a collector can take. Prints the number of loop iterations done.
 fn storm(secs: u64) {
     const PROCS: usize = 4;
+    // The shm children go on past the deadline until each has done this many rounds (5 records
+    // each, over 1 MiB together), within a hard cap: on a slow machine or an emulator 3 s of
+    // shmget/shmat/shmdt/RMID is not always enough to fill the test's 1 MiB ring.
+    const SHM_ROUNDS: u64 = 2000;
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let cap = deadline + Duration::from_mins(1);
     let mut children = Vec::new();
     for i in 0..PROCS {
         let child = fork();
@@ -496,7 +502,12 @@ fn storm(secs: u64) {
             // SAFETY: plain syscalls on objects this child creates and removes.
             unsafe {
                 let sem = libc::semget(libc::IPC_PRIVATE, 1, libc::IPC_CREAT | 0o600);
-                while std::time::Instant::now() < deadline {
+                loop {
+                    let now = std::time::Instant::now();
+                    let more_shm = i % 2 == 0 && n < SHM_ROUNDS && now < cap;
+                    if now >= deadline && !more_shm {
+                        break;
+                    }
                     if i % 2 == 0 {
                         let id = libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600);
                         let addr = libc::shmat(id, ptr::null(), 0);
