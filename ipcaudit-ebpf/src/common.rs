@@ -455,5 +455,31 @@ macro_rules! syscall_exit_programs {
             r
         }
     };
+    // The handler also gets the program's context (for `bpf_get_stack`).
+    ($fexit:ident = $function:tt, $tracepoint:ident = $name:tt, with_ctx $handler:expr) => {
+        #[aya_ebpf::macros::fexit(function = $function)]
+        pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> i32 {
+            use aya_ebpf::EbpfContext as _;
+            #[expect(
+                clippy::cast_possible_wrap,
+                reason = "the program's return value is 0 or 1"
+            )]
+            let r = ($handler)(|| $crate::common::Sys::from_fexit(&ctx), ctx.as_ptr())
+                .unwrap_or_else(|e| e) as i32;
+            r
+        }
+
+        #[aya_ebpf::macros::tracepoint(category = "syscalls", name = $name)]
+        pub fn $tracepoint(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            use aya_ebpf::EbpfContext as _;
+            if $crate::compat::exit_without_enter(&ctx) {
+                return 0;
+            }
+            let r = ($handler)(|| $crate::common::Sys::from_tracepoint(&ctx), ctx.as_ptr())
+                .unwrap_or_else(|e| e);
+            $crate::compat::exit_done();
+            r
+        }
+    };
 }
 pub(crate) use syscall_exit_programs;

@@ -9,7 +9,7 @@
 #![no_std]
 
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
@@ -64,8 +64,11 @@ pub mod kind {
     pub const MQ_NOTIFY: u16 = 24;
     /// Aggregation (`watch`): one POSIX queue's totals ([`super::MqTotalsRecord`]).
     pub const MQ_TOTALS: u16 = 25;
+    /// The user call stack of a get that may have created an object, or of a successful
+    /// `shmat` ([`super::StackRecord`]); it follows that call's record.
+    pub const STACK: u16 = 26;
     /// The largest kind; anything above is unknown to this ABI version.
-    pub const MAX: u16 = MQ_TOTALS;
+    pub const MAX: u16 = STACK;
 }
 
 /// `Header::flags` bits.
@@ -262,6 +265,70 @@ pub struct MqSeenKey {
     pub start_ns: u64,
 }
 
+// ----- Call stacks -----
+//
+// Only on the low-rate paths: a get that may have created an object (IPC_PRIVATE or IPC_CREAT,
+// successful) and a successful shmat. Never on semop/msgsnd/msgrcv. At most
+// `STACK_BUDGET` records per CPU per 100 ms; what is over it (or finds no ring space) is
+// counted in `stat::STACKS_DROPPED`, not as lost records.
+
+/// Return addresses kept from the kernel's frame-pointer walk.
+pub const STACK_FRAMES: usize = 32;
+/// Bytes of the user stack copied from the stack pointer (for unwinding with the binaries'
+/// `.eh_frame` in userspace, which does not need frame pointers).
+pub const STACK_COPY: usize = 8192;
+/// Stack records per CPU per 100 ms.
+pub const STACK_BUDGET: u64 = 16;
+
+/// `Header::flags` of a [`StackRecord`].
+pub mod stack_flag {
+    /// `build_ids` holds the frame-pointer walk with build ids (`BPF_F_USER_BUILD_ID`).
+    pub const BUILD_IDS: u16 = 1 << 0;
+}
+
+/// One frame as `bpf_get_stack(BPF_F_USER_STACK | BPF_F_USER_BUILD_ID)` gives it
+/// (`struct bpf_stack_build_id`). 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildIdFrame {
+    /// 0: empty, 1: `build_id` and `offset` (a file offset) are valid, 2: only `offset` is, and
+    /// it is the instruction pointer.
+    pub status: i32,
+    pub build_id: [u8; 20],
+    pub offset: u64,
+}
+
+/// A user call stack at a syscall's exit. 56 + 56 + 256 + 1024 + 8192 = 9584 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackRecord {
+    pub header: Header,
+    /// The kind of the syscall record it belongs to (`SHMGET`, `SEMGET`, `MSGGET`, `SHMAT`).
+    pub of_kind: u16,
+    /// Explicit padding (always 0).
+    pub pad0: u16,
+    /// Valid entries of `frames`.
+    pub frames_len: u32,
+    /// The syscall's return value (the id made or found; the attach address).
+    pub ret: i64,
+    /// Its first argument (the key of a get; the shmid of a shmat).
+    pub arg0: u64,
+    /// The user registers at the syscall: instruction, stack and frame pointers.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Bytes of `stack` copied (0 when the stack could not be read).
+    pub stack_len: u32,
+    /// Valid entries of `build_ids`.
+    pub build_ids_len: u32,
+    /// The kernel's frame-pointer walk: return addresses, innermost first (the first is `ip`).
+    pub frames: [u64; STACK_FRAMES],
+    /// The same walk with build ids and file offsets (when `stack_flag::BUILD_IDS`).
+    pub build_ids: [BuildIdFrame; STACK_FRAMES],
+    /// The user stack from `sp` up.
+    pub stack: [u8; STACK_COPY],
+}
+
 // ----- Aggregation (`watch`) -----
 //
 // In `watch` the hot operations (semop/semtimedop, msgsnd/msgrcv) are not recorded one by one.
@@ -452,7 +519,7 @@ pub const NO_OFFSET: u32 = u32::MAX;
 
 /// Read-only configuration the loader writes into the programs' `.rodata` before load:
 /// kernel struct offsets resolved from `/sys/kernel/btf/vmlinux`, tracepoint field offsets
-/// read from tracefs, and tuning. 100 bytes.
+/// read from tracefs, and tuning. 104 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -508,6 +575,8 @@ pub struct Config {
     pub sb_magic: u32,
     /// `super_block.s_fs_info`
     pub sb_fs_info: u32,
+    /// 1: record call stacks at creation and attach ([`StackRecord`]).
+    pub stacks: u32,
 }
 
 /// [`Config::type_mask`] bits.
@@ -572,6 +641,7 @@ impl Config {
             inode_sb: NO_OFFSET,
             sb_magic: NO_OFFSET,
             sb_fs_info: NO_OFFSET,
+            stacks: 0,
         }
     }
 }
@@ -585,7 +655,9 @@ pub mod stat {
     /// An aggregation entry could not be made (its map is full): those operations are recorded
     /// in full instead.
     pub const AGG_FULL: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Call stacks not recorded (over `STACK_BUDGET`, or no ring space).
+    pub const STACKS_DROPPED: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 // Compile-time layout checks: a change here must be mirrored by the decoder.
@@ -597,7 +669,7 @@ const _: () = {
     assert!(core::mem::size_of::<ForkRecord>() == 72);
     assert!(core::mem::size_of::<ExecRecord>() == 320);
     assert!(core::mem::size_of::<ExitRecord>() == 64);
-    assert!(core::mem::size_of::<Config>() == 100);
+    assert!(core::mem::size_of::<Config>() == 104);
     assert!(core::mem::size_of::<MqNameRecord>() == 392);
     assert!(core::mem::size_of::<MqRecord>() == 136);
     assert!(core::mem::size_of::<MqKey>() == 16);
@@ -615,6 +687,10 @@ const _: () = {
     assert!(core::mem::size_of::<SemTotalsRecord>() == 216);
     assert!(core::mem::size_of::<MsgTotalsRecord>() == 120);
     assert!(core::mem::size_of::<ObjectId>() == 8);
+    assert!(core::mem::size_of::<BuildIdFrame>() == 32);
+    assert!(core::mem::size_of::<StackRecord>() == 9584);
+    assert!(core::mem::offset_of!(StackRecord, frames) == 112);
+    assert!(core::mem::offset_of!(StackRecord, stack) == 1392);
     assert!(core::mem::offset_of!(SemUsage, calls) == 0);
     assert!(core::mem::offset_of!(MsgUsage, calls) == 0);
     assert!(core::mem::offset_of!(SemTotals, ops) == 0);

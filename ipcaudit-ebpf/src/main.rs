@@ -56,6 +56,8 @@ mod sem;
 #[cfg(target_arch = "bpf")]
 mod shm;
 #[cfg(target_arch = "bpf")]
+mod stack;
+#[cfg(target_arch = "bpf")]
 mod usage;
 
 #[cfg(all(target_arch = "bpf", not(test)))]

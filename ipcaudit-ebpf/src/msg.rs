@@ -37,7 +37,7 @@ use crate::{
         family_filtered_out, family_filtered_out_tgid, now_ns, reserve_syscall, submit,
         syscall_exit_programs, was_waiting,
     },
-    shm::plain,
+    shm::get_with_stack,
     usage::{current_usage, ensure_usage, write_msg_totals, write_usage},
 };
 
@@ -49,8 +49,13 @@ const MSG_COPY: u64 = 0o40000;
 syscall_exit_programs!(
     fexit_msgget = "__x64_sys_msgget",
     sys_exit_msgget = "sys_exit_msgget",
-    |sys| plain(sys, kind::MSGGET, family::MSG)
+    with_ctx on_msgget
 );
+
+#[inline(always)]
+fn on_msgget(sys: impl FnOnce() -> Sys, ctx: *mut core::ffi::c_void) -> Result<u32, u32> {
+    get_with_stack(sys, ctx, kind::MSGGET, family::MSG)
+}
 syscall_exit_programs!(
     fexit_msgctl = "__x64_sys_msgctl",
     sys_exit_msgctl = "sys_exit_msgctl",

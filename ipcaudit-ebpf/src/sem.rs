@@ -53,7 +53,7 @@ const SETALL: i32 = 17;
 syscall_exit_programs!(
     fexit_semget = "__x64_sys_semget",
     sys_exit_semget = "sys_exit_semget",
-    on_semget
+    with_ctx on_semget
 );
 syscall_exit_programs!(
     fexit_semctl = "__x64_sys_semctl",
@@ -72,11 +72,8 @@ syscall_exit_programs!(
 );
 
 #[inline(always)]
-fn on_semget(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
-    if family_filtered_out(family::SEM) {
-        return Ok(0);
-    }
-    emit_plain(&sys(), kind::SEMGET)
+fn on_semget(sys: impl FnOnce() -> Sys, ctx: *mut core::ffi::c_void) -> Result<u32, u32> {
+    crate::shm::get_with_stack(sys, ctx, kind::SEMGET, family::SEM)
 }
 
 #[inline(always)]

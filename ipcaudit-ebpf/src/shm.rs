@@ -20,19 +20,22 @@
 
 use ipcaudit_ebpf::{family, kind};
 
-use crate::common::{
-    SHM_TASKS, Sys, current_tgid, emit_plain, family_filtered_out, syscall_exit_programs,
+use crate::{
+    common::{
+        SHM_TASKS, Sys, current_tgid, emit_plain, family_filtered_out, syscall_exit_programs,
+    },
+    stack::{emit_stack, get_may_create},
 };
 
 syscall_exit_programs!(
     fexit_shmget = "__x64_sys_shmget",
     sys_exit_shmget = "sys_exit_shmget",
-    |sys| plain(sys, kind::SHMGET, family::SHM)
+    with_ctx get_shm
 );
 syscall_exit_programs!(
     fexit_shmat = "__x64_sys_shmat",
     sys_exit_shmat = "sys_exit_shmat",
-    on_shmat
+    with_ctx on_shmat
 );
 syscall_exit_programs!(
     fexit_shmdt = "__x64_sys_shmdt",
@@ -64,8 +67,33 @@ pub fn plain(sys: impl FnOnce() -> Sys, kind: u16, family: u32) -> Result<u32, u
     emit_plain(&sys(), kind)
 }
 
+/// A get (shmget, semget, msgget) of IPC family `family`: its record, then, when it may have
+/// created the object, the call stack that made it.
 #[inline(always)]
-fn on_shmat(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
+pub fn get_with_stack(
+    sys: impl FnOnce() -> Sys,
+    ctx: *mut core::ffi::c_void,
+    kind: u16,
+    family: u32,
+) -> Result<u32, u32> {
+    if family_filtered_out(family) {
+        return Ok(0);
+    }
+    let sys = sys();
+    let r = emit_plain(&sys, kind);
+    if get_may_create(&sys, kind) {
+        emit_stack(ctx, &sys, kind);
+    }
+    r
+}
+
+#[inline(always)]
+fn get_shm(sys: impl FnOnce() -> Sys, ctx: *mut core::ffi::c_void) -> Result<u32, u32> {
+    get_with_stack(sys, ctx, kind::SHMGET, family::SHM)
+}
+
+#[inline(always)]
+fn on_shmat(sys: impl FnOnce() -> Sys, ctx: *mut core::ffi::c_void) -> Result<u32, u32> {
     let sys = sys();
     // The attachment makes this process's munmap/mremap worth recording, traced or not.
     if sys.ok() {
@@ -74,7 +102,11 @@ fn on_shmat(sys: impl FnOnce() -> Sys) -> Result<u32, u32> {
     if family_filtered_out(family::SHM) {
         return Ok(0);
     }
-    emit_plain(&sys, kind::SHMAT)
+    let r = emit_plain(&sys, kind::SHMAT);
+    if sys.ok() {
+        emit_stack(ctx, &sys, kind::SHMAT);
+    }
+    r
 }
 
 /// munmap and mremap run constantly in every process (malloc, loaders): decide first, from one

@@ -5,7 +5,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{event::ObjectType, sink::Format};
+use crate::{
+    event::{IpcType, ObjectType},
+    sink::Format,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +39,16 @@ pub enum Command {
     Status(AskArgs),
     /// The active findings of a running `watch`.
     Findings(AskArgs),
+    /// One object's story: created when, by whom, where in the code; every attach and detach;
+    /// what each process did with it; who holds it now; the verdict, why, and the fix.
+    #[command(
+        after_help = "From the running `watch` (its control socket), or with --replay from a \
+                      recording (`watch -o FILE`), rebuilt with the same model."
+    )]
+    Explain(ExplainArgs),
+    /// A self-contained HTML page (no network): every object's lifetime on a timeline, the
+    /// processes holding each, findings, and per-executable created-vs-removed counts.
+    Report(ReportArgs),
     /// Write the man page and shell completions (bash, zsh, fish) into a directory
     /// (`cargo xtask dist` runs it).
     #[command(hide = true)]
@@ -145,6 +158,10 @@ pub struct TraceArgs {
     /// /sys/kernel/btf/vmlinux (e.g. a file from BTFHub for the running kernel).
     #[arg(long, value_name = "FILE", default_value = crate::probe::btf::VMLINUX_BTF)]
     pub btf: PathBuf,
+    /// Do not record where in the code objects are created and attached (the user call stack
+    /// at each create and shmat, symbolized in a `call-site` record).
+    #[arg(long)]
+    pub no_call_stacks: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -276,6 +293,57 @@ pub struct ReapArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// The object's id (as `ipcs` and `ls` show it).
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "key",
+        conflicts_with = "key"
+    )]
+    pub id: Option<i32>,
+    /// The object's IPC key instead (0x… or decimal).
+    #[arg(long, value_name = "KEY", value_parser = parse_key)]
+    pub key: Option<i32>,
+    /// The object's type, when the id or key is used by several types.
+    #[arg(long = "type", value_name = "TYPE", value_parser = parse_sysv_type)]
+    pub ty: Option<IpcType>,
+    /// The IPC namespace (inode), when the id exists in several.
+    #[arg(long, value_name = "INODE")]
+    pub namespace: Option<u32>,
+    /// Rebuild the story from this recording instead of asking the running `watch`.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// With --replay: the grace period the recording's `watch` used.
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    pub grace: Duration,
+    /// One JSON document: `{"source": "watch"|"replay", "explanation": {...}}`.
+    #[arg(long)]
+    pub json: bool,
+    /// The control socket of the `watch` to ask.
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Write the HTML page here.
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+    /// Build it from this recording instead of asking the running `watch`.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// With --replay: the grace period the recording's `watch` used.
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_secs)]
+    pub grace: Duration,
+    /// The page's title.
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
+    /// The control socket of the `watch` to ask.
+    #[arg(long, default_value = crate::control::DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
     /// A recorded NDJSON stream (`ipcaudit watch -o FILE` or `trace --format json`); `-` for stdin.
     pub file: PathBuf,
@@ -290,6 +358,17 @@ pub struct ReplayArgs {
 }
 
 /// A uid: a number, or a user name from the password database.
+/// A System V type (`explain` explains System V objects).
+fn parse_sysv_type(s: &str) -> Result<IpcType, String> {
+    match ObjectType::parse(s)? {
+        ObjectType::Sysv(t) => Ok(t),
+        other @ ObjectType::Posix(_) => Err(format!(
+            "{}: explain knows System V objects (shm, sem or msg)",
+            other.as_str()
+        )),
+    }
+}
+
 fn parse_user(s: &str) -> Result<u32, String> {
     if let Ok(uid) = s.parse::<u32>() {
         return Ok(uid);
@@ -308,7 +387,7 @@ fn parse_glob(s: &str) -> Result<glob::Pattern, String> {
 }
 
 /// A key: decimal or 0x-hex, as `ipcs` prints them (hex keys above 0x7fffffff wrap negative).
-fn parse_key(s: &str) -> Result<i32, String> {
+pub(crate) fn parse_key(s: &str) -> Result<i32, String> {
     let s = s.trim();
     let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16)
@@ -409,6 +488,30 @@ mod tests {
         assert_eq!(t.filter.keys, vec![(0x1000, 0x1fff), (7, 7)]);
         assert!(t.filter.exclude_comms[0].matches("sshd-session"));
         assert_eq!(parse_key("0xffffffff"), Ok(-1));
+    }
+
+    #[test]
+    fn explain_takes_an_id_or_a_key() {
+        let cli = Cli::try_parse_from(["ipcaudit", "explain", "123", "--type", "shm"]).unwrap();
+        let Command::Explain(e) = cli.command else {
+            panic!()
+        };
+        assert_eq!((e.id, e.key, e.ty), (Some(123), None, Some(IpcType::Shm)));
+        let cli = Cli::try_parse_from([
+            "ipcaudit", "explain", "--key", "0x1234", "--replay", "f", "--json",
+        ])
+        .unwrap();
+        let Command::Explain(e) = cli.command else {
+            panic!()
+        };
+        assert_eq!((e.id, e.key), (None, Some(0x1234)));
+        assert!(e.json && e.replay.is_some());
+        assert!(Cli::try_parse_from(["ipcaudit", "explain"]).is_err());
+        assert!(Cli::try_parse_from(["ipcaudit", "explain", "1", "--key", "2"]).is_err());
+        assert!(Cli::try_parse_from(["ipcaudit", "report"]).is_err());
+        let cli = Cli::try_parse_from(["ipcaudit", "report", "--html", "r.html", "--replay", "x"])
+            .unwrap();
+        assert!(matches!(cli.command, Command::Report(_)));
     }
 
     #[test]

@@ -84,12 +84,16 @@ pub struct Options {
     pub metrics: Option<std::net::SocketAddr>,
     /// Drop to this user after attaching.
     pub user: Option<String>,
+    /// Record where in the code objects are created and attached (user call stacks).
+    pub call_stacks: bool,
 }
 
 /// How often the reader drains records submitted without a wakeup.
 const POLL: Duration = Duration::from_millis(25);
 /// How often the kernel's lost-record counters are read.
 const STATS_EVERY: Duration = Duration::from_millis(250);
+/// Call stacks symbolized per process and second, at most.
+const STACKS_PER_PROCESS: u32 = 16;
 /// Records handed to the model per drain, so that timers and signals are never starved.
 const BATCH: usize = 4096;
 
@@ -103,6 +107,22 @@ struct Output {
     reaper: Option<crate::policy::Reaper>,
     /// Container and PID-namespace context per process.
     enricher: crate::enrich::Enricher,
+    /// A process's context read for the event being handled: written as a `process-context`
+    /// record just before that event's record.
+    announced: Option<(Task, crate::enrich::ProcessContext)>,
+    /// Unwinds and symbolizes call stacks off the collector's thread.
+    stacks: Option<crate::stack::Worker>,
+    /// Call stacks the kernel did not record, so far.
+    stacks_dropped: u64,
+    /// Per process: the second and the number of its stacks symbolized in it.
+    stack_rate: std::collections::HashMap<crate::event::ProcessKey, (u64, u32)>,
+    /// Creates and attaches written whose call site has not come yet.
+    written_sites: std::collections::HashSet<(
+        crate::event::ProcessKey,
+        crate::event::IpcType,
+        i32,
+        Option<u64>,
+    )>,
     /// Event records written (for `--max-events` and `--stats-every`).
     events: u64,
     /// `--max-events`: nothing more is written once it is reached.
@@ -127,7 +147,10 @@ impl Output {
             _ => ev.task.process,
         };
         let exe = if self.filter.needs_exe() {
-            self.enricher.context(ev.task.process).exe.clone()
+            self.enricher
+                .context(ev.task.process)
+                .executable()
+                .map(str::to_owned)
         } else {
             None
         };
@@ -145,11 +168,68 @@ impl Output {
         }
         *self.summary.counts.entry(action).or_default() += 1;
         self.events += 1;
+        if let Some((task, context)) = self.announced.take_if(|(task, _)| task.process == subject) {
+            self.printer
+                .with(|e, line| e.process_context(ev.time_ns, &task, &context, line));
+        }
         let context = self.enricher.context(subject);
         self.printer.event(ev, action, object, posix, context);
+        // Its call site, when it comes, is written too (only for what was written).
+        let site = match (action, object, &ev.kind) {
+            (Action::ShmCreate | Action::SemCreate | Action::MsgCreate, Some(o), _) => {
+                Some((ev.task.process, o.ty, o.id, None))
+            }
+            (Action::ShmAttach, Some(o), EventKind::ShmAt { result: Ok(a), .. }) => {
+                Some((ev.task.process, o.ty, o.id, Some(*a)))
+            }
+            _ => None,
+        };
+        if let Some(site) = site
+            && self.stacks.is_some()
+        {
+            if self.written_sites.len() >= 4096 {
+                self.written_sites.clear();
+            }
+            self.written_sites.insert(site);
+        }
         if matches!(ev.kind, EventKind::Exit { .. }) {
             self.enricher.forget(subject);
             self.usage_written.remove(&subject);
+        }
+    }
+
+    /// Before an event is applied: the first time a process does IPC (or inherits a segment at
+    /// fork, or execs after doing IPC), what /proc says about it goes to the model — and, with
+    /// the event's record, into the output, so that `replay` describes it the same way.
+    fn describe(&mut self, ev: &Event, model: &mut Model) {
+        self.announced = None;
+        let key = ev.task.process;
+        let (subject, comm) = match &ev.kind {
+            EventKind::Exec { .. } => {
+                if !self.enricher.was_announced(key) {
+                    return;
+                }
+                self.enricher.forget(key);
+                (key, &ev.task.comm)
+            }
+            EventKind::Fork { child } => {
+                if model.process(key).is_none_or(|p| p.attachments.is_empty()) {
+                    return;
+                }
+                (*child, &ev.task.comm)
+            }
+            EventKind::Exit { .. } | EventKind::Lost { .. } => return,
+            _ => (key, &ev.task.comm),
+        };
+        if let Some(context) = self.enricher.announce(subject) {
+            model.describe_process(subject, context.details.clone());
+            let task = Task {
+                process: subject,
+                tid: subject.pid,
+                comm: comm.clone(),
+                uid: ev.task.uid,
+            };
+            self.announced = Some((task, context.clone()));
         }
     }
 
@@ -168,6 +248,77 @@ impl Output {
             for change in &applied.findings {
                 self.finding(ev.time_ns, change, false);
             }
+        }
+    }
+
+    /// A user call stack the kernel recorded after a create or attach: when the model still
+    /// wants it, it goes to the symbolizer with the process's memory map, read now (the
+    /// process may not live long).
+    fn stack(&mut self, raw: crate::stack::RawStack, model: &Model) {
+        let Some(worker) = self.stacks.as_mut() else {
+            return;
+        };
+        let Some(of) = raw.site_of() else { return };
+        if !model.wants_call_site(of.ns, of.ty, of.id, raw.task.process, of.attach) {
+            return;
+        }
+        // A process that creates or attaches in a loop is not a low-rate path: at most
+        // `STACKS_PER_PROCESS` of its stacks a second are symbolized.
+        let second = raw.time_ns / 1_000_000_000;
+        if self.stack_rate.len() > 4096 {
+            self.stack_rate.clear();
+        }
+        let rate = self
+            .stack_rate
+            .entry(raw.task.process)
+            .or_insert((second, 0));
+        if rate.0 != second {
+            *rate = (second, 0);
+        }
+        if rate.1 >= STACKS_PER_PROCESS {
+            return;
+        }
+        rate.1 += 1;
+        let maps = crate::stack::maps::read(raw.task.process.pid);
+        // The executable, to find its build id if the process is gone: /proc's, else its exec.
+        let exe = self
+            .enricher
+            .context(raw.task.process)
+            .executable()
+            .map(str::to_owned)
+            .or_else(|| {
+                model
+                    .process(raw.task.process)
+                    .and_then(|p| p.exe.map(str::to_owned))
+            });
+        worker.submit(crate::stack::Job { raw, of, maps, exe });
+    }
+
+    /// Call sites the symbolizer resolved: to the model, and a `call-site` record each.
+    fn call_sites(&mut self, model: &mut Model, resolved: Vec<crate::stack::Resolved>) {
+        for r in resolved {
+            let of = r.of;
+            let Some(object) = model.set_call_site(
+                of.ns,
+                of.ty,
+                of.id,
+                r.task.process,
+                of.attach,
+                r.site.clone(),
+            ) else {
+                continue;
+            };
+            // Written only with the create or attach it belongs to, and within --max-events
+            // (a call-site record counts as an event record).
+            if !self
+                .written_sites
+                .remove(&(r.task.process, of.ty, of.id, of.attach))
+                || self.events >= self.max_events
+            {
+                continue;
+            }
+            self.events += 1;
+            self.printer.with(|e, line| e.call_site(&r, &object, line));
         }
     }
 
@@ -267,7 +418,12 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
             Mode::Watch(w) => w.reap_policy.clone().map(crate::policy::Reaper::new),
             Mode::Trace => None,
         },
-        enricher: crate::enrich::Enricher::new(options.filter.needs_exe()),
+        enricher: crate::enrich::Enricher::default(),
+        announced: None,
+        stacks: options.call_stacks.then(crate::stack::Worker::start),
+        stacks_dropped: 0,
+        written_sites: std::collections::HashSet::new(),
+        stack_rate: std::collections::HashMap::new(),
         events: 0,
         max_events: options.max_events.unwrap_or(u64::MAX),
         gauges: crate::metrics::Gauges::default(),
@@ -286,6 +442,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         type_mask: options.filter.type_mask(),
         // `watch` aggregates hot operations in-kernel; `trace` records every call.
         aggregate: matches!(options.mode, Mode::Watch(_)),
+        stacks: options.call_stacks,
         ..ProbeOptions::default()
     })?;
     // Programs are attached before the snapshot is taken: what changes in between is in the
@@ -455,6 +612,14 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     probe.flush_aggregates(FlushScope::All);
     probe.detach();
     while drain(&mut probe, &clocks, &mut model, &mut out) > 0 {}
+    // Call sites still being symbolized (bounded: a stuck binary cannot hold the exit).
+    if let Some(resolved) = out
+        .stacks
+        .as_mut()
+        .map(|w| w.finish(Duration::from_secs(3)))
+    {
+        out.call_sites(&mut model, resolved);
+    }
     report_lost(&probe, &mut lost_seen, &mut model, &mut out);
     let now = clock::now_wall_ns();
     out.summary.duration_ns = now.saturating_sub(started);
@@ -560,6 +725,7 @@ fn drain(probe: &mut Probe, clocks: &Clocks, model: &mut Model, out: &mut Output
     let n = probe.drain(BATCH, |bytes| match decode_record(bytes, clocks) {
         Ok(Record::Event(ev)) => {
             last_event_ns = ev.time_ns;
+            out.describe(&ev, model);
             let applied = model.apply(&ev);
             out.applied(&ev, &applied);
         }
@@ -568,11 +734,15 @@ fn drain(probe: &mut Probe, clocks: &Clocks, model: &mut Model, out: &mut Output
             let applied = model.apply_aggregate(&agg);
             out.aggregated(&agg, &applied);
         }
+        Ok(Record::Stack(raw)) => out.stack(*raw, model),
         Err(e) => {
             out.summary.undecodable += 1;
             log::warn!("undecodable record: {e}");
         }
     });
+    if let Some(resolved) = out.stacks.as_mut().map(crate::stack::Worker::poll) {
+        out.call_sites(model, resolved);
+    }
     if last_event_ns != 0 {
         #[expect(clippy::cast_precision_loss, reason = "a lag in seconds")]
         let lag = clock::now_wall_ns().saturating_sub(last_event_ns) as f64 / 1e9;
@@ -601,6 +771,14 @@ fn report_lost(probe: &Probe, seen: &mut u64, model: &mut Model, out: &mut Outpu
     let Ok(stats) = probe.kernel_stats() else {
         return;
     };
+    if stats.stacks_dropped > out.stacks_dropped {
+        log::info!(
+            "{} call stacks not recorded (over the per-CPU budget of {} per 100 ms, or no ring space)",
+            stats.stacks_dropped - out.stacks_dropped,
+            ipcaudit_ebpf::STACK_BUDGET
+        );
+        out.stacks_dropped = stats.stacks_dropped;
+    }
     if stats.lost > *seen {
         let count = stats.lost - *seen;
         *seen = stats.lost;

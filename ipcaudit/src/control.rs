@@ -1,8 +1,9 @@
 //! The control socket of a running `watch` (`/run/ipcaudit.sock`): `status` and `findings` ask
 //! it for the live model. Mode 0600, and each peer's credentials are checked: root only.
 //!
-//! Protocol: the client sends one request line (`status` or `findings`), the server answers
-//! with one JSON document and closes.
+//! Protocol: the client sends one request line (`status`, `findings`, `report`, or `explain`
+//! followed by a JSON target such as `{"type":"shm","id":123}`), the server answers with one JSON
+//! document and closes. An answer `{"error": "..."}` is a refusal the client reports as is.
 
 use std::{
     io,
@@ -24,13 +25,23 @@ pub const DEFAULT_SOCKET: &str = "/run/ipcaudit.sock";
 pub enum Request {
     Status,
     Findings,
+    /// One object's story and verdict.
+    Explain(crate::model::Target),
+    /// Every object's story, for `report --html`.
+    Report,
 }
 
 impl Request {
-    pub fn as_str(self) -> &'static str {
+    /// The request line (without the newline).
+    pub fn line(self) -> String {
         match self {
-            Self::Status => "status",
-            Self::Findings => "findings",
+            Self::Status => "status".to_owned(),
+            Self::Findings => "findings".to_owned(),
+            Self::Report => "report".to_owned(),
+            Self::Explain(t) => format!(
+                "explain {}",
+                serde_json::to_string(&t).unwrap_or_else(|_| "{}".to_owned())
+            ),
         }
     }
 
@@ -38,7 +49,11 @@ impl Request {
         match line.trim() {
             "status" => Some(Self::Status),
             "findings" => Some(Self::Findings),
-            _ => None,
+            "report" => Some(Self::Report),
+            other => {
+                let target = other.strip_prefix("explain ")?;
+                serde_json::from_str(target).ok().map(Self::Explain)
+            }
         }
     }
 }
@@ -57,6 +72,8 @@ pub enum ControlError {
     Io { path: PathBuf, source: io::Error },
     #[error("the watch daemon answered with something that is not JSON: {0}")]
     BadAnswer(String),
+    #[error("the watch daemon says: {0}")]
+    Refused(String),
 }
 
 /// The listening side, owned by `watch`. The socket file is removed on drop.
@@ -133,7 +150,9 @@ pub async fn read_request(mut stream: UnixStream) -> io::Result<Option<(Request,
         Ok(Some((request, stream)))
     } else {
         let _ = stream
-            .write_all(b"{\"error\":\"unknown request: expected status or findings\"}\n")
+            .write_all(
+                b"{\"error\":\"unknown request: expected status, findings, report or explain\"}\n",
+            )
             .await;
         Ok(None)
     }
@@ -173,7 +192,7 @@ pub async fn ask(path: &Path, request: Request) -> Result<serde_json::Value, Con
             source,
         })?;
     stream
-        .write_all(format!("{}\n", request.as_str()).as_bytes())
+        .write_all(format!("{}\n", request.line()).as_bytes())
         .await
         .map_err(io_err)?;
     let mut body = String::new();
@@ -181,8 +200,12 @@ pub async fn ask(path: &Path, request: Request) -> Result<serde_json::Value, Con
         .await
         .map_err(|_| io_err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 10 s")))?
         .map_err(io_err)?;
-    serde_json::from_str(&body)
-        .map_err(|_| ControlError::BadAnswer(body.chars().take(200).collect()))
+    let value: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|_| ControlError::BadAnswer(body.chars().take(200).collect()))?;
+    if let Some(error) = value.get("error").and_then(serde_json::Value::as_str) {
+        return Err(ControlError::Refused(error.to_owned()));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -194,6 +217,18 @@ mod tests {
         assert_eq!(Request::parse("status\n"), Some(Request::Status));
         assert_eq!(Request::parse(" findings "), Some(Request::Findings));
         assert_eq!(Request::parse("rm -rf /"), None);
+        let t = crate::model::Target {
+            ty: Some(crate::event::IpcType::Shm),
+            id: Some(123),
+            ..crate::model::Target::default()
+        };
+        assert_eq!(
+            Request::parse(&Request::Explain(t).line()),
+            Some(Request::Explain(t))
+        );
+        assert_eq!(Request::parse("report\n"), Some(Request::Report));
+        assert_eq!(Request::parse("explain {not json"), None);
+        assert!(Request::Explain(t).line().len() < 256);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -7,8 +7,8 @@ use std::mem::{offset_of, size_of};
 use ipcaudit_ebpf::{
     AGG_SEMNUMS, COMM_LEN, ExecRecord, ExitRecord, ForkRecord, Header, MAX_SEM_OPS, MQ_NAME_LEN,
     MqNameRecord, MqRecord, MqTotals, MqTotalsRecord, MsgTotals, MsgTotalsRecord, MsgUsage,
-    ProcUsage, SemBuf, SemOpRecord, SemTotals, SemTotalsRecord, SemUsage, SyscallRecord,
-    UsageRecord, flag, kind,
+    ProcUsage, SemBuf, SemOpRecord, SemTotals, SemTotalsRecord, SemUsage, StackRecord,
+    SyscallRecord, UsageRecord, flag, kind, stack_flag,
 };
 use thiserror::Error;
 
@@ -24,15 +24,16 @@ pub enum DecodeError {
     Short { kind: u16, len: usize, need: usize },
     #[error("record kind {0} is unknown to this ipcaudit (ABI {abi})", abi = ipcaudit_ebpf::ABI_VERSION)]
     UnknownKind(u16),
-    #[error("record kind {0} carries aggregated totals, not an event")]
+    #[error("record kind {0} carries aggregated totals or a call stack, not an event")]
     NotAnEvent(u16),
 }
 
-/// A decoded record: an event, or totals the kernel aggregated (`watch`).
+/// A decoded record: an event, totals the kernel aggregated (`watch`), or a user call stack.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Event(Event),
     Aggregate(Aggregate),
+    Stack(Box<crate::stack::RawStack>),
 }
 
 /// A record as the kernel wrote it, checked and typed, before clock conversion.
@@ -83,6 +84,66 @@ pub enum RawBody {
         queue: Option<MqId>,
     },
     MqTotals(MqTotals),
+    Stack(Box<StackBody>),
+}
+
+/// A `StackRecord`'s body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackBody {
+    pub of_kind: u16,
+    pub ret: i64,
+    pub arg0: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub frames: Vec<u64>,
+    pub build_ids: Vec<crate::stack::BuildIdFrame>,
+    pub stack: Vec<u8>,
+}
+
+fn stack_body(b: &[u8], flags: u16) -> StackBody {
+    let frames_len =
+        (u32_at(b, offset_of!(StackRecord, frames_len)) as usize).min(ipcaudit_ebpf::STACK_FRAMES);
+    let frames_off = offset_of!(StackRecord, frames);
+    let frames = (0..frames_len)
+        .map(|i| u64_at(b, frames_off + 8 * i))
+        .collect();
+    let ids_len = if flags & stack_flag::BUILD_IDS == 0 {
+        0
+    } else {
+        (u32_at(b, offset_of!(StackRecord, build_ids_len)) as usize)
+            .min(ipcaudit_ebpf::STACK_FRAMES)
+    };
+    let ids_off = offset_of!(StackRecord, build_ids);
+    let frame_size = size_of::<ipcaudit_ebpf::BuildIdFrame>();
+    let build_ids = (0..ids_len)
+        .map(|i| {
+            let at = ids_off + frame_size * i;
+            crate::stack::BuildIdFrame {
+                status: u32_at(b, at + offset_of!(ipcaudit_ebpf::BuildIdFrame, status))
+                    .cast_signed(),
+                build_id: array(b, at + offset_of!(ipcaudit_ebpf::BuildIdFrame, build_id)),
+                offset: u64_at(b, at + offset_of!(ipcaudit_ebpf::BuildIdFrame, offset)),
+            }
+        })
+        .collect();
+    let stack_len =
+        (u32_at(b, offset_of!(StackRecord, stack_len)) as usize).min(ipcaudit_ebpf::STACK_COPY);
+    let stack_off = offset_of!(StackRecord, stack);
+    StackBody {
+        of_kind: u16_at(b, offset_of!(StackRecord, of_kind)),
+        ret: i64_at(b, offset_of!(StackRecord, ret)),
+        arg0: u64_at(b, offset_of!(StackRecord, arg0)),
+        ip: u64_at(b, offset_of!(StackRecord, ip)),
+        sp: u64_at(b, offset_of!(StackRecord, sp)),
+        bp: u64_at(b, offset_of!(StackRecord, bp)),
+        frames,
+        build_ids,
+        stack: b
+            .get(stack_off..stack_off + stack_len)
+            .unwrap_or_default()
+            .to_vec(),
+    }
 }
 
 fn array<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
@@ -244,6 +305,7 @@ fn needed(kind: u16) -> Option<usize> {
         kind::USAGE => size_of::<UsageRecord>(),
         kind::SEM_TOTALS => size_of::<SemTotalsRecord>(),
         kind::MSG_TOTALS => size_of::<MsgTotalsRecord>(),
+        kind::STACK => size_of::<StackRecord>(),
         1..=kind::MAX => size_of::<SyscallRecord>(),
         _ => return None,
     })
@@ -344,6 +406,7 @@ impl TryFrom<&[u8]> for RawRecord {
                 }
             }
             kind::MQ_TOTALS => RawBody::MqTotals(mq_totals(b, offset_of!(MqTotalsRecord, totals))),
+            kind::STACK => RawBody::Stack(Box::new(stack_body(b, header.flags))),
             _ => {
                 let (ret, args) = syscall_fields(b);
                 RawBody::Syscall {
@@ -594,6 +657,24 @@ impl RawRecord {
             }),
             RawBody::Exit { exit_code } => Some(EventKind::Exit { code: exit_code }),
             RawBody::Usage(u) => return Record::Aggregate(usage(&h, task, &u, clocks)),
+            RawBody::Stack(s) => {
+                return Record::Stack(Box::new(crate::stack::RawStack {
+                    time_ns: clocks.wall_ns(h.ts_ns),
+                    ipc_ns: h.ipc_ns,
+                    task,
+                    of_kind: s.of_kind,
+                    ret: s.ret,
+                    arg0: s.arg0,
+                    regs: crate::stack::unwind::Regs {
+                        ip: s.ip,
+                        sp: s.sp,
+                        bp: s.bp,
+                    },
+                    frames: s.frames,
+                    build_ids: s.build_ids,
+                    stack: s.stack,
+                }));
+            }
             RawBody::SemTotals(t) => {
                 return Record::Aggregate(Aggregate::Set(SetTotals {
                     time_ns: clocks.wall_ns(h.ts_ns),
@@ -668,7 +749,7 @@ impl RawRecord {
         let kind = self.header.kind;
         match self.into_record(clocks) {
             Record::Event(ev) => Ok(ev),
-            Record::Aggregate(_) => Err(DecodeError::NotAnEvent(kind)),
+            Record::Aggregate(_) | Record::Stack(_) => Err(DecodeError::NotAnEvent(kind)),
         }
     }
 }
@@ -730,6 +811,7 @@ pub fn decode_record(bytes: &[u8], clocks: &Clocks) -> Result<Record, DecodeErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::IpcType;
     use proptest::prelude::*;
 
     const CLOCKS: Clocks = Clocks {
@@ -1301,6 +1383,102 @@ mod tests {
         );
     }
 
+    #[test]
+    fn stack_records_decode() {
+        let mut b = vec![0u8; size_of::<StackRecord>()];
+        header_bytes(&mut b, kind::STACK, stack_flag::BUILD_IDS);
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, of_kind),
+            kind::SHMAT.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, frames_len),
+            2u32.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, ret),
+            0x7f00_0000_1000i64.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, arg0),
+            42u64.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, ip),
+            0x1111u64.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, sp),
+            0x2222u64.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, bp),
+            0x3333u64.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, stack_len),
+            16u32.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, build_ids_len),
+            1u32.to_ne_bytes(),
+        );
+        let frames = offset_of!(StackRecord, frames);
+        put(b.as_mut_slice(), frames, 0x1111u64.to_ne_bytes());
+        put(b.as_mut_slice(), frames + 8, 0x4444u64.to_ne_bytes());
+        // A frame count beyond the array is capped, not trusted.
+        let ids = offset_of!(StackRecord, build_ids);
+        put(b.as_mut_slice(), ids, 1i32.to_ne_bytes());
+        put(b.as_mut_slice(), ids + 4, [7u8; 20]);
+        put(b.as_mut_slice(), ids + 24, 0x155u64.to_ne_bytes());
+        put(b.as_mut_slice(), offset_of!(StackRecord, stack), [9u8; 16]);
+        let Ok(Record::Stack(s)) = decode_record(&b, &CLOCKS) else {
+            panic!("not a stack record")
+        };
+        assert_eq!(s.of_kind, kind::SHMAT);
+        assert_eq!(s.task.process.pid, 4711);
+        assert_eq!((s.regs.ip, s.regs.sp, s.regs.bp), (0x1111, 0x2222, 0x3333));
+        assert_eq!(s.frames, [0x1111, 0x4444]);
+        assert_eq!(s.build_ids.len(), 1);
+        assert_eq!(s.build_ids[0].build_id, [7u8; 20]);
+        assert_eq!(s.build_ids[0].offset, 0x155);
+        assert_eq!(s.stack, [9u8; 16]);
+        let of = s.site_of().unwrap();
+        assert_eq!(
+            (of.ty, of.id, of.attach),
+            (IpcType::Shm, 42, Some(0x7f00_0000_1000))
+        );
+        // Lengths past the arrays are capped.
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, frames_len),
+            1000u32.to_ne_bytes(),
+        );
+        put(
+            b.as_mut_slice(),
+            offset_of!(StackRecord, stack_len),
+            u32::MAX.to_ne_bytes(),
+        );
+        let Ok(Record::Stack(s)) = decode_record(&b, &CLOCKS) else {
+            panic!("not a stack record")
+        };
+        assert_eq!(s.frames.len(), ipcaudit_ebpf::STACK_FRAMES);
+        assert_eq!(s.stack.len(), ipcaudit_ebpf::STACK_COPY);
+        assert_eq!(
+            decode(&b, &CLOCKS),
+            Err(DecodeError::NotAnEvent(kind::STACK))
+        );
+    }
+
     proptest! {
         #[test]
         fn any_bytes_decode_or_err_without_panic(b in proptest::collection::vec(any::<u8>(), 0..400)) {
@@ -1309,15 +1487,15 @@ mod tests {
 
         #[test]
         fn every_known_kind_with_enough_bytes_decodes(k in 1u16..=kind::MAX, extra in 0usize..16) {
-            let mut b = vec![0u8; size_of::<UsageRecord>() + extra];
+            let mut b = vec![0u8; size_of::<StackRecord>() + extra];
             header_bytes(&mut b, k, 0);
             prop_assert!(decode_record(&b, &CLOCKS).is_ok());
-            // Events decode as events; aggregated totals are not events.
-            let aggregate = matches!(
+            // Events decode as events; aggregated totals and call stacks are not events.
+            let other = matches!(
                 k,
-                kind::USAGE | kind::SEM_TOTALS | kind::MSG_TOTALS | kind::MQ_TOTALS
+                kind::USAGE | kind::SEM_TOTALS | kind::MSG_TOTALS | kind::MQ_TOTALS | kind::STACK
             );
-            prop_assert_eq!(decode(&b, &CLOCKS).is_ok(), !aggregate);
+            prop_assert_eq!(decode(&b, &CLOCKS).is_ok(), !other);
         }
 
         #[test]
@@ -1329,8 +1507,9 @@ mod tests {
                 Just(kind::MQ_TOTALS),
                 Just(kind::MQ_OPEN),
                 Just(kind::MQ_SEND),
+                Just(kind::STACK),
             ],
-            b in proptest::collection::vec(any::<u8>(), 0..1100),
+            b in proptest::collection::vec(any::<u8>(), 0..9700),
         ) {
             let mut b = b;
             if b.len() >= 2 {

@@ -2,7 +2,7 @@
 //! from a recorded NDJSON stream (`sink::json::parse_line`). The model consumes these; sinks
 //! encode them. No IO here.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
@@ -591,5 +591,163 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An ancestor of a process (its parent, the parent's parent, ... up to pid 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub executable: Option<String>,
+}
+
+/// Who a process is, beyond its identity: what a human needs to know whom to blame. Read from
+/// /proc when the process first does IPC (`enrich`), or parsed back from a recording.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessDetails {
+    /// `/proc/PID/exe`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub executable: Option<String>,
+    /// The arguments joined by spaces, at most [`ProcessDetails::MAX_COMMAND_LINE`] bytes
+    /// (cut on a character boundary, ending in `…` when cut).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub command_line: Option<String>,
+    /// Parent first, up to pid 1 (at most [`ProcessDetails::MAX_ANCESTORS`]).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub ancestors: Vec<Ancestor>,
+    /// The systemd unit whose cgroup it runs in (`nginx.service`, `session-3.scope`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unit: Option<String>,
+    /// Container id (docker, containerd, cri-o, podman, kubepods): 64 hex digits.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container_id: Option<String>,
+}
+
+impl ProcessDetails {
+    pub const MAX_COMMAND_LINE: usize = 512;
+    pub const MAX_ANCESTORS: usize = 32;
+
+    /// Whether nothing is known.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The service a human would blame for what this process did: its systemd service, its
+    /// container, or its executable (with the session or scope it runs in).
+    pub fn service(&self, comm: &str) -> Option<String> {
+        let program = self
+            .executable
+            .as_deref()
+            .or((!comm.is_empty()).then_some(comm));
+        if let Some(unit) = self.unit.as_deref()
+            && unit.ends_with(".service")
+            && !unit.starts_with("user@")
+        {
+            return Some(unit.to_owned());
+        }
+        if let Some(id) = self.container_id.as_deref() {
+            let short: String = id.chars().take(12).collect();
+            return Some(format!("container {short}"));
+        }
+        match (program, self.unit.as_deref()) {
+            (Some(p), Some(unit)) => Some(format!("{p} ({unit})")),
+            (Some(p), None) => Some(p.to_owned()),
+            (None, Some(unit)) => Some(unit.to_owned()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// One frame of a user call stack, symbolized.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The function (demangled), when the module has symbols.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub function: Option<String>,
+    /// Source file and line (DWARF line info), when the module has it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub line: Option<u32>,
+    /// The ELF file the address is in.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub module: Option<String>,
+    /// Its GNU build id (hex).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub build_id: Option<String>,
+    /// The address: a file offset into `module` when it is known, else the virtual address.
+    pub address: u64,
+}
+
+impl Frame {
+    /// `cache_init (src/cache.c:120)`, `shmget (libc.so.6)`, or `0x1234 (module)`.
+    pub fn label(&self) -> String {
+        let module = self
+            .module
+            .as_deref()
+            .map(|m| m.rsplit('/').next().unwrap_or(m));
+        let name = self
+            .function
+            .clone()
+            .unwrap_or_else(|| format!("{:#x}", self.address));
+        match (&self.file, self.line, module) {
+            (Some(file), Some(line), _) => format!("{name} ({file}:{line})"),
+            (Some(file), None, _) => format!("{name} ({file})"),
+            (None, _, Some(m)) => format!("{name} ({m})"),
+            (None, _, None) => name,
+        }
+    }
+}
+
+/// Where in the code an object was created or attached: the user stack at the syscall.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSite {
+    /// Innermost first (frame 0 is where the syscall was made).
+    pub frames: Vec<Frame>,
+    /// How the stack was walked: `eh-frame` (the binaries' unwind tables over a copy of the
+    /// stack), `frame-pointers` (the kernel's walk of the frame pointer chain).
+    pub method: String,
+    /// Why the stack is shorter than the program's real one, when it is.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+impl CallSite {
+    /// How many leading frames are the C library's syscall wrapper (`shmget` in libc): the
+    /// summary starts at its caller.
+    pub fn wrapper_frames(&self) -> usize {
+        self.frames
+            .iter()
+            .take_while(|f| {
+                let module = f.module.as_deref().unwrap_or("");
+                let file = module.rsplit('/').next().unwrap_or(module);
+                file.starts_with("libc.so") || file.starts_with("libc-")
+            })
+            .count()
+            .min(self.frames.len().saturating_sub(1))
+    }
+
+    /// `cache_init (src/cache.c:120) ← main (src/main.c:40)`: at most `max` frames from the
+    /// caller of the syscall wrapper.
+    pub fn summary(&self, max: usize) -> String {
+        let skip = self.wrapper_frames();
+        let shown: Vec<String> = self
+            .frames
+            .iter()
+            .skip(skip)
+            .take(max)
+            .map(Frame::label)
+            .collect();
+        let mut s = shown.join(" ← ");
+        let rest = self.frames.len().saturating_sub(skip + max);
+        if rest > 0 {
+            let _ = write!(s, " ← … ({rest} more)");
+        }
+        if s.is_empty() {
+            s.push_str("(no frames)");
+        }
+        s
     }
 }

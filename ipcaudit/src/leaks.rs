@@ -186,6 +186,8 @@ impl Procs {
             entity: p.map(|p| p.key),
             alive: status.is_alive(),
             role,
+            details: std::sync::Arc::default(),
+            call_site: None,
         }
     }
 }
@@ -396,6 +398,7 @@ fn orphaned_segment(scene: &Scene, seg: &ShmSegment) -> Option<Finding> {
         evidence,
         remedy: Some(r.ipcrm()),
         since_ns: latest(&[seg.ctime, seg.atime, seg.dtime]),
+        service: None,
     })
 }
 
@@ -437,6 +440,7 @@ fn removed_still_attached(scene: &Scene, seg: &ShmSegment) -> Option<Finding> {
         evidence,
         remedy: None,
         since_ns: latest(&[seg.ctime, seg.atime, seg.dtime]),
+        service: None,
     })
 }
 
@@ -496,6 +500,7 @@ fn sem_held(scene: &Scene, set: &SemSet) -> Option<Finding> {
         evidence,
         remedy: Some(r.ipcrm()),
         since_ns: latest(&[set.otime, set.ctime]),
+        service: None,
     })
 }
 
@@ -534,6 +539,7 @@ fn stalled_queue(scene: &Scene, q: &MsgQueue) -> Option<Finding> {
         evidence,
         remedy: Some(r.ipcrm()),
         since_ns: latest(&[q.stime, q.rtime, q.ctime]),
+        service: None,
     })
 }
 
@@ -580,6 +586,8 @@ fn holder_evidence(holders: &[&PosixHolder]) -> Vec<ProcessEvidence> {
                 entity: Some(h.process),
                 alive: true,
                 role: Role::Holder,
+                details: std::sync::Arc::default(),
+                call_site: None,
             });
         }
     }
@@ -635,6 +643,7 @@ pub fn judge_posix(scene: &Scene, grace_secs: u64) -> Vec<Finding> {
                 evidence: Vec::new(),
                 remedy: Some(r.remedy()),
                 since_ns: since,
+                service: None,
             });
             continue;
         }
@@ -660,6 +669,7 @@ pub fn judge_posix(scene: &Scene, grace_secs: u64) -> Vec<Finding> {
             evidence,
             remedy: Some(r.remedy()),
             since_ns: since,
+            service: None,
         });
     }
     out.sort_by(|a, b| {
@@ -720,6 +730,12 @@ pub fn finding_from_json(v: &Value) -> Option<Finding> {
                 },
                 alive: e["alive"].as_bool().unwrap_or(false),
                 role: role_from_str(e["role"].as_str()?)?,
+                details: serde_json::from_value(e.clone())
+                    .map(std::sync::Arc::new)
+                    .unwrap_or_default(),
+                call_site: serde_json::from_value(e["call_site"].clone())
+                    .ok()
+                    .map(std::sync::Arc::new),
             })
         })
         .collect();
@@ -736,6 +752,7 @@ pub fn finding_from_json(v: &Value) -> Option<Finding> {
         evidence,
         remedy: v["remedy"].as_str().map(str::to_owned),
         since_ns: v["since_ns"].as_u64().unwrap_or(0),
+        service: v["service"].as_str().map(str::to_owned),
     })
 }
 

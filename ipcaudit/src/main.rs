@@ -57,6 +57,7 @@ fn session_options(t: &TraceArgs, mode: Mode) -> Options {
         stats_every: t.output.stats_every,
         metrics: t.output.metrics,
         user: t.output.user.clone(),
+        call_stacks: !t.no_call_stacks,
     }
 }
 
@@ -122,6 +123,8 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Limits(a) => return Ok(ipcaudit::limits::run(&a)?),
         Command::Leaks(a) => return Ok(ipcaudit::leaks::run(&a)?),
         Command::Reap(a) => return Ok(ipcaudit::reap::run(&a)?),
+        Command::Explain(a) => return Ok(ipcaudit::explain::run(&a)?),
+        Command::Report(a) => return Ok(ipcaudit::report::run(&a)?),
     }
     Ok(ExitCode::SUCCESS)
 }

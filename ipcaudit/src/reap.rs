@@ -1867,6 +1867,8 @@ mod tests {
             entity: Some(key),
             alive: false,
             role: Role::Attacher,
+            details: std::sync::Arc::default(),
+            call_site: None,
         }];
         assert_eq!(
             check(&with_user, Some(&now), &live, &[], NOW, opts),

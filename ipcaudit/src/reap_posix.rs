@@ -474,6 +474,7 @@ mod tests {
             evidence: Vec::new(),
             remedy: None,
             since_ns: 0,
+            service: None,
         });
         let sel = PosixSelection {
             types: vec![PosixType::Pshm],

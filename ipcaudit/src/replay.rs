@@ -12,7 +12,8 @@ use thiserror::Error;
 
 use crate::{
     cli::ReplayArgs,
-    model::{Model, ModelConfig},
+    event::{Action, Event},
+    model::{Aggregate, Applied, FindingChange, Model, ModelConfig},
     sink::{
         Encoder, Format, LineWriter, Printer, Session,
         json::{Parsed, parse_event},
@@ -73,30 +74,47 @@ fn memchr(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
 }
 
-/// Replays `args.file`; findings (and with `--all`, every event) go to stdout.
-pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
-    let path = args.file.clone();
-    let input: Box<dyn Read> = if path == Path::new("-") {
-        Box::new(io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(&path).map_err(|source| ReplayError::Open {
-                path: path.clone(),
-                source,
-            })?,
-        )
-    };
-    let mut out = Printer::new(
-        Encoder {
-            format,
-            session: Session::default(),
-        },
-        LineWriter::stdout(),
-    );
-    let mut model = Model::new(ModelConfig {
-        grace_ns: u64::try_from(args.grace.as_nanos()).unwrap_or(u64::MAX),
-        ..ModelConfig::default()
-    });
+/// What a replay hands its caller as it goes.
+pub enum Replayed<'a> {
+    /// An event, what the model made of it, and the action the recording gave it.
+    Event {
+        event: &'a Event,
+        applied: &'a Applied,
+        recorded: Action,
+    },
+    /// Totals the kernel aggregated (`watch`).
+    Aggregate(&'a Aggregate),
+    /// A finding raised or cleared (at `time_ns`).
+    Finding {
+        time_ns: u64,
+        change: &'a FindingChange,
+    },
+}
+
+/// Opens a recording (`-` is stdin).
+fn open(path: &Path) -> Result<Box<dyn Read>, ReplayError> {
+    if path == Path::new("-") {
+        return Ok(Box::new(io::stdin()));
+    }
+    let file = std::fs::File::open(path).map_err(|source| ReplayError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Box::new(file))
+}
+
+/// Rebuilds the model from a recorded NDJSON stream exactly as the live collector built it:
+/// snapshots bootstrap and reconcile it, `process-context` records describe processes, events
+/// and aggregated totals are applied in order, and grace periods expire on the live model's
+/// ticks (or on whole seconds of a `trace` recording). Each event, aggregate and finding is
+/// handed to `on` as it happens. Returns the model and the number of events.
+pub fn rebuild(
+    path: &Path,
+    cfg: ModelConfig,
+    mut on: impl FnMut(Replayed<'_>),
+) -> Result<(Model, u64), ReplayError> {
+    let input = open(path)?;
+    let mut model = Model::new(cfg);
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let mut buf = Vec::new();
     let mut lineno = 0u64;
@@ -108,9 +126,14 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
     let mut ticks_recorded = false;
     let mut last_tick = 0u64;
     let mut events = 0u64;
+    let findings = |on: &mut dyn FnMut(Replayed<'_>), time_ns: u64, changes: &[FindingChange]| {
+        for change in changes {
+            on(Replayed::Finding { time_ns, change });
+        }
+    };
     loop {
         let bad = |why: String| ReplayError::Line {
-            path: path.clone(),
+            path: path.to_path_buf(),
             line: lineno + 1,
             why,
         };
@@ -127,12 +150,12 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
             continue;
         }
         let text = std::str::from_utf8(&buf).map_err(|e| ReplayError::Line {
-            path: path.clone(),
+            path: path.to_path_buf(),
             line: lineno,
             why: format!("not UTF-8 ({e})"),
         })?;
         let parsed = parse_event(text).map_err(|e| ReplayError::Line {
-            path: path.clone(),
+            path: path.to_path_buf(),
             line: lineno,
             why: e.to_string(),
         })?;
@@ -140,34 +163,28 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
             Parsed::Event(ev, _) => Some(ev.time_ns),
             Parsed::Snapshot(s, _) => Some(s.taken_ns),
             Parsed::Aggregate(a) => Some(a.time_ns()),
-            Parsed::Tick { time_ns } => Some(*time_ns),
+            Parsed::Tick { time_ns }
+            | Parsed::Context { time_ns, .. }
+            | Parsed::CallSite { time_ns, .. } => Some(*time_ns),
             Parsed::Other { time_ns, .. } => *time_ns,
         };
         // Grace periods expire on the same one-second ticks as in the live collector.
         if let Some(t) = time {
             if !ticks_recorded && last_time != 0 && t / 1_000_000_000 > last_time / 1_000_000_000 {
-                for change in model.tick(t) {
-                    out.finding(t, &change);
-                }
+                findings(&mut on, t, &model.tick(t));
             }
             last_time = last_time.max(t);
         }
         match parsed {
-            Parsed::Event(ev, recorded_action) => {
+            Parsed::Event(ev, recorded) => {
                 events += 1;
                 let applied = model.apply(&ev);
-                if args.all {
-                    out.event(
-                        &ev,
-                        applied.action.unwrap_or(recorded_action),
-                        applied.object.as_ref(),
-                        applied.posix.as_ref(),
-                        &crate::enrich::ProcessContext::default(),
-                    );
-                }
-                for change in &applied.findings {
-                    out.finding(ev.time_ns, change);
-                }
+                on(Replayed::Event {
+                    event: &ev,
+                    applied: &applied,
+                    recorded,
+                });
+                findings(&mut on, ev.time_ns, &applied.findings);
             }
             Parsed::Snapshot(snap, ticks) => {
                 let changes = if bootstrapped {
@@ -180,39 +197,87 @@ pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
                     model.bootstrap(&snap);
                     Vec::new()
                 };
-                for change in &changes {
-                    out.finding(snap.taken_ns, change);
-                }
+                findings(&mut on, snap.taken_ns, &changes);
             }
             Parsed::Aggregate(agg) => {
-                if args.all {
-                    out.with(|e, line| e.aggregate(&agg, line));
-                }
-                for change in &model.apply_aggregate(&agg).findings {
-                    out.finding(agg.time_ns(), change);
-                }
+                on(Replayed::Aggregate(&agg));
+                let applied = model.apply_aggregate(&agg);
+                findings(&mut on, agg.time_ns(), &applied.findings);
             }
             Parsed::Tick { time_ns } => {
                 // One tick per instant, however many findings it raised or cleared.
                 if ticks_recorded && time_ns != last_tick {
                     last_tick = time_ns;
-                    for change in model.tick(time_ns) {
-                        out.finding(time_ns, &change);
-                    }
+                    findings(&mut on, time_ns, &model.tick(time_ns));
                 }
+            }
+            Parsed::Context {
+                process, details, ..
+            } => model.describe_process(process, std::sync::Arc::new(*details)),
+            Parsed::CallSite {
+                process, of, site, ..
+            } => {
+                model.set_call_site(of.ns, of.ty, of.id, process, of.attach, *site);
             }
             Parsed::Other { .. } => {}
         }
     }
     if !ticks_recorded {
-        for change in model.tick(last_time) {
-            out.finding(last_time, &change);
-        }
+        findings(&mut on, last_time, &model.tick(last_time));
     }
     log::info!(
         "replayed {events} events from {lineno} lines of {}",
         path.display()
     );
+    Ok((model, events))
+}
+
+/// The model configuration an investigation (`explain`, `report`) replays with: `grace`, and a
+/// large archive (every destroyed object's story is kept).
+pub fn replay_config(grace: std::time::Duration) -> ModelConfig {
+    ModelConfig {
+        grace_ns: u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
+        archive: 1 << 16,
+        ..ModelConfig::default()
+    }
+}
+
+/// Replays `args.file`; findings (and with `--all`, every event) go to stdout.
+pub fn run(args: &ReplayArgs, format: Format) -> Result<ExitCode, ReplayError> {
+    let mut out = Printer::new(
+        Encoder {
+            format,
+            session: Session::default(),
+        },
+        LineWriter::stdout(),
+    );
+    let cfg = ModelConfig {
+        grace_ns: u64::try_from(args.grace.as_nanos()).unwrap_or(u64::MAX),
+        ..ModelConfig::default()
+    };
+    rebuild(&args.file, cfg, |r| match r {
+        Replayed::Event {
+            event,
+            applied,
+            recorded,
+        } => {
+            if args.all {
+                out.event(
+                    event,
+                    applied.action.unwrap_or(recorded),
+                    applied.object.as_ref(),
+                    applied.posix.as_ref(),
+                    &crate::enrich::ProcessContext::default(),
+                );
+            }
+        }
+        Replayed::Aggregate(agg) => {
+            if args.all {
+                out.with(|e, line| e.aggregate(agg, line));
+            }
+        }
+        Replayed::Finding { time_ns, change } => out.finding(time_ns, change),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

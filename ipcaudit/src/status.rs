@@ -19,10 +19,29 @@ pub fn answer(model: &Model, request: Request) -> String {
         }),
         Request::Findings => json!({
             "source": "watch",
-            "findings": model.findings().collect::<Vec<_>>(),
+            "findings": model.findings().map(finding_json).collect::<Vec<_>>(),
         }),
+        Request::Explain(target) => match model.explain(&target) {
+            Ok(e) => json!({"source": "watch", "explanation": e}),
+            Err(e) => json!({"error": e.to_string()}),
+        },
+        Request::Report => json!({"source": "watch", "report": model.report()}),
     };
     value.to_string()
+}
+
+/// A finding as the daemon answers it: call sites carry their one-line summary and frame count,
+/// as in the records.
+fn finding_json(f: &crate::model::Finding) -> Value {
+    let mut v = serde_json::to_value(f).unwrap_or_default();
+    if let Some(evidence) = v["evidence"].as_array_mut() {
+        for (e, pe) in evidence.iter_mut().zip(&f.evidence) {
+            if let Some(site) = &pe.call_site {
+                e["call_site"] = crate::sink::json::call_site_json(site);
+            }
+        }
+    }
+    v
 }
 
 fn s(v: &Value) -> String {
@@ -102,6 +121,9 @@ pub fn render_status(v: &Value) -> String {
             creator,
             holders.join(" ")
         );
+        if let Ok(site) = serde_json::from_value::<crate::event::CallSite>(o["call_site"].clone()) {
+            let _ = writeln!(out, "     created at {}", site.summary(3));
+        }
     }
     for o in v["posix_objects"].as_array().into_iter().flatten() {
         let holders: Vec<String> = o["holders"]
@@ -168,8 +190,22 @@ pub fn render_findings(v: &Value) -> String {
             let _ = write!(out, " {} {name}", s(&posix["type"]));
         }
         let _ = writeln!(out, "\n  {}", s(&f["description"]));
+        if let Some(service) = f["service"].as_str() {
+            let _ = writeln!(out, "  service  {service}");
+        }
         for e in f["evidence"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "  {:<8} {}", s(&e["role"]), proc_label(e));
+            let exe = e["executable"]
+                .as_str()
+                .map_or_else(String::new, |x| format!(" {x}"));
+            let _ = writeln!(out, "  {:<8} {}{exe}", s(&e["role"]), proc_label(e));
+            if let Ok(site) =
+                serde_json::from_value::<crate::event::CallSite>(e["call_site"].clone())
+            {
+                let _ = writeln!(out, "           at {}", site.summary(3));
+                if let Some(reason) = &site.reason {
+                    let _ = writeln!(out, "           ({} frame(s): {reason})", site.frames.len());
+                }
+            }
         }
         if let Some(remedy) = f["remedy"].as_str() {
             let _ = writeln!(out, "  fix: {remedy}");

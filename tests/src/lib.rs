@@ -237,11 +237,34 @@ pub fn of_pid(records: &[Value], pid: u64) -> Vec<Value> {
         .collect()
 }
 
-/// The `event.action` values in order.
+/// The `event.action` values in order. Left out: `call-site` records, which come when their
+/// stack is symbolized (`call_sites` has them), and `process-context` records, which say who a
+/// process is before its first IPC record.
 pub fn actions(records: &[Value]) -> Vec<String> {
     records
         .iter()
         .filter_map(|r| r["event"]["action"].as_str().map(str::to_owned))
+        .filter(|a| a != "call-site" && a != "process-context")
+        .collect()
+}
+
+/// The `call-site` records: (`ipcaudit.call_site_of`, `ipcaudit.call_site.summary`).
+pub fn call_sites(records: &[Value]) -> Vec<(String, String)> {
+    records
+        .iter()
+        .filter(|r| r["event"]["action"] == "call-site")
+        .map(|r| {
+            (
+                r["ipcaudit"]["call_site_of"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                r["ipcaudit"]["call_site"]["summary"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -684,4 +707,147 @@ impl Watch {
             })
             .unwrap_or_default()
     }
+}
+
+/// The headless browser the HTML report is checked in (Debian's `chromium`): found on PATH,
+/// or installed with apt-get when missing (CI starts from a fresh machine). `None` when it is
+/// missing and cannot be installed outside CI (the caller skips, saying so); under `CI=true`
+/// that is a failure.
+pub fn ensure_chromium() -> Option<PathBuf> {
+    let find = || {
+        ["chromium", "chromium-browser"].iter().find_map(|name| {
+            std::env::var_os("PATH")?
+                .to_str()?
+                .split(':')
+                .map(|dir| PathBuf::from(dir).join(name))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    // SAFETY: no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if root {
+        eprintln!("installing chromium with apt-get (the HTML report test renders in it)");
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let _ = apt(&["update", "-qq"]);
+        let _ = apt(&[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+            "fonts-dejavu-core",
+        ]);
+    }
+    let found = find();
+    assert!(
+        found.is_some() || !ci,
+        "CI=true: chromium is missing and `apt-get install chromium` did not provide it"
+    );
+    if found.is_none() {
+        eprintln!("SKIPPED: chromium is not installed (run as root to let the test install it)");
+    }
+    found
+}
+
+/// What headless Chromium made of a page.
+pub struct Rendered {
+    /// The DOM after the page's scripts ran.
+    pub dom: String,
+    /// Messages the page wrote to the console (errors, uncaught exceptions, failed loads).
+    pub console: Vec<String>,
+    /// The screenshot (PNG), when one was asked for.
+    pub screenshot: Option<Vec<u8>>,
+}
+
+/// Renders `page` in headless Chromium (run as root: --no-sandbox; a fresh profile; no
+/// network: every host name resolves to nothing), returning the DOM, the console messages and
+/// optionally a screenshot.
+pub fn render_in_chromium(
+    chromium: &std::path::Path,
+    page: &std::path::Path,
+    screenshot: bool,
+) -> Rendered {
+    let dir = std::env::temp_dir().join(format!(
+        "ipcaudit-chromium-{}-{}",
+        std::process::id(),
+        page.file_name().and_then(|n| n.to_str()).unwrap_or("page")
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("profile dir");
+    let common = |cmd: &mut Command| {
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1400,1000",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .stdin(Stdio::null());
+    };
+    let url = format!("file://{}", page.display());
+    let run = |extra: &[String]| {
+        let mut cmd = Command::new(chromium);
+        common(&mut cmd);
+        cmd.args(extra).arg(&url);
+        let out = cmd.output().expect("run chromium");
+        assert!(
+            out.status.success(),
+            "chromium failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let dumped = run(&["--dump-dom".to_owned()]);
+    let mut console: Vec<String> = String::from_utf8_lossy(&dumped.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_owned)
+        .collect();
+    let shot = screenshot.then(|| {
+        let png = dir.join("shot.png");
+        let out = run(&[format!("--screenshot={}", png.display())]);
+        console.extend(
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| l.contains(":CONSOLE"))
+                .map(str::to_owned),
+        );
+        std::fs::read(&png).expect("chromium wrote no screenshot")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    Rendered {
+        dom: String::from_utf8_lossy(&dumped.stdout).into_owned(),
+        console,
+        screenshot: shot,
+    }
+}
+
+/// Width and height of a PNG (from its IHDR chunk).
+pub fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if png.get(..8)? != b"\x89PNG\r\n\x1a\n" || png.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(png.get(16..20)?.try_into().ok()?);
+    let h = u32::from_be_bytes(png.get(20..24)?.try_into().ok()?);
+    Some((w, h))
 }

@@ -74,6 +74,25 @@ fn shm_lifecycle_has_ids_and_addresses() {
     let remove = find(&records, "shm-remove");
     assert_eq!(remove["ipc"]["command"], "IPC_RMID");
     assert_eq!(find(&records, "shm-destroy")["ipc"]["id"], shmid);
+    // Where in the workload it was created and attached (`trace` records call sites too).
+    let mut sites = ipcaudit_tests::call_sites(&records);
+    sites.sort();
+    assert_eq!(sites.len(), 2, "{records:#?}");
+    assert_eq!(sites[0].0, "shm-attach");
+    assert!(
+        sites[0]
+            .1
+            .starts_with("ipc_workload::shmat (ipc-workload.rs:"),
+        "{sites:?}"
+    );
+    assert_eq!(sites[1].0, "shm-create");
+    assert!(
+        sites[1]
+            .1
+            .starts_with("ipc_workload::shmget (ipc-workload.rs:")
+            && sites[1].1.contains("ipc_workload::shm_basic"),
+        "{sites:?}"
+    );
     // The session ends with a metric record counting what it saw.
     let metric = all.last().unwrap();
     assert_eq!(metric["event"]["kind"], "metric");
@@ -137,7 +156,10 @@ fn fork_inherits_and_munmap_detaches() {
         ["shm-detach", "process-exit"],
         "{child_records:#?}"
     );
-    let detach = &child_records[0];
+    let detach = child_records
+        .iter()
+        .find(|r| r["event"]["action"] == "shm-detach")
+        .unwrap();
     assert_eq!(detach["ipc"]["id"], w["shmid"]);
     assert_eq!(detach["ipc"]["shm"]["address"], w["addr"]);
     assert_eq!(detach["ipcaudit"]["syscall"]["name"], "munmap");

@@ -381,6 +381,15 @@ impl Model {
                 adj.took |= slot.took > 0;
                 adj.gave |= slot.gave > 0;
             }
+            // The object's story: this process's operations, summed.
+            let [calls, net, undo, took, gave] = diff.0;
+            self.story_ops(okey, pkey, last, |o| {
+                o.sem_ops = o.sem_ops.saturating_add(unsigned(calls));
+                o.takes = o.takes.saturating_add(unsigned(took));
+                o.gives = o.gives.saturating_add(unsigned(gave));
+                o.net = o.net.saturating_add(net);
+                o.undo_net = o.undo_net.saturating_add(undo);
+            });
             if !touched.contains(&okey) {
                 touched.push(okey);
             }
@@ -421,6 +430,12 @@ impl Model {
                     .touch(pkey, alive, slot.last_ns, received, received_bytes);
                 msg.recv_waiters.remove(&pkey);
             }
+            self.story_ops(okey, pkey, slot.last_ns, |o| {
+                o.sent = o.sent.saturating_add(sent);
+                o.sent_bytes = o.sent_bytes.saturating_add(sent_bytes);
+                o.received = o.received.saturating_add(received);
+                o.received_bytes = o.received_bytes.saturating_add(received_bytes);
+            });
             if !touched.contains(&okey) {
                 touched.push(okey);
             }

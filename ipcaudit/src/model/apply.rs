@@ -6,6 +6,7 @@ use crate::snapshot::SHM_LOCKED;
 use super::object::{ObjectKey, ObjectRef, ObjectStatus};
 use super::process::Process;
 use super::shm::{self, Delta, Remap, Vma};
+use super::story::{Cause, What};
 use super::{Applied, Cx, Model};
 
 const IPC_CREAT: i32 = 0o1000;
@@ -13,6 +14,7 @@ const IPC_EXCL: i32 = 0o2000;
 /// glibc ORs this into ctl commands.
 const IPC_64: i32 = 0x100;
 const IPC_RMID: i32 = 0;
+const IPC_SET: i32 = 1;
 const IPC_INFO: i32 = 3;
 const SHM_LOCK: i32 = 11;
 const SHM_UNLOCK: i32 = 12;
@@ -184,6 +186,7 @@ impl Model {
                     flags: *flags,
                     result,
                 };
+                cx.cause = Cause::Mremap { addr: *old_addr };
                 let touched =
                     self.with_vmas(c.key, cx, |map, page, d| shm::mremap(map, r, page, d));
                 (None, touched.and_then(|k| self.object_ref(k)))
@@ -212,6 +215,7 @@ impl Model {
 
     fn on_munmap(&mut self, c: Caller, addr: u64, len: u64, cx: &mut Cx) -> Outcome {
         let end = addr.saturating_add(shm::page_up(len, self.page()));
+        cx.cause = Cause::Munmap { addr };
         match self.with_vmas(c.key, cx, |map, _, d| shm::unmap(map, addr, end, d)) {
             Some(k) => (Some(Action::ShmDetach), self.object_ref(k)),
             None => (None, None),
@@ -223,6 +227,7 @@ impl Model {
         if let Some(p) = self.processes.get_mut(&c.key) {
             p.exe = Some(filename.to_owned());
         }
+        cx.cause = Cause::Exec;
         self.with_vmas(c.key, cx, |map, _, d| shm::clear(map, d));
         let now = cx.now;
         self.posix_exec(c.key, now, cx);
@@ -287,6 +292,10 @@ impl Model {
             self.set_ipc_key(okey, g.key, cx);
             self.account(okey, true);
             self.relate(c.key, okey);
+            self.story_push(okey, cx.now, Some(c.key), What::Create);
+            self.story_ops(okey, c.key, cx.now, |o| {
+                o.created = o.created.saturating_add(1);
+            });
             self.note_create(okey, c.key, cx);
             self.evaluate_limits(c.ns, g.ty, cx);
             let now = cx.now;
@@ -305,6 +314,14 @@ impl Model {
             self.set_ipc_key(okey, g.key, cx);
         }
         let now = cx.now;
+        let mut first = false;
+        self.story_ops(okey, c.key, now, |o| {
+            o.opened = o.opened.saturating_add(1);
+            first = o.opened == 1;
+        });
+        if first {
+            self.story_push(okey, now, Some(c.key), What::Open);
+        }
         if let Some(o) = self.objects.get_mut(&okey) {
             if let Some(s) = o.sem_mut() {
                 s.users.touch(c.key, c.alive, now, 0, 0);
@@ -323,10 +340,14 @@ impl Model {
 
     fn on_shmat(&mut self, c: Caller, shmid: i32, result: SysResult<u64>, cx: &mut Cx) -> Outcome {
         let Ok(addr) = result else {
-            let r = self
-                .lookup(c.ns, IpcType::Shm, shmid)
-                .and_then(|k| self.object_ref(k));
-            return (Some(Action::ShmAttach), r);
+            let found = self.lookup(c.ns, IpcType::Shm, shmid);
+            if let Some(k) = found {
+                self.story_ops(k, c.key, cx.now, |o| o.failed = o.failed.saturating_add(1));
+            }
+            return (
+                Some(Action::ShmAttach),
+                found.and_then(|k| self.object_ref(k)),
+            );
         };
         let okey = self.lookup_or_create(c.ns, IpcType::Shm, shmid, cx);
         let page = self.page();
@@ -356,6 +377,7 @@ impl Model {
                     attach,
                 };
                 shm::insert(&mut p.vmas, addr, vma, false, &mut delta);
+                cx.cause = Cause::Shmat { addr };
                 self.apply_delta(c.key, &delta, cx);
             }
         }
@@ -386,6 +408,7 @@ impl Model {
             &mut delta,
         );
         let r = found.and_then(|k| self.object_ref(k));
+        cx.cause = Cause::Shmdt { addr };
         self.apply_delta(c.key, &delta, cx);
         (Some(Action::ShmDetach), r)
     }
@@ -413,17 +436,21 @@ impl Model {
             IpcType::Msg => (Action::MsgRemove, Action::MsgControl),
         };
         if cmd == IPC_RMID {
-            return match result {
-                Ok(_) => {
-                    let okey = self.lookup_or_create(c.ns, ty, id, cx);
-                    let r = self.object_ref(okey);
-                    self.remove_object(okey, cx);
-                    (Some(remove), r)
+            return if result.is_ok() {
+                let okey = self.lookup_or_create(c.ns, ty, id, cx);
+                let r = self.object_ref(okey);
+                self.story_push(okey, cx.now, Some(c.key), What::Remove);
+                self.story_ops(okey, c.key, cx.now, |o| {
+                    o.controls = o.controls.saturating_add(1);
+                });
+                self.remove_object(okey, cx);
+                (Some(remove), r)
+            } else {
+                let found = self.lookup(c.ns, ty, id);
+                if let Some(k) = found {
+                    self.story_ops(k, c.key, cx.now, |o| o.failed = o.failed.saturating_add(1));
                 }
-                Err(_) => (
-                    Some(remove),
-                    self.lookup(c.ns, ty, id).and_then(|k| self.object_ref(k)),
-                ),
+                (Some(remove), found.and_then(|k| self.object_ref(k)))
             };
         }
         let info = cmd == IPC_INFO
@@ -434,6 +461,13 @@ impl Model {
         if info {
             return (Some(control), None);
         }
+        // Only commands that change the object are part of its story: read-only ones (IPC_STAT,
+        // GETVAL, ..., ipcaudit's own snapshots among them) are not.
+        let changes = cmd == IPC_SET
+            || matches!(
+                (ty, cmd),
+                (IpcType::Shm, SHM_LOCK | SHM_UNLOCK) | (IpcType::Sem, SETVAL | SETALL)
+            );
         let by_index = matches!(
             (ty, cmd),
             (IpcType::Shm, SHM_STAT | SHM_STAT_ANY)
@@ -449,12 +483,27 @@ impl Model {
             (Err(_), true) => return (Some(control), None),
             (Ok(_), false) => self.lookup_or_create(c.ns, ty, id, cx),
             (Err(_), false) => {
-                return (
-                    Some(control),
-                    self.lookup(c.ns, ty, id).and_then(|k| self.object_ref(k)),
-                );
+                let found = self.lookup(c.ns, ty, id);
+                if changes && let Some(k) = found {
+                    self.story_ops(k, c.key, cx.now, |o| o.failed = o.failed.saturating_add(1));
+                }
+                return (Some(control), found.and_then(|k| self.object_ref(k)));
             }
         };
+        if changes && result.is_ok() {
+            self.story_ops(okey, c.key, cx.now, |o| {
+                o.controls = o.controls.saturating_add(1);
+            });
+            let command = crate::names::ipc_command_name(ty, cmd)
+                .map_or_else(|| cmd.to_string(), str::to_owned);
+            let command = if ty == IpcType::Sem && cmd == SETVAL {
+                let v = u32::try_from(arg & 0xffff_ffff).unwrap_or(0).cast_signed();
+                format!("{command} #{semnum} = {v}")
+            } else {
+                command
+            };
+            self.story_push(okey, cx.now, Some(c.key), What::Control { command });
+        }
         if let Ok(v) = result {
             self.ctl_effect(okey, ty, cmd, v, semnum, arg, cx);
         }
@@ -598,6 +647,26 @@ impl Model {
             };
             k
         };
+        self.story_ops(okey, c.key, now, |o| {
+            if result.is_err() {
+                o.failed = o.failed.saturating_add(1);
+                return;
+            }
+            o.sem_ops = o.sem_ops.saturating_add(1);
+            for op in ops {
+                if op.op < 0 {
+                    o.takes = o.takes.saturating_add(1);
+                } else if op.op > 0 {
+                    o.gives = o.gives.saturating_add(1);
+                }
+                let sum = if op.undo() {
+                    &mut o.undo_net
+                } else {
+                    &mut o.net
+                };
+                *sum = sum.saturating_add(i64::from(op.op));
+            }
+        });
         let Some(s) = self.objects.get_mut(&okey).and_then(|o| o.sem_mut()) else {
             return (Some(Action::SemOp), None);
         };
@@ -664,13 +733,21 @@ impl Model {
         cx: &mut Cx,
     ) -> Outcome {
         if result.is_err() {
-            let r = self
-                .lookup(c.ns, IpcType::Msg, msqid)
-                .and_then(|k| self.object_ref(k));
-            return (Some(Action::MsgSend), r);
+            let found = self.lookup(c.ns, IpcType::Msg, msqid);
+            if let Some(k) = found {
+                self.story_ops(k, c.key, cx.now, |o| o.failed = o.failed.saturating_add(1));
+            }
+            return (
+                Some(Action::MsgSend),
+                found.and_then(|k| self.object_ref(k)),
+            );
         }
         let now = cx.now;
         let okey = self.lookup_or_create(c.ns, IpcType::Msg, msqid, cx);
+        self.story_ops(okey, c.key, now, |o| {
+            o.sent = o.sent.saturating_add(1);
+            o.sent_bytes = o.sent_bytes.saturating_add(size);
+        });
         if let Some(s) = self.objects.get_mut(&okey).and_then(|o| o.msg_mut()) {
             s.messages = s.messages.saturating_add(1);
             s.bytes = s.bytes.saturating_add(size);
@@ -692,13 +769,23 @@ impl Model {
         cx: &mut Cx,
     ) -> Outcome {
         let Ok(n) = result else {
-            let r = self
-                .lookup(c.ns, IpcType::Msg, msqid)
-                .and_then(|k| self.object_ref(k));
-            return (Some(Action::MsgReceive), r);
+            let found = self.lookup(c.ns, IpcType::Msg, msqid);
+            if let Some(k) = found {
+                self.story_ops(k, c.key, cx.now, |o| o.failed = o.failed.saturating_add(1));
+            }
+            return (
+                Some(Action::MsgReceive),
+                found.and_then(|k| self.object_ref(k)),
+            );
         };
         let now = cx.now;
         let okey = self.lookup_or_create(c.ns, IpcType::Msg, msqid, cx);
+        if flags & MSG_COPY == 0 {
+            self.story_ops(okey, c.key, now, |o| {
+                o.received = o.received.saturating_add(1);
+                o.received_bytes = o.received_bytes.saturating_add(n);
+            });
+        }
         if let Some(s) = self.objects.get_mut(&okey).and_then(|o| o.msg_mut()) {
             // MSG_COPY (checkpoint/restore) copies without dequeuing.
             if flags & MSG_COPY == 0 {
@@ -768,6 +855,7 @@ impl Model {
                 s.attachers.touch(child, true, now, 0, 0);
             }
         }
+        cx.cause = Cause::Fork;
         self.apply_delta(child, &delta, cx);
     }
 }

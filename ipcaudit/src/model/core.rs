@@ -65,9 +65,15 @@ impl Model {
     }
 
     /// Adds a process; a live process with the same pid is gone (PID reuse).
-    pub(crate) fn add_process(&mut self, p: Process, cx: &mut Cx) {
+    pub(crate) fn add_process(&mut self, mut p: Process, cx: &mut Cx) {
         let key = p.key;
         let alive = p.alive;
+        if let Some(d) = self.pending_details.remove(&key) {
+            if p.exe.is_none() {
+                p.exe.clone_from(&d.executable);
+            }
+            p.details = Some(d);
+        }
         self.processes.insert(key, p);
         if alive {
             self.claim_pid(key, cx);
@@ -113,7 +119,9 @@ impl Model {
         if self.live_by_pid.get(&key.pid) == Some(&key) {
             self.live_by_pid.remove(&key.pid);
         }
+        let cause = std::mem::replace(&mut cx.cause, super::story::Cause::Exit { code });
         self.apply_delta(key, &delta, cx);
+        cx.cause = cause;
         for okey in related {
             if let Some(o) = self.objects.get_mut(&okey) {
                 o.process_died(key);
@@ -173,6 +181,7 @@ impl Model {
             return k;
         }
         let k = self.new_object(ns, ty, id, cx);
+        self.story_push(k, cx.now, None, super::story::What::Appear);
         self.account(k, true);
         self.evaluate_limits(ns, ty, cx);
         k
@@ -278,6 +287,7 @@ impl Model {
         if o.removed_ns.is_none() {
             o.removed_ns = Some(cx.now);
         }
+        o.story.push(cx.now, None, super::story::What::Destroy);
         let r = o.object_ref();
         if let Some(k) = o.ipc_key
             && self.by_key.get(&(okey.ns, okey.ty, k)) == Some(&okey)
@@ -320,23 +330,59 @@ impl Model {
             };
             let status = o.status;
             let Some(s) = o.shm_mut() else { continue };
+            let mut left = 0;
             if d != 0 {
                 let cur = i64::try_from(s.vmas).unwrap_or(i64::MAX);
                 s.vmas = u64::try_from(cur.saturating_add(d)).unwrap_or(0);
                 let c = s.attached.entry(pkey).or_insert(0);
                 let n = i64::from(*c).saturating_add(d);
                 *c = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+                left = u64::from(*c);
                 if *c == 0 {
                     s.attached.remove(&pkey);
                 }
             }
             let gone = !s.attached_any();
+            if d != 0 {
+                let p = self.processes.get(&pkey);
+                o.story.mapped(pkey, p, d, left, cx.cause, cx.now);
+            }
             if status == ObjectStatus::RemovedPendingDestroy && gone && !cx.sync {
                 self.destroy_object(okey, cx, true);
             } else if d != 0 {
                 let now = cx.now;
                 self.evaluate_object(okey, now, cx);
             }
+        }
+    }
+
+    // ----- stories -----
+
+    /// Appends an entry to object `okey`'s story.
+    pub(crate) fn story_push(
+        &mut self,
+        okey: ObjectKey,
+        now: u64,
+        process: Option<ProcessKey>,
+        what: super::story::What,
+    ) {
+        let p = process.map(|k| (k, self.processes.get(&k)));
+        if let Some(o) = self.objects.get_mut(&okey) {
+            o.story.push(now, p, what);
+        }
+    }
+
+    /// The operations of process `pkey` on object `okey`.
+    pub(crate) fn story_ops(
+        &mut self,
+        okey: ObjectKey,
+        pkey: ProcessKey,
+        now: u64,
+        f: impl FnOnce(&mut super::story::OpSummary),
+    ) {
+        let p = self.processes.get(&pkey);
+        if let Some(o) = self.objects.get_mut(&okey) {
+            f(&mut o.story.ops(pkey, p, now).ops);
         }
     }
 
@@ -349,6 +395,13 @@ impl Model {
         };
         if let Some(o) = self.objects.get_mut(&okey) {
             o.leak_program = Some(program.clone());
+            o.created_by_program = Some(program.clone());
+        }
+        if self.program_totals.len() < 4096 || self.program_totals.contains_key(&program) {
+            self.program_totals
+                .entry(program.clone())
+                .or_default()
+                .created += 1;
         }
         let p = self.programs.entry(program.clone()).or_default();
         p.window.push_back((cx.now, okey));
@@ -366,6 +419,9 @@ impl Model {
         else {
             return;
         };
+        if let Some(t) = self.program_totals.get_mut(&program) {
+            t.removed += 1;
+        }
         if let Some(p) = self.programs.get_mut(&program)
             && p.unremoved.remove(&okey).is_some()
         {
@@ -448,9 +504,11 @@ impl Model {
             let excess = self.objects.len().saturating_sub(target);
             let mut refs = Vec::new();
             for (_, okey) in destroyed.into_iter().take(excess) {
-                let Some(o) = self.objects.remove(&okey) else {
+                let Some(mut o) = self.objects.remove(&okey) else {
                     continue;
                 };
+                let processes = &self.processes;
+                o.story.refresh_cast(|k| processes.get(&k));
                 if self.by_id.get(&(okey.ns, okey.ty, okey.id)) == Some(&okey) {
                     self.by_id.remove(&(okey.ns, okey.ty, okey.id));
                 }
@@ -462,7 +520,19 @@ impl Model {
                     }
                 }
                 self.evicted.objects += 1;
+                self.archive_object(o);
             }
+        }
+    }
+
+    /// Keeps a forgotten (destroyed) object's story for `explain` and `report`, within
+    /// [`ModelConfig::archive`].
+    fn archive_object(&mut self, o: super::object::Object) {
+        if self.cfg.archive > 0 {
+            if self.archive.len() >= self.cfg.archive {
+                self.archive.pop_front();
+            }
+            self.archive.push_back(o);
         }
     }
 
@@ -482,9 +552,11 @@ impl Model {
             .collect();
         let mut refs = Vec::new();
         for okey in old {
-            let Some(o) = self.objects.remove(&okey) else {
+            let Some(mut o) = self.objects.remove(&okey) else {
                 continue;
             };
+            let processes = &self.processes;
+            o.story.refresh_cast(|k| processes.get(&k));
             if self.by_id.get(&(okey.ns, okey.ty, okey.id)) == Some(&okey) {
                 self.by_id.remove(&(okey.ns, okey.ty, okey.id));
             }
@@ -495,6 +567,7 @@ impl Model {
                     p.related.remove(&okey);
                 }
             }
+            self.archive_object(o);
         }
         // Dead processes still referred to by an object or a finding are kept.
         let mut keep: HashSet<ProcessKey> = HashSet::new();

@@ -57,16 +57,20 @@
 mod aggregate;
 mod apply;
 mod core;
+mod explain;
 mod object;
 mod posix;
 mod process;
 mod reconcile;
 mod rules;
 mod shm;
+mod story;
 mod view;
 
 #[cfg(test)]
 mod aggregate_tests;
+#[cfg(test)]
+mod explain_tests;
 #[cfg(test)]
 mod posix_tests;
 #[cfg(test)]
@@ -75,19 +79,25 @@ mod proptests;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::event::{Action, Event, IpcType, ProcessKey};
+use crate::event::{Action, CallSite, Event, IpcType, ProcessDetails, ProcessKey};
 use crate::snapshot::{Limits, Snapshot};
 
 pub use aggregate::{
     Aggregate, MqueueTotals, MsgSlotTotals, QueueTotals, SemSlotTotals, SetTotals, Usage,
 };
+pub use explain::{
+    ExplainError, Explanation, HeldBy, Operations, OtherFinding, Person, ProgramTotals, Report,
+    Target, Verdict, VerdictFinding, ended,
+};
 pub use object::{ObjectKey, ObjectRef, ObjectStatus, Peer, SemAdj, SemSlot};
 pub use posix::{Holding, PosixHolderView, PosixKey, PosixRef, PosixView, QueueState, shell_quote};
 pub use reconcile::{Difference, MappedRange, Reconciled};
 pub use rules::{Finding, FindingChange, LimitKind, ProcessEvidence, Role, Rule, Severity};
+pub use story::{AttachHow, DetachHow, Entry as StoryEntry, OpSummary, What};
 pub use view::{
     AttachmentView, MappingView, MsgView, ObjectView, PeerView, ProcessRef, ProcessView,
     SemHoldingView, SemView, ShmView,
@@ -119,6 +129,9 @@ pub struct ModelConfig {
     /// are forgotten oldest first. Live objects are never evicted (the kernel bounds them:
     /// shmmni, semmni, msgmni per namespace).
     pub max_objects: usize,
+    /// How many destroyed objects' stories are kept for `explain` and `report` once the model
+    /// forgets the objects themselves.
+    pub archive: usize,
 }
 
 impl Default for ModelConfig {
@@ -132,6 +145,7 @@ impl Default for ModelConfig {
             page_size: 4096,
             max_processes: 1 << 18,
             max_objects: 1 << 17,
+            archive: 256,
         }
     }
 }
@@ -189,6 +203,8 @@ pub(crate) struct Cx {
     pub sync: bool,
     /// The POSIX object a POSIX event concerned.
     pub posix: Option<PosixRef>,
+    /// What is changing attachments (for the objects' stories).
+    pub cause: story::Cause,
 }
 
 impl Cx {
@@ -199,6 +215,7 @@ impl Cx {
             findings: Vec::new(),
             sync: false,
             posix: None,
+            cause: story::Cause::Unknown,
         }
     }
 }
@@ -231,6 +248,12 @@ pub struct Model {
     evicted: Evicted,
     /// The POSIX objects (`posix.rs`).
     posix: posix::PosixTable,
+    /// Destroyed objects the model forgot, with their stories (oldest first).
+    archive: VecDeque<object::Object>,
+    /// Details of processes described before the model saw them.
+    pending_details: HashMap<ProcessKey, Arc<ProcessDetails>>,
+    /// Objects each program created and removed, since the model started.
+    program_totals: BTreeMap<String, ProgramTotals>,
 }
 
 /// What the caps made the model forget (counted in the session summary).
@@ -262,6 +285,9 @@ impl Model {
             needs_reconcile: false,
             evicted: Evicted::default(),
             posix: posix::PosixTable::default(),
+            archive: VecDeque::new(),
+            pending_details: HashMap::new(),
+            program_totals: BTreeMap::new(),
         }
     }
 
@@ -368,6 +394,37 @@ impl Model {
     /// Whether events were lost since the last reconcile (the model may be wrong).
     pub fn needs_reconcile(&self) -> bool {
         self.needs_reconcile
+    }
+
+    /// What is known about a process beyond its identity (executable, command line, parent
+    /// chain, unit, container): kept with the process and named in findings and stories. A
+    /// process the model does not know yet gets it when it appears.
+    pub fn describe_process(&mut self, key: ProcessKey, details: Arc<ProcessDetails>) {
+        if let Some(p) = self.processes.get_mut(&key) {
+            if p.exe.is_none() {
+                p.exe.clone_from(&details.executable);
+            }
+            p.details = Some(details);
+        } else {
+            if self.pending_details.len() >= 4096 {
+                self.pending_details.clear();
+            }
+            self.pending_details.insert(key, details);
+        }
+    }
+
+    /// Where in the code an object was created (`attach: None`) or attached at `address` by
+    /// `process`: the latest object with this id gets it. Returns the object.
+    pub fn set_call_site(
+        &mut self,
+        ns: u32,
+        ty: IpcType,
+        id: i32,
+        process: ProcessKey,
+        attach: Option<u64>,
+        site: CallSite,
+    ) -> Option<object::ObjectRef> {
+        self.set_call_site_inner(ns, ty, id, process, attach, site)
     }
 
     /// The newest time the model has seen.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{IpcType, ProcessKey};
 
@@ -20,7 +20,7 @@ pub struct ObjectKey {
 }
 
 /// Where an object is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ObjectStatus {
     Live,
@@ -41,7 +41,7 @@ impl ObjectStatus {
 }
 
 /// What the sinks print about an object: identity plus the few fields an event record shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ObjectRef {
     pub ns: u32,
     #[serde(rename = "type")]
@@ -370,7 +370,11 @@ pub(crate) struct Object {
     pub status: ObjectStatus,
     /// The program (exe or comm) charged with creating it, for `leaky-process`.
     pub leak_program: Option<String>,
+    /// The program that created it (for created-vs-removed counts per program).
+    pub created_by_program: Option<String>,
     pub body: Body,
+    /// What happened to it (`explain`, `report`).
+    pub story: super::story::Story,
 }
 
 impl Object {
@@ -392,7 +396,9 @@ impl Object {
             destroyed_ns: None,
             status: ObjectStatus::Live,
             leak_program: None,
+            created_by_program: None,
             body,
+            story: super::story::Story::default(),
         }
     }
 

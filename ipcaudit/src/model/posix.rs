@@ -651,6 +651,8 @@ impl Model {
             entity: Some(key),
             alive: p.is_some_and(|p| p.alive),
             role,
+            details: p.map_or_else(std::sync::Arc::default, super::rules::process_details),
+            call_site: None,
         }
     }
 
@@ -712,6 +714,11 @@ impl Model {
             evidence,
             remedy: Some(r.remedy()),
             since_ns: since,
+            service: None,
+        })
+        .map(|mut f| {
+            f.blame();
+            f
         })
     }
 

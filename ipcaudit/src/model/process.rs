@@ -2,8 +2,9 @@
 //! two processes).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use crate::event::ProcessKey;
+use crate::event::{ProcessDetails, ProcessKey};
 
 use super::object::ObjectKey;
 use super::shm::VmaMap;
@@ -29,6 +30,8 @@ pub(crate) struct Process {
     pub related: HashSet<ObjectKey>,
     /// Its kernel usage slots' totals consumed so far (aggregation; `aggregate.rs`).
     pub usage: Vec<(super::aggregate::SlotId, super::aggregate::SlotCounts)>,
+    /// Executable, command line, parent chain, unit, container (`Model::describe_process`).
+    pub details: Option<Arc<ProcessDetails>>,
 }
 
 impl Process {
@@ -46,6 +49,7 @@ impl Process {
             vmas: VmaMap::new(),
             related: HashSet::new(),
             usage: Vec::new(),
+            details: None,
         }
     }
 

@@ -136,6 +136,7 @@ impl Model {
         let ns = snap.ipc_ns;
         let now = snap.taken_ns;
         self.now_ns = self.now_ns.max(now);
+        cx.cause = super::story::Cause::Snapshot;
         let mut d = Diffs(diffs);
         self.namespaces.entry(ns).or_default().limits = Some(snap.limits);
         let before: HashMap<ObjectKey, u64> = self
@@ -334,6 +335,7 @@ impl Model {
 
     fn appeared(&mut self, k: ObjectKey, key: i32, d: &mut Diffs<'_>, cx: &mut Cx) {
         self.set_ipc_key(k, key, cx);
+        self.story_push(k, cx.now, None, super::story::What::Appear);
         if let Some(object) = self.object_ref(k) {
             d.push(|| Difference::ObjectAppeared { object });
         }

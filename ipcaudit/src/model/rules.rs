@@ -3,10 +3,11 @@
 //! once when the condition stops holding.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{IpcType, PosixType, ProcessKey};
+use crate::event::{CallSite, IpcType, PosixType, ProcessDetails, ProcessKey};
 
 use super::object::{Body, Object, ObjectKey, ObjectRef, ObjectStatus, Peers, SemState};
 use super::posix::{PosixKey, PosixRef};
@@ -239,6 +240,32 @@ pub struct ProcessEvidence {
     pub entity: Option<ProcessKey>,
     pub alive: bool,
     pub role: Role,
+    /// Executable, command line, parent chain, unit, container, when known.
+    #[serde(flatten)]
+    pub details: Arc<ProcessDetails>,
+    /// Where in the code it created (creator) or attached (attacher, holder) the object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_site: Option<Arc<CallSite>>,
+}
+
+impl ProcessEvidence {
+    /// A process known only by its pid.
+    pub fn pid_only(pid: u32, role: Role) -> Self {
+        Self {
+            pid,
+            name: String::new(),
+            entity: None,
+            alive: false,
+            role,
+            details: Arc::default(),
+            call_site: None,
+        }
+    }
+
+    /// The service a human would blame for it (`nginx.service`, `container …`, the executable).
+    pub fn service(&self) -> Option<String> {
+        self.details.service(&self.name)
+    }
 }
 
 /// One finding.
@@ -258,6 +285,26 @@ pub struct Finding {
     pub remedy: Option<String>,
     /// Since when the condition holds (wall clock, ns).
     pub since_ns: u64,
+    /// The service a human would blame: the unit, container or executable of the creator (or
+    /// of the holder, the last sender, for the rules about them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+impl Finding {
+    /// Fills `service` from the evidence: the first creator, holder or last sender whose
+    /// service is known, else any process's.
+    pub fn blame(&mut self) {
+        let primary = |e: &&ProcessEvidence| {
+            matches!(e.role, Role::Creator | Role::Holder | Role::LastSender)
+        };
+        self.service = self
+            .evidence
+            .iter()
+            .filter(primary)
+            .chain(self.evidence.iter())
+            .find_map(ProcessEvidence::service);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -416,6 +463,7 @@ impl Model {
             if key.rule.needs_grace() {
                 self.pending.entry(key).or_insert(since);
             } else if let Some(f) = self.build_finding(&key, since) {
+                self.note_finding(&key, &f, true, cx.now);
                 self.findings.insert(key, f.clone());
                 cx.findings.push(FindingChange::Raised(f));
             }
@@ -424,9 +472,30 @@ impl Model {
                 self.pending.remove(&key);
             }
             if let Some(f) = self.findings.remove(&key) {
+                self.note_finding(&key, &f, false, cx.now);
                 cx.findings.push(FindingChange::Cleared(f));
             }
         }
+    }
+
+    /// A finding about an object is part of its story: raised when its condition started (the
+    /// same time live and in a replay), cleared when it stopped.
+    fn note_finding(&mut self, key: &FindingKey, f: &Finding, raised: bool, now: u64) {
+        let Subject::Object(k) = &key.subject else {
+            return;
+        };
+        let (time, what) = if raised {
+            (
+                f.since_ns,
+                super::story::What::FindingRaised {
+                    rule: f.rule,
+                    severity: f.severity,
+                },
+            )
+        } else {
+            (now, super::story::What::FindingCleared { rule: f.rule })
+        };
+        self.story_push(*k, time, None, what);
     }
 
     /// Whether an active `semaphore-held-by-dead-process` finding no longer names the right
@@ -489,6 +558,7 @@ impl Model {
                 continue;
             }
             if let Some(f) = self.build_finding(&key, since) {
+                self.note_finding(&key, &f, true, now);
                 self.findings.insert(key, f.clone());
                 cx.findings.push(FindingChange::Raised(f));
             }
@@ -505,6 +575,8 @@ impl Model {
             entity: Some(key),
             alive: p.is_some_and(|p| p.alive),
             role,
+            details: p.map_or_else(Arc::default, process_details),
+            call_site: None,
         }
     }
 
@@ -512,13 +584,23 @@ impl Model {
         if let Some(k) = o.creator {
             out.push(self.evidence(k, Role::Creator));
         } else if let Some(pid) = o.creator_pid {
-            out.push(ProcessEvidence {
-                pid,
-                name: String::new(),
-                entity: None,
-                alive: false,
-                role: Role::Creator,
-            });
+            out.push(ProcessEvidence::pid_only(pid, Role::Creator));
+        }
+    }
+
+    /// Gives each process of an object finding the call site it created or attached from.
+    fn call_sites(o: &Object, f: &mut Finding) {
+        for e in &mut f.evidence {
+            e.call_site = match e.role {
+                Role::Creator if e.entity.is_some() && e.entity == o.creator => {
+                    o.story.create_site.clone()
+                }
+                Role::Attacher | Role::Holder => e
+                    .entity
+                    .and_then(|k| o.story.procs.get(&k))
+                    .and_then(|p| p.attach_site.clone()),
+                _ => None,
+            };
         }
     }
 
@@ -564,12 +646,20 @@ impl Model {
                     evidence: Vec::new(),
                     remedy: None,
                     since_ns: since,
+                    service: None,
                 })
             }
         }
     }
 
     fn object_finding(&self, rule: Rule, o: &Object, since: u64) -> Finding {
+        let mut f = self.object_finding_inner(rule, o, since);
+        Self::call_sites(o, &mut f);
+        f.blame();
+        f
+    }
+
+    fn object_finding_inner(&self, rule: Rule, o: &Object, since: u64) -> Finding {
         let r = o.object_ref();
         let name = describe(&r);
         let mut f = Finding {
@@ -581,6 +671,7 @@ impl Model {
             evidence: Vec::new(),
             remedy: Some(r.ipcrm()),
             since_ns: since,
+            service: None,
         };
         if rule == Rule::WorldAccessible {
             self.creator_evidence(o, &mut f.evidence);
@@ -707,7 +798,7 @@ impl Model {
                 evidence.push(self.evidence(k, Role::Creator));
             }
         }
-        Finding {
+        let mut f = Finding {
             rule: Rule::LeakyProcess,
             object: None,
             posix: None,
@@ -721,7 +812,10 @@ impl Model {
             evidence,
             remedy: None,
             since_ns: since,
-        }
+            service: None,
+        };
+        f.blame();
+        f
     }
 
     // ----- leaky-process -----
@@ -795,12 +889,19 @@ fn over(used: u64, limit: u64) -> bool {
 }
 
 fn pid_evidence(pid: u32, role: Role) -> ProcessEvidence {
-    ProcessEvidence {
-        pid,
-        name: String::new(),
-        entity: None,
-        alive: false,
-        role,
+    ProcessEvidence::pid_only(pid, role)
+}
+
+/// What the model knows about a process beyond its identity (its exec'd file when nothing was
+/// read from /proc).
+pub(crate) fn process_details(p: &super::process::Process) -> Arc<ProcessDetails> {
+    match (&p.details, &p.exe) {
+        (Some(d), _) => d.clone(),
+        (None, Some(exe)) => Arc::new(ProcessDetails {
+            executable: Some(exe.clone()),
+            ..ProcessDetails::default()
+        }),
+        (None, None) => Arc::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::event::{IpcType, ProcessKey};
+use crate::event::{CallSite, IpcType, ProcessKey};
 
 use super::Model;
 use super::object::{Body, Object, ObjectRef, ObjectStatus, Peer, Peers, SemAdj, SemSlot};
@@ -93,6 +93,9 @@ pub struct ObjectView<'a> {
     pub created_ns: Option<u64>,
     pub removed_ns: Option<u64>,
     pub destroyed_ns: Option<u64>,
+    /// Where in the code it was created (the creator's user stack at the get).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_site: Option<&'a CallSite>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shm: Option<ShmView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -224,6 +227,7 @@ impl Model {
             created_ns: o.created_ns,
             removed_ns: o.removed_ns,
             destroyed_ns: o.destroyed_ns,
+            call_site: o.story.create_site.as_deref(),
             shm,
             sem,
             msg,

@@ -135,6 +135,8 @@ pub struct ProbeOptions {
     /// Attach the syscall programs to the `sys_exit_*` tracepoints even when `fexit` works
     /// (to compare the two; the tracepoints are the fallback).
     pub tracepoints: bool,
+    /// Record user call stacks at creation and attach (`StackRecord`).
+    pub stacks: bool,
 }
 
 /// Benchmark knobs (`cargo xtask bench` measures what each design choice buys):
@@ -197,6 +199,8 @@ pub struct KernelStats {
     pub read_failed: u64,
     /// Operations recorded in full because an aggregation map was full.
     pub agg_full: u64,
+    /// Call stacks not recorded (over the per-CPU budget, or no ring space).
+    pub stacks_dropped: u64,
 }
 
 fn is_root_or_capable() -> bool {
@@ -257,6 +261,7 @@ impl Probe {
         let (tracepoints, aggregate) = knobs(options);
         config.aggregate = u32::from(aggregate);
         config.collector_tgid = std::process::id();
+        config.stacks = u32::from(options.stacks);
         let ring_bytes = if options.ring_bytes == 0 {
             8 << 20
         } else {
@@ -434,6 +439,7 @@ impl Probe {
             lost: sum(stat::LOST)?,
             read_failed: sum(stat::READ_FAILED)?,
             agg_full: sum(stat::AGG_FULL)?,
+            stacks_dropped: sum(stat::STACKS_DROPPED)?,
         })
     }
 

@@ -11,7 +11,10 @@ use crate::enrich::ProcessContext;
 use crate::{
     clock::{parse_rfc3339, rfc3339_nanos},
     decode::syscall_kind,
-    event::{Action, Errno, Event, EventKind, ObjectType, PosixType, SemOp, Task},
+    event::{
+        Action, CallSite, Errno, Event, EventKind, IpcType, ObjectType, PosixType, ProcessDetails,
+        ProcessKey, SemOp, Task,
+    },
     model::{Difference, FindingChange, ObjectRef, Severity},
     names::{errno_name, errno_value, ipc_command_name},
 };
@@ -54,6 +57,9 @@ pub struct EcsProcess {
     pub parent: Option<EcsParent>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub executable: Option<String>,
+    /// Bounded (`ProcessDetails::MAX_COMMAND_LINE`); on `process-context` records.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub command_line: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exit_code: Option<u32>,
     /// The PID inside the process's own PID namespace, when it differs.
@@ -644,7 +650,8 @@ pub fn event_record(
         name: ev.task.comm.clone(),
         entity_id: session.entity_id(ev.task.process),
         parent: None,
-        executable: None,
+        executable: context.executable().map(str::to_owned),
+        command_line: None,
         exit_code: None,
         vpid: context.vpid,
     };
@@ -710,7 +717,9 @@ pub fn event_record(
         }),
         ipc,
         host: EcsHost::of(session),
-        container: context.container_id.clone().map(|id| EcsContainer { id }),
+        container: context
+            .container_id()
+            .map(|id| EcsContainer { id: id.to_owned() }),
         ipcaudit: Some(extra),
     }
 }
@@ -815,13 +824,22 @@ pub fn finding_value(
         .evidence
         .iter()
         .map(|e| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "pid": e.pid,
                 "name": e.name,
                 "entity_id": e.entity.map(|k| session.entity_id(k)),
                 "alive": e.alive,
                 "role": e.role,
-            })
+            });
+            if let (serde_json::Value::Object(m), Ok(serde_json::Value::Object(d))) =
+                (&mut v, serde_json::to_value(&*e.details))
+            {
+                m.extend(d);
+            }
+            if let Some(site) = &e.call_site {
+                v["call_site"] = call_site_json(site);
+            }
+            v
         })
         .collect();
     let mut value = serde_json::json!({
@@ -847,8 +865,189 @@ pub fn finding_value(
     if tick {
         value["ipcaudit"]["tick"] = true.into();
     }
+    if let Some(service) = &f.service {
+        value["ipcaudit"]["service"] = service.clone().into();
+    }
     stamp(session, &mut value);
     value
+}
+
+/// A `call-site` record: where in the code the object was created or attached, resolved after
+/// the create or attach record (symbolization happens off the hot path). `replay` gives it to
+/// the model as the live collector did.
+pub fn call_site_value(
+    session: &Session,
+    r: &crate::stack::Resolved,
+    object: &ObjectRef,
+) -> serde_json::Value {
+    let mut timestamp = String::new();
+    rfc3339_nanos(r.time_ns, &mut timestamp);
+    let t = &r.task;
+    let mut ipc = object_json(object);
+    if let Some(addr) = r.of.attach {
+        ipc["shm"]["address"] = format!("0x{addr:x}").into();
+    }
+    let of = format!(
+        "{}-{}",
+        object.ty,
+        if r.of.attach.is_some() {
+            "attach"
+        } else {
+            "create"
+        }
+    );
+    let mut value = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {"kind": "event", "action": "call-site"},
+        "process": {
+            "pid": t.process.pid,
+            "thread": {"id": t.tid},
+            "name": t.comm,
+            "entity_id": session.entity_id(t.process),
+        },
+        "user": {"id": t.uid.to_string()},
+        "ipc": ipc,
+        "ipcaudit": {"call_site": call_site_json(&r.site), "call_site_of": of},
+    });
+    stamp(session, &mut value);
+    value
+}
+
+/// Parses a `call-site` record back into what the model needs.
+fn parse_call_site(value: &serde_json::Value) -> Result<Parsed, ParseError> {
+    let time_ns = value
+        .get("@timestamp")
+        .and_then(serde_json::Value::as_str)
+        .and_then(parse_rfc3339)
+        .ok_or_else(|| field("@timestamp", "not RFC 3339 UTC"))?;
+    let process = value
+        .pointer("/process/entity_id")
+        .and_then(serde_json::Value::as_str)
+        .and_then(parse_entity_id)
+        .ok_or_else(|| field("process.entity_id", "missing or not <boot>-<pid>-<ticks>"))?;
+    let ipc = &value["ipc"];
+    let ty: IpcType = serde_json::from_value(ipc["type"].clone())
+        .map_err(|_| field("ipc.type", "missing or not shm, sem or msg"))?;
+    let id = ipc["id"]
+        .as_i64()
+        .and_then(|v| i32::try_from(v).ok())
+        .ok_or_else(|| field("ipc.id", "missing"))?;
+    let ns = ipc["namespace"]
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| field("ipc.namespace", "missing"))?;
+    let of = value
+        .pointer("/ipcaudit/call_site_of")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    let attach = if of.ends_with("-attach") {
+        let text = ipc["shm"]["address"]
+            .as_str()
+            .and_then(|a| a.strip_prefix("0x"))
+            .ok_or_else(|| field("ipc.shm.address", "missing on an attach's call site"))?;
+        Some(u64::from_str_radix(text, 16).map_err(|e| field("ipc.shm.address", e.to_string()))?)
+    } else {
+        None
+    };
+    let site: CallSite = serde_json::from_value(
+        value
+            .pointer("/ipcaudit/call_site")
+            .cloned()
+            .unwrap_or_default(),
+    )
+    .map_err(|e| field("ipcaudit.call_site", e.to_string()))?;
+    Ok(Parsed::CallSite {
+        time_ns,
+        process,
+        of: crate::stack::SiteOf { ns, ty, id, attach },
+        site: Box::new(site),
+    })
+}
+
+/// A call site as records carry it: the frames, how they were found, why the stack is short,
+/// and a one-line summary.
+pub fn call_site_json(site: &CallSite) -> serde_json::Value {
+    let mut v = serde_json::to_value(site).unwrap_or_default();
+    v["summary"] = site.summary(4).into();
+    v["frame_count"] = site.frames.len().into();
+    v
+}
+
+/// A `state` record with what /proc said about a process the first time it did IPC: its
+/// executable, command line (bounded), parent chain up to pid 1, and systemd unit or container.
+/// `replay` hands it to the model as the live collector did.
+pub fn process_context_value(
+    session: &Session,
+    time_ns: u64,
+    task: &Task,
+    context: &ProcessContext,
+) -> serde_json::Value {
+    let mut timestamp = String::new();
+    rfc3339_nanos(time_ns, &mut timestamp);
+    let d = &context.details;
+    let process = EcsProcess {
+        pid: task.process.pid,
+        thread: EcsThread {
+            id: task.process.pid,
+        },
+        name: task.comm.clone(),
+        entity_id: session.entity_id(task.process),
+        parent: None,
+        executable: d.executable.clone(),
+        command_line: d.command_line.clone(),
+        exit_code: None,
+        vpid: context.vpid,
+    };
+    let mut value = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {"kind": "state", "action": "process-context"},
+        "process": process,
+        "ipcaudit": {"process": {}},
+    });
+    if !d.ancestors.is_empty() {
+        value["ipcaudit"]["process"]["ancestors"] =
+            serde_json::to_value(&d.ancestors).unwrap_or_default();
+    }
+    if let Some(unit) = &d.unit {
+        value["ipcaudit"]["process"]["unit"] = unit.clone().into();
+    }
+    if let Some(service) = d.service(&task.comm) {
+        value["ipcaudit"]["process"]["service"] = service.into();
+    }
+    if let Some(id) = &d.container_id {
+        value["container"] = serde_json::json!({ "id": id });
+    }
+    stamp(session, &mut value);
+    value
+}
+
+/// Parses a `process-context` record back into the process and what was known about it.
+fn parse_process_context(
+    value: &serde_json::Value,
+) -> Result<(ProcessKey, String, ProcessDetails), ParseError> {
+    let p = value
+        .get("process")
+        .ok_or_else(|| field("process", "missing"))?;
+    let entity = p["entity_id"]
+        .as_str()
+        .ok_or_else(|| field("process.entity_id", "missing"))?;
+    let key = parse_entity_id(entity)
+        .ok_or_else(|| field("process.entity_id", "not <boot>-<pid>-<ticks>"))?;
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let extra = &value["ipcaudit"]["process"];
+    let ancestors = match extra.get("ancestors") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(a) => serde_json::from_value(a.clone())
+            .map_err(|e| field("ipcaudit.process.ancestors", e.to_string()))?,
+    };
+    let details = ProcessDetails {
+        executable: text(&p["executable"]),
+        command_line: text(&p["command_line"]),
+        ancestors,
+        unit: text(&extra["unit"]),
+        container_id: text(&value["container"]["id"]),
+    };
+    Ok((key, text(&p["name"]).unwrap_or_default(), details))
 }
 
 /// A `model-resync` record: what the model had wrong and the kernel corrected.
@@ -978,6 +1177,20 @@ pub enum Parsed {
     },
     /// Totals the kernel aggregated (`usage`, `sem-totals`, `msg-totals`).
     Aggregate(Box<crate::model::Aggregate>),
+    /// Where in the code an object was created or attached (`call-site`).
+    CallSite {
+        time_ns: u64,
+        process: ProcessKey,
+        of: crate::stack::SiteOf,
+        site: Box<CallSite>,
+    },
+    /// What was known about a process (`process-context`).
+    Context {
+        time_ns: u64,
+        process: ProcessKey,
+        comm: String,
+        details: Box<ProcessDetails>,
+    },
     Other {
         kind: String,
         time_ns: Option<u64>,
@@ -1039,6 +1252,21 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
             }
             return Ok(Parsed::Aggregate(Box::new(agg)));
         }
+        ("state", "process-context") => {
+            let time_ns = value
+                .get("@timestamp")
+                .and_then(serde_json::Value::as_str)
+                .and_then(parse_rfc3339)
+                .ok_or_else(|| field("@timestamp", "not RFC 3339 UTC"))?;
+            let (process, comm, details) = parse_process_context(&value)?;
+            return Ok(Parsed::Context {
+                time_ns,
+                process,
+                comm,
+                details: Box::new(details),
+            });
+        }
+        ("event", "call-site") => return parse_call_site(&value),
         // Derived records (the model recomputes them) and resync notes are not events to apply.
         ("event", "shm-destroy" | "model-resync") => return other(action),
         ("event", _) => {}
@@ -1192,7 +1420,6 @@ pub fn parse_event(line: &str) -> Result<Parsed, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::ProcessKey;
 
     fn session() -> Session {
         Session {
@@ -1372,6 +1599,112 @@ mod tests {
         assert_eq!(v["process"]["entity_id"], "abcdef01-5000-1000");
         assert_eq!(v["process"]["parent"]["pid"], 4711);
         assert_eq!(v["process"]["parent"]["entity_id"], "abcdef01-4711-990");
+    }
+
+    #[test]
+    fn process_context_records_round_trip() {
+        let details = ProcessDetails {
+            executable: Some("/usr/bin/cache".into()),
+            command_line: Some("/usr/bin/cache --size \"8192\"".into()),
+            ancestors: vec![
+                crate::event::Ancestor {
+                    pid: 5,
+                    name: "bash".into(),
+                    executable: Some("/usr/bin/bash".into()),
+                },
+                crate::event::Ancestor {
+                    pid: 1,
+                    name: "systemd".into(),
+                    executable: None,
+                },
+            ],
+            unit: Some("cache.service".into()),
+            container_id: None,
+        };
+        let context = ProcessContext {
+            vpid: None,
+            details: std::sync::Arc::new(details.clone()),
+        };
+        let v = process_context_value(&session(), 1_795_353_784_000_000_000, &task(), &context);
+        assert_eq!(v["event"]["action"], "process-context");
+        assert_eq!(
+            v["process"]["command_line"],
+            "/usr/bin/cache --size \"8192\""
+        );
+        assert_eq!(v["ipcaudit"]["process"]["service"], "cache.service");
+        let Ok(Parsed::Context {
+            process,
+            details: parsed,
+            ..
+        }) = parse_event(&v.to_string())
+        else {
+            panic!("not a context record: {v}")
+        };
+        assert_eq!(process, task().process);
+        assert_eq!(*parsed, details);
+    }
+
+    #[test]
+    fn call_site_records_round_trip() {
+        let site = CallSite {
+            frames: vec![crate::event::Frame {
+                function: Some("cache_attach".into()),
+                file: Some("leaky.c".into()),
+                line: Some(26),
+                module: Some("/tmp/leaky".into()),
+                build_id: Some("ab12".into()),
+                address: 0x11ed,
+            }],
+            method: "eh-frame".into(),
+            reason: Some("no frame pointers".into()),
+        };
+        let of = crate::stack::SiteOf {
+            ns: 4_026_531_839,
+            ty: IpcType::Shm,
+            id: 42,
+            attach: Some(0x7f00_0000_1000),
+        };
+        let r = crate::stack::Resolved {
+            time_ns: 1_795_353_784_000_000_000,
+            task: task(),
+            of,
+            site: site.clone(),
+        };
+        let object = ObjectRef {
+            ns: of.ns,
+            ty: IpcType::Shm,
+            id: 42,
+            generation: 3,
+            key: Some(0),
+            size: Some(8192),
+            nsems: None,
+        };
+        let v = call_site_value(&session(), &r, &object);
+        assert_eq!(v["ipcaudit"]["call_site_of"], "shm-attach");
+        assert_eq!(
+            v["ipcaudit"]["call_site"]["summary"],
+            "cache_attach (leaky.c:26)"
+        );
+        assert_eq!(v["ipc"]["shm"]["address"], "0x7f0000001000");
+        let Ok(Parsed::CallSite {
+            process,
+            of: parsed_of,
+            site: parsed,
+            ..
+        }) = parse_event(&v.to_string())
+        else {
+            panic!("not a call-site record: {v}")
+        };
+        assert_eq!((process, parsed_of, *parsed), (task().process, of, site));
+        // ECS and OCSF keep it (the native record under ipcaudit / unmapped).
+        assert_eq!(
+            super::super::ecs::from_native(v.clone())["ipcaudit"]["call_site"]["frame_count"],
+            1
+        );
+        assert_eq!(
+            super::super::ocsf::from_native(&v)["unmapped"]["ipcaudit"]["call_site_of"],
+            "shm-attach"
+        );
     }
 
     #[test]

@@ -244,6 +244,38 @@ impl Encoder {
         }
     }
 
+    /// What /proc said about a process the first time it did IPC (JSON only: `replay` gives
+    /// it to the model; the text format names processes on every line).
+    pub fn process_context(
+        &self,
+        time_ns: u64,
+        task: &crate::event::Task,
+        context: &crate::enrich::ProcessContext,
+        out: &mut String,
+    ) {
+        if self.format != Format::Text {
+            self.emit(
+                json::process_context_value(&self.session, time_ns, task, context),
+                out,
+            );
+        }
+    }
+
+    /// Where in the code an object was created or attached.
+    pub fn call_site(
+        &self,
+        r: &crate::stack::Resolved,
+        object: &crate::model::ObjectRef,
+        out: &mut String,
+    ) {
+        match self.format {
+            Format::Json | Format::Ecs | Format::Ocsf => {
+                self.emit(json::call_site_value(&self.session, r, object), out);
+            }
+            Format::Text => text::encode_call_site(r, object, out),
+        }
+    }
+
     /// One object as the model holds it (JSON only).
     pub fn state(&self, time_ns: u64, object: &crate::model::ObjectView<'_>, out: &mut String) {
         if self.format != Format::Text {

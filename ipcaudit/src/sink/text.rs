@@ -264,10 +264,42 @@ pub fn encode_finding(time_ns: u64, change: &FindingChange, out: &mut String) {
     for e in &f.evidence {
         let _ = write!(out, " [{:?} {} ", e.role, e.pid);
         printable(&e.name, e.name.chars().count().min(16), out);
-        out.push_str(if e.alive { " alive]" } else { " dead]" });
+        out.push_str(if e.alive { " alive" } else { " dead" });
+        if let Some(site) = &e.call_site {
+            out.push_str(" at ");
+            let summary = site.summary(2);
+            printable(&summary, summary.chars().count().min(200), out);
+        }
+        out.push(']');
+    }
+    if let Some(service) = &f.service {
+        out.push_str(" service ");
+        printable(service, service.chars().count().min(120), out);
     }
     if let Some(remedy) = &f.remedy {
         let _ = write!(out, " -> {remedy}");
+    }
+}
+
+/// Where in the code an object was created or attached.
+pub fn encode_call_site(r: &crate::stack::Resolved, object: &ObjectRef, out: &mut String) {
+    time_of_day(r.time_ns, out);
+    out.push_str("     ");
+    let _ = write!(out, "{:<14} {:<7} ", "call-site", r.task.process.pid);
+    printable(&r.task.comm, 16, out);
+    let _ = write!(out, " {:<4} {:<10} ", object.ty, object.id);
+    let what = if r.of.attach.is_some() {
+        "attached at "
+    } else {
+        "created at "
+    };
+    out.push_str(what);
+    let summary = r.site.summary(4);
+    printable(&summary, summary.chars().count().min(300), out);
+    if let Some(reason) = &r.site.reason {
+        let _ = write!(out, " (frames: {}, reason: ", r.site.frames.len());
+        printable(reason, reason.chars().count().min(200), out);
+        out.push(')');
     }
 }
 
