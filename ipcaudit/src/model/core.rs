@@ -1,7 +1,7 @@
 //! State changes shared by events and snapshots: processes living and dying, objects appearing
 //! and going, attachment counts, bookkeeping for the rules, forgetting.
 
-use std::collections::HashSet;
+use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};
 
@@ -570,7 +570,7 @@ impl Model {
             self.archive_object(o);
         }
         // Dead processes still referred to by an object or a finding are kept.
-        let mut keep: HashSet<ProcessKey> = HashSet::new();
+        let mut keep: HashSet<ProcessKey> = HashSet::default();
         refs.clear();
         for o in self.objects.values() {
             o.referenced(&mut refs);

@@ -1,7 +1,8 @@
 //! One System V IPC object (a segment, a semaphore set or a queue) and what the model knows
 //! about the processes around it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use super::HashMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 

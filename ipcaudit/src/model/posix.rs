@@ -32,7 +32,8 @@
 //!   receive (every live descriptor is write-only, and no live process is registered with
 //!   `mq_notify`). A queue nobody holds at all is `orphaned-posix-queue` instead.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use super::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -234,7 +235,7 @@ fn secs_ns(secs: i64) -> u64 {
 type Held = HashMap<(u64, u64), BTreeMap<ProcessKey, Holding>>;
 
 fn holdings(holders: &[PosixHolder]) -> Held {
-    let mut out: Held = HashMap::new();
+    let mut out: Held = HashMap::default();
     for h in holders {
         let e = out
             .entry((h.dev, h.ino))

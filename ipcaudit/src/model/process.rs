@@ -1,7 +1,7 @@
 //! What the model knows about one process (keyed by pid + start time, so PID reuse never merges
 //! two processes).
 
-use std::collections::HashSet;
+use super::HashSet;
 use std::sync::Arc;
 
 use crate::event::{ProcessDetails, ProcessKey};
@@ -47,7 +47,7 @@ impl Process {
             exit_ns: None,
             ns,
             vmas: VmaMap::new(),
-            related: HashSet::new(),
+            related: HashSet::default(),
             usage: Vec::new(),
             details: None,
         }

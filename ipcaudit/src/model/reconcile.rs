@@ -2,7 +2,8 @@
 //! wins: objects appear and vanish, mappings are replaced by /proc/PID/maps, semaphore values,
 //! waiters and queue depths by what the kernel says; each correction is a [`Difference`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use super::{HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -164,8 +165,8 @@ impl Model {
             })
             .collect();
         self.vanish(absent, &mut d, cx);
-        let mut since: HashMap<ObjectKey, u64> = HashMap::new();
-        let mut seen: HashSet<ObjectKey> = HashSet::new();
+        let mut since: HashMap<ObjectKey, u64> = HashMap::default();
+        let mut seen: HashSet<ObjectKey> = HashSet::default();
         self.sync_shm(snap, &pids, &mut d, &mut since, &mut seen, cx);
         self.sync_sem(snap, &mut d, &mut since, &mut seen, cx);
         self.sync_msg(snap, &pids, &mut d, &mut since, &mut seen, cx);
@@ -226,7 +227,7 @@ impl Model {
 
     fn sync_processes(&mut self, snap: &Snapshot, d: &mut Diffs<'_>, cx: &mut Cx) {
         let now = snap.taken_ns;
-        let mut in_snap: HashSet<ProcessKey> = HashSet::new();
+        let mut in_snap: HashSet<ProcessKey> = HashSet::default();
         for pi in &snap.processes {
             in_snap.insert(pi.key);
             let alive = pi.is_alive();
@@ -610,7 +611,7 @@ impl Model {
             return;
         };
         // Keep the attach identity of ranges the model knew (same segment, same base).
-        let mut attach_of: HashMap<(ObjectKey, u64), u64> = HashMap::new();
+        let mut attach_of: HashMap<(ObjectKey, u64), u64> = HashMap::default();
         for (s, v) in have {
             attach_of.insert((v.object, s.wrapping_sub(v.offset)), v.attach);
         }

@@ -218,6 +218,26 @@ impl Character {
             exit_code: p.exit_code,
         }
     }
+
+    /// Remembers `p` as it is now, in place: no allocation when the names did not change
+    /// (this runs on every story entry, on the collector's hot path).
+    fn refresh(&mut self, p: &Process) {
+        self.comm.clone_from(&p.comm);
+        self.exe.clone_from(&p.exe);
+        self.details.clone_from(&p.details);
+        self.alive = p.alive;
+        self.exit_code = p.exit_code;
+    }
+}
+
+/// Remembers process `key` as `p` is now.
+fn remember(cast: &mut BTreeMap<ProcessKey, Character>, key: ProcessKey, p: &Process) {
+    match cast.get_mut(&key) {
+        Some(c) => c.refresh(p),
+        None => {
+            cast.insert(key, Character::of(p));
+        }
+    }
 }
 
 /// A process's dealings with one object.
@@ -253,7 +273,7 @@ impl Story {
     ) {
         let key = process.map(|(k, p)| {
             if let Some(p) = p {
-                self.cast.insert(k, Character::of(p));
+                remember(&mut self.cast, k, p);
             } else {
                 self.cast.entry(k).or_default();
             }
@@ -298,7 +318,7 @@ impl Story {
             }
         }
         if let Some(p) = p {
-            self.cast.insert(key, Character::of(p));
+            remember(&mut self.cast, key, p);
         }
         let o = self.procs.entry(key).or_insert_with(|| ProcOps {
             ops: OpSummary {

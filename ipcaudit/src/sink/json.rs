@@ -4,6 +4,8 @@
 //! that `replay` rebuilds exactly the event the live collector saw: [`parse_event`] is the
 //! inverse of [`encode_event`].
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Session, Summary, parse_entity_id};
@@ -21,11 +23,11 @@ use crate::{
 
 #[derive(Serialize, Deserialize, Default)]
 pub struct EcsEvent {
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub action: Option<String>,
+    pub action: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub outcome: Option<String>,
+    pub outcome: Option<Cow<'static, str>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,7 +142,7 @@ pub struct EcsIpc {
 /// The raw syscall, for exact replay.
 #[derive(Serialize, Deserialize)]
 pub struct RawSyscall {
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub args: [u64; 6],
     pub ret: i64,
 }
@@ -424,7 +426,7 @@ fn raw_syscall(kind: &EventKind) -> Option<RawSyscall> {
         }
     };
     Some(RawSyscall {
-        name: syscall_name(kind).to_owned(),
+        name: syscall_name(kind).into(),
         args,
         ret,
     })
@@ -735,10 +737,12 @@ pub fn encode_event(
     out: &mut String,
 ) {
     let record = event_record(session, ev, action, object, posix, context);
-    // Serializing a struct of strings and numbers into a String cannot fail.
-    if let Ok(s) = serde_json::to_string(&record) {
-        out.push_str(&s);
-    }
+    // Serialized straight into `out` (no line-sized String per record). Serializing a struct of
+    // strings and numbers cannot fail, and serde_json writes UTF-8 only.
+    let mut bytes = std::mem::take(out).into_bytes();
+    let _ = serde_json::to_writer(&mut bytes, &record);
+    *out = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
 /// The final `metric` line.
