@@ -225,8 +225,17 @@ pub fn workload(bin: &str, scenario: &str) -> Value {
     serde_json::from_str(text.lines().last().unwrap_or_default()).expect("workload JSON")
 }
 
-/// The records of one process (by `process.pid`, or `process.parent.pid` for its forks).
+/// The event records of one process (by `process.pid`, or `process.parent.pid` for its forks),
+/// without the annotations about it ([`is_annotation`]).
 pub fn of_pid(records: &[Value], pid: u64) -> Vec<Value> {
+    all_of_pid(records, pid)
+        .into_iter()
+        .filter(|r| !is_annotation(r))
+        .collect()
+}
+
+/// Like [`of_pid`], with the `call-site` and `process-context` records about the process too.
+pub fn all_of_pid(records: &[Value], pid: u64) -> Vec<Value> {
     records
         .iter()
         .filter(|r| {
@@ -235,6 +244,13 @@ pub fn of_pid(records: &[Value], pid: u64) -> Vec<Value> {
         })
         .cloned()
         .collect()
+}
+
+/// A record about a process or an event rather than an event: a `process-context` record
+/// (written before a process's first IPC record when /proc still describes it, so present or
+/// not depending on timing) or a `call-site` record (written when its stack is symbolized).
+pub fn is_annotation(r: &Value) -> bool {
+    r["event"]["action"] == "call-site" || r["event"]["action"] == "process-context"
 }
 
 /// The `event.action` values in order. Left out: `call-site` records, which come when their

@@ -594,7 +594,12 @@ fn trace_records_every_queue_call_with_name_inode_and_priority() {
     let pid = w["pid"].as_u64().expect("pid");
     let child = w["child"].as_u64().expect("child");
     let ino = w["ino"].clone();
-    let mine: Vec<&Value> = all.iter().filter(|r| r["process"]["pid"] == pid).collect();
+    // Its event records (not the process-context record about it, written before its first
+    // IPC record the first time the collector sees it).
+    let mine: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["process"]["pid"] == pid && r["event"]["kind"] == "event")
+        .collect();
     let actions: Vec<&str> = mine
         .iter()
         .filter_map(|r| r["event"]["action"].as_str())

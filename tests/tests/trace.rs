@@ -75,7 +75,7 @@ fn shm_lifecycle_has_ids_and_addresses() {
     assert_eq!(remove["ipc"]["command"], "IPC_RMID");
     assert_eq!(find(&records, "shm-destroy")["ipc"]["id"], shmid);
     // Where in the workload it was created and attached (`trace` records call sites too).
-    let mut sites = ipcaudit_tests::call_sites(&records);
+    let mut sites = ipcaudit_tests::call_sites(&ipcaudit_tests::all_of_pid(&all, pid));
     sites.sort();
     assert_eq!(sites.len(), 2, "{records:#?}");
     assert_eq!(sites[0].0, "shm-attach");

@@ -32,6 +32,8 @@ pub struct Tree {
     nodes: BTreeMap<PathBuf, Node>,
     /// Directory to strip debug info into (`objcopy --strip-debug`); `None` ships as is.
     strip_dir: Option<PathBuf>,
+    /// Host files shipped with their debug info all the same.
+    keep_debug: std::collections::BTreeSet<PathBuf>,
 }
 
 fn relative(path: &Path) -> PathBuf {
@@ -45,7 +47,13 @@ impl Tree {
         Self {
             nodes: BTreeMap::new(),
             strip_dir,
+            keep_debug: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Ships `host` with its debug info even when the tree strips it from the others.
+    pub fn keep_debug(&mut self, host: &Path) {
+        self.keep_debug.insert(host.to_path_buf());
     }
 
     /// Follows the tree's own symlinks in the leading directories of `path`.
@@ -204,6 +212,9 @@ impl Tree {
         let Some(dir) = &self.strip_dir else {
             return Ok(data);
         };
+        if self.keep_debug.contains(host) {
+            return Ok(data);
+        }
         if data.len() < (4 << 20) || !data.starts_with(b"\x7fELF") {
             return Ok(data);
         }

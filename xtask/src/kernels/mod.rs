@@ -408,6 +408,8 @@ fn build_initramfs(
         }
     }
     tree.executable(&art.ipcaudit)?;
+    // The call-site tests symbolize the workload's frames down to file:line (a few MiB).
+    tree.keep_debug(&art.workload);
     tree.executable(&art.workload)?;
     for suite in &art.suites {
         tree.executable(&suite.exe)?;
