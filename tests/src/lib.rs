@@ -264,6 +264,17 @@ pub fn actions(records: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// Whether the running kernel is at least `major.minor` (from `/proc/sys/kernel/osrelease`).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let have = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    have >= (major, minor)
+}
+
 /// The `call-site` records: (`ipcaudit.call_site_of`, `ipcaudit.call_site.summary`).
 pub fn call_sites(records: &[Value]) -> Vec<(String, String)> {
     records

@@ -392,7 +392,13 @@ impl Resolver {
                 .collect();
         }
         self.symbolize(u32::MAX, &mut frames);
-        let mut reason = if job.maps.is_empty() {
+        let no_regs = raw.regs.ip == 0 && raw.regs.sp == 0 && raw.stack.is_empty();
+        let mut reason = if no_regs {
+            // The kernel program had no user registers to copy the stack from.
+            "this kernel gives BPF programs no user registers (bpf_task_pt_regs, Linux 5.15): \
+             the kernel's frame-pointer walk"
+                .to_owned()
+        } else if job.maps.is_empty() {
             "the process was gone before its memory map was read: the kernel's frame-pointer walk"
                 .to_owned()
         } else {
@@ -582,11 +588,36 @@ mod tests {
         let here = a_gone_process_falls_back_to_build_ids as *const () as u64;
         let offset = maps::find(&maps, here).unwrap().file_offset(here);
         let mut s = raw(ipcaudit_ebpf::kind::SHMGET, 3, 0);
+        // The kernel had the registers (the stack copy was lost with the process).
+        s.regs.sp = 0x7ffd_0000_0000;
         s.build_ids = vec![BuildIdFrame {
             status: 1,
             build_id: id,
             offset,
         }];
+        let mut no_regs = s.clone();
+        no_regs.regs = Regs {
+            ip: 0,
+            sp: 0,
+            bp: 0,
+        };
+        let site = r.resolve(&Job {
+            raw: no_regs,
+            of: SiteOf {
+                ns: 7,
+                ty: IpcType::Shm,
+                id: 3,
+                attach: None,
+            },
+            maps: maps.clone(),
+            exe: None,
+        });
+        assert!(
+            site.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("no user registers")),
+            "{site:?}"
+        );
         let site = r.resolve(&Job {
             raw: s,
             of: SiteOf {
@@ -609,7 +640,7 @@ mod tests {
         assert!(
             site.reason
                 .as_deref()
-                .is_some_and(|r| r.contains("no frame pointers")),
+                .is_some_and(|r| r.contains("gone before") && r.contains("no frame pointers")),
             "{site:?}"
         );
     }
