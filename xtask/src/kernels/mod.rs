@@ -36,7 +36,8 @@ use guest::{Outcome, Plan, Progress, RunOutcome, Status, Suite};
 )]
 pub struct Args {
     /// A kernel series to boot (`5.10`, `6.1`, `6.12`, `7.2`) or a release prefix
-    /// (`6.1.0-50`); repeatable. Default: every series the Debian suites carry.
+    /// (`6.1.0-50`), or `host` for this machine's kernel alone (as `--host`); repeatable.
+    /// Default: every series the Debian suites carry.
     #[arg(long = "kernel", value_name = "VERSION")]
     kernels: Vec<String>,
     /// Only tests whose name contains TEST (repeatable; libtest's filter).
@@ -167,7 +168,7 @@ pub fn test_kernels(root: &Path, args: &Args) -> Result<()> {
 
     let suite_names: Vec<String> = art.suites.iter().map(|s| s.name.clone()).collect();
     let mut runs = Vec::new();
-    if args.host {
+    if args.host || args.kernels.iter().any(|k| k == "host") {
         runs.push(run_host(&dir, args, &plan, &suite_names)?);
     }
     runs.extend(run_guests(&dir, args, &kernels, &cpio, &suite_names)?);
@@ -224,6 +225,11 @@ pub fn test_kernels(root: &Path, args: &Args) -> Result<()> {
 }
 
 fn resolve_kernels(dir: &Path, args: &Args) -> Result<Vec<apt::Kernel>> {
+    let guests: Vec<&String> = args.kernels.iter().filter(|k| *k != "host").collect();
+    if guests.is_empty() && !args.kernels.is_empty() {
+        // `--kernel host` only: no guest.
+        return Ok(Vec::new());
+    }
     let apt = apt::Apt::new(dir);
     apt.update(args.refresh)?;
     let candidates = apt.candidates()?;
@@ -231,7 +237,7 @@ fn resolve_kernels(dir: &Path, args: &Args) -> Result<Vec<apt::Kernel>> {
     if args.kernels.is_empty() {
         wanted.extend(candidates);
     } else {
-        for want in &args.kernels {
+        for &want in &guests {
             let matching: Vec<apt::Candidate> =
                 candidates.get(want).cloned().unwrap_or_else(|| {
                     candidates
