@@ -259,8 +259,8 @@ pub fn is_annotation(r: &Value) -> bool {
 pub fn actions(records: &[Value]) -> Vec<String> {
     records
         .iter()
+        .filter(|r| !is_annotation(r))
         .filter_map(|r| r["event"]["action"].as_str().map(str::to_owned))
-        .filter(|a| a != "call-site" && a != "process-context")
         .collect()
 }
 

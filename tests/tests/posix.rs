@@ -598,7 +598,7 @@ fn trace_records_every_queue_call_with_name_inode_and_priority() {
     // IPC record the first time the collector sees it).
     let mine: Vec<&Value> = all
         .iter()
-        .filter(|r| r["process"]["pid"] == pid && r["event"]["kind"] == "event")
+        .filter(|r| r["process"]["pid"] == pid && !ipcaudit_tests::is_annotation(r))
         .collect();
     let actions: Vec<&str> = mine
         .iter()

@@ -730,7 +730,9 @@ impl Model {
         }
     }
 
-    pub(crate) fn set_call_site_inner(
+    /// Where in the code an object was created (`attach: None`) or attached at `address` by
+    /// `process`: the latest object with this id gets it. Returns the object.
+    pub fn set_call_site(
         &mut self,
         ns: u32,
         ty: IpcType,

@@ -89,7 +89,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::event::{Action, CallSite, Event, IpcType, ProcessDetails, ProcessKey};
+use crate::event::{Action, Event, IpcType, ProcessDetails, ProcessKey};
 use crate::snapshot::{Limits, Snapshot};
 
 pub use aggregate::{
@@ -417,20 +417,6 @@ impl Model {
             }
             self.pending_details.insert(key, details);
         }
-    }
-
-    /// Where in the code an object was created (`attach: None`) or attached at `address` by
-    /// `process`: the latest object with this id gets it. Returns the object.
-    pub fn set_call_site(
-        &mut self,
-        ns: u32,
-        ty: IpcType,
-        id: i32,
-        process: ProcessKey,
-        attach: Option<u64>,
-        site: CallSite,
-    ) -> Option<object::ObjectRef> {
-        self.set_call_site_inner(ns, ty, id, process, attach, site)
     }
 
     /// The newest time the model has seen.

@@ -526,15 +526,7 @@ fn run_guest(
     );
     let started = Instant::now();
     let child = cmd.spawn().context("starting qemu-system-x86_64")?;
-    let mut parser = guest::Parser::default();
-    let timed_out = guest::stream(
-        child,
-        &mut parser,
-        &logs.join("results.log"),
-        Duration::from_secs(args.timeout),
-        started,
-        show(&k.series),
-    )?;
+    let (mut parser, timed_out) = follow(child, &logs, args, started, &k.series)?;
     parser.out.boot_secs = parser
         .booted_at
         .map_or(0.0, |t| t.duration_since(started).as_secs_f64());
@@ -549,6 +541,27 @@ fn run_guest(
         when: now_secs(),
         outcome: parser.out,
     })
+}
+
+/// Reads a started run's results (also into `logs/results.log`) until it ends or times out;
+/// after how long it was killed, if it timed out.
+fn follow(
+    child: std::process::Child,
+    logs: &Path,
+    args: &Args,
+    started: Instant,
+    series: &str,
+) -> Result<(guest::Parser, Option<Duration>)> {
+    let mut parser = guest::Parser::default();
+    let timed_out = guest::stream(
+        child,
+        &mut parser,
+        &logs.join("results.log"),
+        Duration::from_secs(args.timeout),
+        started,
+        show(series),
+    )?;
+    Ok((parser, timed_out))
 }
 
 /// The same script on this machine's kernel, under the root-tests lock.
@@ -566,15 +579,7 @@ fn run_host(dir: &Path, args: &Args, plan: &Plan<'_>, suites: &[String]) -> Resu
         .stdout(Stdio::piped());
     let started = Instant::now();
     let child = cmd.spawn().context("starting the host run")?;
-    let mut parser = guest::Parser::default();
-    let timed_out = guest::stream(
-        child,
-        &mut parser,
-        &logs.join("results.log"),
-        Duration::from_secs(args.timeout),
-        started,
-        show("host"),
-    )?;
+    let (mut parser, timed_out) = follow(child, &logs, args, started, "host")?;
     parser.finish(timed_out, "");
     let release = parser.out.uname.clone();
     Ok(KernelRun {
