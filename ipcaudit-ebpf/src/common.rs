@@ -273,12 +273,6 @@ pub fn family_filtered_out_tgid(family: u32, tgid: u32) -> bool {
     (mask != 0 && mask & family == 0) || filtered_out_tgid(tgid)
 }
 
-/// `current->nsproxy` as an address (to compare with the one a usage entry was made with).
-#[inline(always)]
-pub fn current_nsproxy() -> u64 {
-    task_nsproxy(current_task_btf()) as u64
-}
-
 /// Whether hot operations are aggregated (`watch`).
 #[inline(always)]
 pub fn aggregating() -> bool {
@@ -323,6 +317,20 @@ impl Sys {
     #[inline(always)]
     pub fn from_tracepoint(ctx: &TracePointContext) -> Self {
         if crate::compat::args_at_enter() {
+            return Self::from_tracepoint_of(ctx, core::ptr::null());
+        }
+        // SAFETY: no preconditions.
+        let task = unsafe { bpf_get_current_task_btf() }
+            .cast::<u8>()
+            .cast_const();
+        Self::from_tracepoint_of(ctx, task)
+    }
+
+    /// [`Sys::from_tracepoint`] with the current task (`bpf_get_current_task_btf`) at hand:
+    /// one helper call fewer on the hot paths.
+    #[inline(always)]
+    pub fn from_tracepoint_of(ctx: &TracePointContext, task: *const u8) -> Self {
+        if crate::compat::args_at_enter() {
             // SAFETY: as below.
             let ret = unsafe { *ctx.as_ptr().cast::<i64>().add(SYS_EXIT_RET / 8) };
             return Self {
@@ -334,7 +342,7 @@ impl Sys {
         // load); the helpers return the current task and its user register frame.
         unsafe {
             let ret = *ctx.as_ptr().cast::<i64>().add(SYS_EXIT_RET / 8);
-            let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u64;
+            let regs = bpf_task_pt_regs(task.cast_mut().cast()) as *const u64;
             Self {
                 ret,
                 args: args_from_regs(regs),
@@ -433,6 +441,31 @@ pub fn was_waiting(tgid: u32) -> bool {
 /// tracepoint sends every syscall on the host through the slow path). The loader attaches one
 /// set. The handler reads the call (`Sys`) only once it has decided to look at it.
 macro_rules! syscall_exit_programs {
+    // The handler reads the call with the current task at hand (`current_task_btf`).
+    ($fexit:ident = $function:tt, $tracepoint:ident = $name:tt, with_task $handler:expr) => {
+        #[aya_ebpf::macros::fexit(function = $function)]
+        pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> i32 {
+            #[expect(
+                clippy::cast_possible_wrap,
+                reason = "the program's return value is 0 or 1"
+            )]
+            let r = ($handler)(|_task: *const u8| $crate::common::Sys::from_fexit(&ctx))
+                .unwrap_or_else(|e| e) as i32;
+            r
+        }
+
+        #[aya_ebpf::macros::tracepoint(category = "syscalls", name = $name)]
+        pub fn $tracepoint(ctx: aya_ebpf::programs::TracePointContext) -> u32 {
+            if $crate::compat::exit_without_enter(&ctx) {
+                return 0;
+            }
+            let r =
+                ($handler)(|task: *const u8| $crate::common::Sys::from_tracepoint_of(&ctx, task))
+                    .unwrap_or_else(|e| e);
+            $crate::compat::exit_done();
+            r
+        }
+    };
     ($fexit:ident = $function:tt, $tracepoint:ident = $name:tt, $handler:expr) => {
         #[aya_ebpf::macros::fexit(function = $function)]
         pub fn $fexit(ctx: aya_ebpf::programs::FExitContext) -> i32 {

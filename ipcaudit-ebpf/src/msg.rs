@@ -33,9 +33,9 @@ use ipcaudit_ebpf::{
 
 use crate::{
     common::{
-        QUEUES, Sys, aggregating, atomic_add_u64, count, current_ipc_ns, current_tgid, emit_plain,
-        family_filtered_out, family_filtered_out_tgid, now_ns, reserve_syscall, submit,
-        syscall_exit_programs, was_waiting,
+        QUEUES, Sys, aggregating, atomic_add_u64, count, current_ipc_ns, current_task_btf,
+        emit_plain, family_filtered_out, family_filtered_out_tgid, now_ns, reserve_syscall, submit,
+        syscall_exit_programs, task_tgid, was_waiting,
     },
     shm::get_with_stack,
     usage::{current_usage, ensure_usage, write_msg_totals, write_usage},
@@ -61,15 +61,17 @@ syscall_exit_programs!(
     sys_exit_msgctl = "sys_exit_msgctl",
     on_msgctl
 );
+#[rustfmt::skip] // `with_task |sys| …` is not an expression
 syscall_exit_programs!(
     fexit_msgsnd = "__x64_sys_msgsnd",
     sys_exit_msgsnd = "sys_exit_msgsnd",
-    |sys| on_transfer(sys, kind::MSGSND)
+    with_task |sys| on_transfer(sys, kind::MSGSND)
 );
+#[rustfmt::skip] // `with_task |sys| …` is not an expression
 syscall_exit_programs!(
     fexit_msgrcv = "__x64_sys_msgrcv",
     sys_exit_msgrcv = "sys_exit_msgrcv",
-    |sys| on_transfer(sys, kind::MSGRCV)
+    with_task |sys| on_transfer(sys, kind::MSGRCV)
 );
 
 #[inline(always)]
@@ -106,24 +108,35 @@ fn aggregatable(sys: &Sys, kind: u16) -> Option<u64> {
     Some(sys.ret as u64)
 }
 
+/// msgsnd/msgrcv at exit. As for semop (`sem::on_semop`): the hot path (an aggregated
+/// message) in the program's own small frame, the rest in [`transfer_in_full`].
 #[inline(always)]
-fn on_transfer(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
-    let tgid = current_tgid();
+pub fn on_transfer(sys: impl Fn(*const u8) -> Sys + Copy, kind: u16) -> Result<u32, u32> {
+    let task = current_task_btf();
+    let tgid = task_tgid(task);
     if family_filtered_out_tgid(family::MSG, tgid) {
         return Ok(0);
     }
-    let sys = sys();
+    if aggregating() {
+        let call = sys(task);
+        if let Some(bytes) = aggregatable(&call, kind)
+            && !was_waiting(tgid)
+            && add_transfer(task, tgid, &call, kind, bytes)
+        {
+            return Ok(0);
+        }
+    }
+    Ok(transfer_in_full(sys, tgid, kind))
+}
+
+/// A call recorded in full (after what was aggregated on its queue before it); in `watch`, a
+/// slot for the queue afterwards when the call moved a message.
+#[inline(never)]
+fn transfer_in_full(sys: impl Fn(*const u8) -> Sys, tgid: u32, kind: u16) -> u32 {
+    let sys = sys(current_task_btf());
     if !aggregating() {
-        return emit_transfer(&sys, kind);
+        return emit_transfer(&sys, kind).unwrap_or_else(|e| e);
     }
-    let bytes = aggregatable(&sys, kind);
-    if let Some(bytes) = bytes
-        && !was_waiting(tgid)
-        && add_transfer(tgid, &sys, kind, bytes)
-    {
-        return Ok(0);
-    }
-    // In full: after what was aggregated on the queue before it.
     let key = ObjectId {
         ns: current_ipc_ns(),
         id: sys.args[0] as i32,
@@ -131,11 +144,13 @@ fn on_transfer(sys: impl FnOnce() -> Sys, kind: u16) -> Result<u32, u32> {
     if let Some(t) = QUEUES.get_ptr_mut(key) {
         write_msg_totals(t, false);
     }
-    emit_transfer(&sys, kind)?;
-    if bytes.is_some() {
+    if let Err(e) = emit_transfer(&sys, kind) {
+        return e;
+    }
+    if aggregatable(&sys, kind).is_some() {
         install(tgid, key);
     }
-    Ok(0)
+    0
 }
 
 /// Slots are two-way set-associative (see `sem.rs`): queue `msqid` may only be in slot `h` or
@@ -162,8 +177,8 @@ fn find_slot(p: *const ProcUsage, key: ObjectId) -> Option<usize> {
 
 /// The hot path: adds the message to the process's slot and the queue's totals.
 #[inline(always)]
-fn add_transfer(tgid: u32, sys: &Sys, kind: u16, bytes: u64) -> bool {
-    let Some((p, ns)) = current_usage(tgid) else {
+fn add_transfer(task: *const u8, tgid: u32, sys: &Sys, kind: u16, bytes: u64) -> bool {
+    let Some((p, ns)) = current_usage(task, tgid) else {
         return false;
     };
     let key = ObjectId {

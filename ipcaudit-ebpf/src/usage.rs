@@ -11,17 +11,17 @@ use ipcaudit_ebpf::{
 };
 
 use crate::common::{
-    EVENTS, PROCS, QUEUES, SEMSETS, ZERO_USAGE, count, current_nsproxy, current_task_btf,
-    fill_header, now_ns, nsproxy_ipc_ns, process_start_ns, submit, task_nsproxy,
+    EVENTS, PROCS, QUEUES, SEMSETS, ZERO_USAGE, count, current_task_btf, fill_header, now_ns,
+    nsproxy_ipc_ns, process_start_ns, submit, task_nsproxy,
 };
 
-/// The current process's usage entry and its IPC namespace, when it has one made in the
+/// The current process's (`task`, `tgid`) usage entry and its IPC namespace, when it has one made in the
 /// namespace it is in now (a process that changed namespaces goes through the full path, which
 /// updates its entry).
 #[inline(always)]
-pub fn current_usage(tgid: u32) -> Option<(*mut ProcUsage, u32)> {
+pub fn current_usage(task: *const u8, tgid: u32) -> Option<(*mut ProcUsage, u32)> {
     let p = PROCS.get_ptr_mut(tgid)?;
-    let nsproxy = current_nsproxy();
+    let nsproxy = task_nsproxy(task) as u64;
     // SAFETY: a map value, valid for this run.
     unsafe { ((*p).nsproxy == nsproxy && nsproxy != 0).then(|| (p, (*p).ns)) }
 }
