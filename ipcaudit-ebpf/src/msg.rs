@@ -126,16 +126,16 @@ pub fn on_transfer(sys: impl Fn(*const u8) -> Sys + Copy, kind: u16) -> Result<u
             return Ok(0);
         }
     }
-    Ok(transfer_in_full(sys, tgid, kind))
+    transfer_in_full(sys, tgid, kind)
 }
 
 /// A call recorded in full (after what was aggregated on its queue before it); in `watch`, a
 /// slot for the queue afterwards when the call moved a message.
 #[inline(never)]
-fn transfer_in_full(sys: impl Fn(*const u8) -> Sys, tgid: u32, kind: u16) -> u32 {
+fn transfer_in_full(sys: impl Fn(*const u8) -> Sys, tgid: u32, kind: u16) -> Result<u32, u32> {
     let sys = sys(current_task_btf());
     if !aggregating() {
-        return emit_transfer(&sys, kind).unwrap_or_else(|e| e);
+        return emit_transfer(&sys, kind);
     }
     let key = ObjectId {
         ns: current_ipc_ns(),
@@ -144,13 +144,11 @@ fn transfer_in_full(sys: impl Fn(*const u8) -> Sys, tgid: u32, kind: u16) -> u32
     if let Some(t) = QUEUES.get_ptr_mut(key) {
         write_msg_totals(t, false);
     }
-    if let Err(e) = emit_transfer(&sys, kind) {
-        return e;
-    }
+    emit_transfer(&sys, kind)?;
     if aggregatable(&sys, kind).is_some() {
         install(tgid, key);
     }
-    0
+    Ok(0)
 }
 
 /// Slots are two-way set-associative (see `sem.rs`): queue `msqid` may only be in slot `h` or

@@ -174,16 +174,16 @@ pub fn on_semop(sys: impl Fn(*const u8) -> Sys + Copy, flags: u16) -> Result<u32
     if op.is_some() {
         return Ok(0);
     }
-    Ok(semop_in_full(sys, tgid, flags))
+    semop_in_full(sys, tgid, flags)
 }
 
 /// A call recorded in full (after what was aggregated on its set before it); in `watch`, a
 /// slot for its semaphore afterwards, so that the process's next calls are aggregated.
 #[inline(never)]
-fn semop_in_full(sys: impl Fn(*const u8) -> Sys, tgid: u32, flags: u16) -> u32 {
+fn semop_in_full(sys: impl Fn(*const u8) -> Sys, tgid: u32, flags: u16) -> Result<u32, u32> {
     let sys = sys(current_task_btf());
     if !aggregating() {
-        return emit_semop(&sys, flags).unwrap_or_else(|e| e);
+        return emit_semop(&sys, flags);
     }
     let key = ObjectId {
         ns: current_ipc_ns(),
@@ -192,13 +192,11 @@ fn semop_in_full(sys: impl Fn(*const u8) -> Sys, tgid: u32, flags: u16) -> u32 {
     if let Some(t) = SEMSETS.get_ptr_mut(key) {
         write_sem_totals(t, false);
     }
-    if let Err(e) = emit_semop(&sys, flags) {
-        return e;
-    }
+    emit_semop(&sys, flags)?;
     if let Some(op) = aggregatable_op(&sys) {
         install(tgid, key, op.sem_num);
     }
-    0
+    Ok(0)
 }
 
 /// Slots are two-way set-associative: semaphore (semid, semnum) may only be in slot `h` or

@@ -10,8 +10,8 @@ use std::{
 };
 
 use ipcaudit_tests::{
-    Held, Watch, eventually, ipcaudit_bin, ipcrm, loaded_bpf_programs, require_root, start,
-    workload,
+    Held, Watch, assert_schema, eventually, ipcaudit_bin, ipcrm, loaded_bpf_programs, require_root,
+    start, workload,
 };
 use serde_json::Value;
 
@@ -358,6 +358,8 @@ fn an_overload_is_counted_and_a_resync_restores_the_truth() {
     let summary = records.last().unwrap();
     assert_eq!(summary["event"]["kind"], "metric");
     assert!(lost > 0, "a 1 MiB ring should overflow in this storm");
+    // The records of a loss are records like any other.
+    records.iter().for_each(assert_schema);
     assert_eq!(
         summary["ipcaudit"]["lost"].as_u64(),
         Some(lost),
