@@ -9,7 +9,7 @@
 #![no_std]
 
 /// Bumped whenever a layout below changes.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
@@ -388,7 +388,7 @@ pub struct SemUsage {
     pub gave: u64,
 }
 
-/// A process's use of one queue since its slot was installed (cumulative). 72 bytes.
+/// A process's use of one queue since its slot was installed (cumulative). 80 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MsgUsage {
@@ -399,14 +399,19 @@ pub struct MsgUsage {
     pub msqid: i32,
     pub entry_ts: u64,
     pub first_ts: u64,
+    /// The last message's time. With [`Config::tick_ns`] set, the hot path reads no clock
+    /// source: it is `first_ts` plus the jiffies since `first_jiffies` (one tick, a few ms, of
+    /// resolution); otherwise `bpf_ktime_get_ns`.
     pub last_ts: u64,
+    /// `jiffies_64` when the slot was installed.
+    pub first_jiffies: u64,
     pub sent: u64,
     pub sent_bytes: u64,
     pub received: u64,
     pub received_bytes: u64,
 }
 
-/// One process's usage slots (the value of `PROCS`, keyed by tgid). 968 bytes.
+/// One process's usage slots (the value of `PROCS`, keyed by tgid). 1000 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcUsage {
@@ -577,6 +582,10 @@ pub struct Config {
     pub sb_fs_info: u32,
     /// 1: record call stacks at creation and attach ([`StackRecord`]).
     pub stacks: u32,
+    /// Nanoseconds per jiffy (`1e9 / CONFIG_HZ`), 0 when the loader could not tell: then the
+    /// hot paths read the clock source for "last used" times.
+    pub tick_ns: u32,
+    pub pad0: u32,
 }
 
 /// [`Config::type_mask`] bits.
@@ -642,6 +651,8 @@ impl Config {
             sb_magic: NO_OFFSET,
             sb_fs_info: NO_OFFSET,
             stacks: 0,
+            tick_ns: 0,
+            pad0: 0,
         }
     }
 }
@@ -669,7 +680,7 @@ const _: () = {
     assert!(core::mem::size_of::<ForkRecord>() == 72);
     assert!(core::mem::size_of::<ExecRecord>() == 320);
     assert!(core::mem::size_of::<ExitRecord>() == 64);
-    assert!(core::mem::size_of::<Config>() == 104);
+    assert!(core::mem::size_of::<Config>() == 112);
     assert!(core::mem::size_of::<MqNameRecord>() == 392);
     assert!(core::mem::size_of::<MqRecord>() == 136);
     assert!(core::mem::size_of::<MqKey>() == 16);
@@ -679,9 +690,9 @@ const _: () = {
     assert!(core::mem::offset_of!(MqTotals, ops) == 0);
     assert!(core::mem::offset_of!(MqNameRecord, name) == 136);
     assert!(core::mem::size_of::<SemUsage>() == 80);
-    assert!(core::mem::size_of::<MsgUsage>() == 72);
-    assert!(core::mem::size_of::<ProcUsage>() == 968);
-    assert!(core::mem::size_of::<UsageRecord>() == 1024);
+    assert!(core::mem::size_of::<MsgUsage>() == 80);
+    assert!(core::mem::size_of::<ProcUsage>() == 1000);
+    assert!(core::mem::size_of::<UsageRecord>() == 1056);
     assert!(core::mem::size_of::<SemTotals>() == 160);
     assert!(core::mem::size_of::<MsgTotals>() == 64);
     assert!(core::mem::size_of::<SemTotalsRecord>() == 216);

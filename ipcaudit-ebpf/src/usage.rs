@@ -45,7 +45,7 @@ pub fn ensure_usage(tgid: u32) -> Option<*mut ProcUsage> {
     // SAFETY: `zero` is a map value of the right type; insert copies it.
     #[expect(
         clippy::needless_borrows_for_generic_args,
-        reason = "by value, the 968-byte struct would be copied to the 512-byte BPF stack"
+        reason = "by value, the 1000-byte struct would be copied to the 512-byte BPF stack"
     )]
     let inserted = PROCS.insert(tgid, unsafe { &*zero }, 0);
     if inserted.is_err() {

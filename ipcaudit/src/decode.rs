@@ -220,6 +220,7 @@ fn msg_usage(b: &[u8], at: usize) -> MsgUsage {
         entry_ts: u64_at(b, f(offset_of!(MsgUsage, entry_ts))),
         first_ts: u64_at(b, f(offset_of!(MsgUsage, first_ts))),
         last_ts: u64_at(b, f(offset_of!(MsgUsage, last_ts))),
+        first_jiffies: u64_at(b, f(offset_of!(MsgUsage, first_jiffies))),
         sent: u64_at(b, f(offset_of!(MsgUsage, sent))),
         sent_bytes: u64_at(b, f(offset_of!(MsgUsage, sent_bytes))),
         received: u64_at(b, f(offset_of!(MsgUsage, received))),
@@ -781,7 +782,9 @@ fn usage(h: &Header, task: Task, u: &ProcUsage, clocks: &Clocks) -> Aggregate {
             ns: s.ns,
             msqid: s.msqid,
             first_ns: clocks.wall_ns(s.first_ts),
-            last_ns: clocks.wall_ns(s.last_ts),
+            // From jiffies (`MsgUsage::last_ts`), it can be up to a tick late: never after the
+            // flush that shows it.
+            last_ns: clocks.wall_ns(s.last_ts.min(h.ts_ns)),
             calls: s.calls,
             sent: s.sent,
             sent_bytes: s.sent_bytes,
@@ -1295,6 +1298,12 @@ mod tests {
             msg3 + offset_of!(MsgUsage, received_bytes),
             160u64.to_ne_bytes(),
         );
+        // A jiffies-based last use a tick past the flush (at 5,000): taken as the flush.
+        put(
+            &mut b,
+            msg3 + offset_of!(MsgUsage, last_ts),
+            7_000u64.to_ne_bytes(),
+        );
         let Ok(Record::Aggregate(Aggregate::Usage(u))) = decode_record(&b, &CLOCKS) else {
             panic!("not a usage record")
         };
@@ -1321,6 +1330,7 @@ mod tests {
             (u.msg[0].msqid, u.msg[0].sent, u.msg[0].received_bytes),
             (9, 10, 160)
         );
+        assert_eq!(u.msg[0].last_ns, 1_000_000_005_000);
         assert_eq!(
             decode(&b, &CLOCKS),
             Err(DecodeError::NotAnEvent(kind::USAGE))

@@ -46,6 +46,10 @@ pub enum Config {
     WatchFull,
     Trace,
     Bpftrace,
+    /// The tracepoints `watch` uses on this machine with empty programs (bpftrace, `{ }`
+    /// bodies): what the kernel charges for any program there, the floor `watch` cannot go
+    /// below.
+    Floor,
 }
 
 impl Config {
@@ -56,6 +60,7 @@ impl Config {
             Self::WatchFull => "watch-full",
             Self::Trace => "trace",
             Self::Bpftrace => "bpftrace",
+            Self::Floor => "floor",
         }
     }
 }
@@ -75,7 +80,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "bare,watch,trace,bpftrace"
+        default_value = "bare,watch,trace,bpftrace,floor"
     )]
     configs: Vec<Config>,
     /// Rounds of the hot loops: each runs every configuration once, in a rotated order.
@@ -389,10 +394,25 @@ fn ensure_bpftrace() -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-fn start_bpftrace() -> Result<Tracer> {
+/// [`Config::Floor`]: the syscall and sched tracepoints `watch` attaches when fexit is refused,
+/// each with an empty program.
+const FLOOR_SCRIPT: &str = r#"
+BEGIN { printf("ready\n"); }
+tracepoint:syscalls:sys_exit_shmget, tracepoint:syscalls:sys_exit_shmat, tracepoint:syscalls:sys_exit_shmdt,
+tracepoint:syscalls:sys_exit_shmctl, tracepoint:syscalls:sys_exit_semget, tracepoint:syscalls:sys_exit_semop,
+tracepoint:syscalls:sys_exit_semtimedop, tracepoint:syscalls:sys_exit_semctl,
+tracepoint:syscalls:sys_exit_msgget, tracepoint:syscalls:sys_exit_msgsnd, tracepoint:syscalls:sys_exit_msgrcv,
+tracepoint:syscalls:sys_exit_msgctl, tracepoint:syscalls:sys_exit_munmap, tracepoint:syscalls:sys_exit_mremap,
+tracepoint:syscalls:sys_exit_mq_open, tracepoint:syscalls:sys_exit_mq_unlink,
+tracepoint:syscalls:sys_exit_mq_timedsend, tracepoint:syscalls:sys_exit_mq_timedreceive,
+tracepoint:syscalls:sys_exit_mq_notify,
+tracepoint:sched:sched_process_fork, tracepoint:sched:sched_process_exec, tracepoint:sched:sched_process_exit { }
+"#;
+
+fn start_bpftrace(script: &str) -> Result<Tracer> {
     let started = Instant::now();
     let mut child = Command::new("bpftrace")
-        .args(["-e", BPFTRACE_SCRIPT])
+        .args(["-e", script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -474,7 +494,8 @@ fn start_config(bins: &Bins, config: Config) -> Result<Option<Tracer>> {
             &[("IPCAUDIT_AGGREGATE", "0")],
         )?),
         Config::Trace => Some(start_ipcaudit(bins, "trace", "/dev/null")?),
-        Config::Bpftrace => Some(start_bpftrace()?),
+        Config::Bpftrace => Some(start_bpftrace(BPFTRACE_SCRIPT)?),
+        Config::Floor => Some(start_bpftrace(FLOOR_SCRIPT)?),
     })
 }
 
@@ -531,7 +552,7 @@ type Runs = Vec<(String, Vec<LoopRun>)>;
 fn hot(bins: &Bins, args: &Args, report: &mut Vec<(&'static str, J)>) -> Result<()> {
     let mut configs: Vec<Config> = vec![Config::Bare];
     configs.extend(args.configs.iter().copied().filter(|c| *c != Config::Bare));
-    if configs.contains(&Config::Bpftrace) {
+    if configs.contains(&Config::Bpftrace) || configs.contains(&Config::Floor) {
         ensure_bpftrace()?;
     }
     // per config: per loop: one LoopRun per round
@@ -617,8 +638,8 @@ fn hot(bins: &Bins, args: &Args, report: &mut Vec<(&'static str, J)>) -> Result<
     }
     let _ = writeln!(
         table,
-        " {:>8} {:>12} {:>12} {:>10}",
-        "target", "watch adds", "bpftr. adds", "bpftr/watch"
+        " {:>8} {:>12} {:>12} {:>12} {:>10}",
+        "target", "watch adds", "over floor", "bpftr. adds", "bpftr/watch"
     );
     let mut summary = Vec::new();
     for name in &loop_names {
@@ -638,14 +659,17 @@ fn hot(bins: &Bins, args: &Args, report: &mut Vec<(&'static str, J)>) -> Result<
             .find(|(n, _)| n == name)
             .map_or(f64::NAN, |(_, t)| *t);
         let watch_added = figure(Config::Watch, name) - bare;
+        // What ipcaudit's programs add over empty programs on the same tracepoints.
+        let over_floor = figure(Config::Watch, name) - figure(Config::Floor, name);
         let bpf_added = figure(Config::Bpftrace, name) - bare;
         let factor = bpf_added / watch_added.max(0.05);
         let ratio = figure(Config::Watch, name) / bare;
         let _ = writeln!(
             table,
-            " {:>7.2}x {:>10.0}ns {:>10.0}ns {:>9.0}x {}",
+            " {:>7.2}x {:>10.0}ns {:>10.0}ns {:>10.0}ns {:>9.0}x {}",
             target,
             watch_added,
+            over_floor,
             bpf_added,
             factor,
             match (ratio <= target, !bpf_added.is_finite() || factor >= 10.0) {
@@ -656,6 +680,7 @@ fn hot(bins: &Bins, args: &Args, report: &mut Vec<(&'static str, J)>) -> Result<
         );
         per_config.push(("target_ratio", J::num(target)));
         per_config.push(("watch_added_ns", J::num(watch_added)));
+        per_config.push(("watch_over_floor_ns", J::num(over_floor)));
         per_config.push(("bpftrace_added_ns", J::num(bpf_added)));
         per_config.push(("bpftrace_over_watch_added", J::num(factor)));
         summary.push((name.clone(), J::obj(per_config)));

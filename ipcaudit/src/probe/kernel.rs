@@ -55,6 +55,66 @@ pub struct Kernel {
     pub task_pt_regs: bool,
 }
 
+/// Nanoseconds per jiffy on the running kernel (`1e9 / CONFIG_HZ`), for
+/// `Config::tick_ns`: from `/boot/config-RELEASE`, else inferred from `/proc/timer_list`;
+/// `None` when neither tells (the programs then read the clock source).
+pub fn tick_ns(release: &str) -> Option<u32> {
+    let hz = std::fs::read_to_string(format!("/boot/config-{release}"))
+        .ok()
+        .and_then(|t| hz_from_config(&t))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/timer_list")
+                .ok()
+                .and_then(|t| hz_from_timer_list(&t))
+        })?;
+    Some(1_000_000_000 / hz)
+}
+
+/// The values `CONFIG_HZ` can take.
+const HZ_CHOICES: [u32; 5] = [100, 250, 300, 500, 1000];
+
+/// `CONFIG_HZ=N` in a kernel configuration.
+fn hz_from_config(config: &str) -> Option<u32> {
+    let hz: u32 = config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))?
+        .trim()
+        .parse()
+        .ok()?;
+    HZ_CHOICES.contains(&hz).then_some(hz)
+}
+
+/// `CONFIG_HZ` from `/proc/timer_list`'s `now at T nsecs` (CLOCK_MONOTONIC) and `jiffies: J`:
+/// jiffies start at `2^32 - 300 * HZ` and count `HZ` a second, so the `HZ` whose prediction
+/// lands nearest `J` is the kernel's, if it lands within 1% of the uptime (the other choices
+/// miss by far more).
+fn hz_from_timer_list(text: &str) -> Option<u32> {
+    let now_ns: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("now at "))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let jiffies: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("jiffies: "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let (hz, miss) = HZ_CHOICES
+        .iter()
+        .map(|&hz| {
+            let initial = (1u64 << 32) - 300 * u64::from(hz);
+            let predicted =
+                u128::from(initial) + u128::from(now_ns) * u128::from(hz) / 1_000_000_000;
+            (hz, predicted.abs_diff(u128::from(jiffies)))
+        })
+        .min_by_key(|&(_, miss)| miss)?;
+    let uptime_jiffies = u128::from(now_ns) * u128::from(hz) / 1_000_000_000;
+    (miss * 100 <= uptime_jiffies.max(100)).then_some(hz)
+}
+
 /// The running kernel's release (`uname -r`).
 pub fn release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -164,6 +224,43 @@ mod tests {
         }
         assert_eq!(ENTER_ARGS.len(), super::super::SYSCALLS.len());
         assert!(ENTER_ARGS.iter().all(|&(_, n)| (1..=6).contains(&n)));
+    }
+
+    #[test]
+    fn hz_from_a_kernel_config() {
+        assert_eq!(
+            hz_from_config("# CONFIG_HZ_100 is not set\nCONFIG_HZ_250=y\nCONFIG_HZ=250\n"),
+            Some(250)
+        );
+        assert_eq!(hz_from_config("CONFIG_HZ=1000\n"), Some(1000));
+        assert_eq!(
+            hz_from_config("CONFIG_HZ=7\n"),
+            None,
+            "not a choice Kconfig offers"
+        );
+        assert_eq!(hz_from_config("CONFIG_HZ_PERIODIC=y\n"), None);
+    }
+
+    #[test]
+    fn hz_inferred_from_timer_list() {
+        // This machine (HZ=250), 10 h after boot: jiffies run ~2 s behind the prediction.
+        let text = "Timer List Version: v0.10\nHRTIMER_MAX_CLOCK_BASES: 8\n\
+                    now at 36758315530760 nsecs\n\ncpu: 0\n  .last_jiffies   : 4304082343\n\
+                    jiffies: 4304082343\n";
+        assert_eq!(hz_from_timer_list(text), Some(250));
+        // HZ=1000, one minute after boot.
+        let j = (1u64 << 32) - 300_000 + 60_000;
+        let text = format!("now at 60000000000 nsecs\njiffies: {j}\n");
+        assert_eq!(hz_from_timer_list(&text), Some(1000));
+        // HZ=100, a day up.
+        let j = (1u64 << 32) - 30_000 + 8_640_000;
+        let text = format!("now at 86400000000000 nsecs\njiffies: {j}\n");
+        assert_eq!(hz_from_timer_list(&text), Some(100));
+        // Jiffies that fit no HZ, and missing lines.
+        let text = "now at 86400000000000 nsecs\njiffies: 12345\n";
+        assert_eq!(hz_from_timer_list(text), None);
+        assert_eq!(hz_from_timer_list("jiffies: 5\n"), None);
+        assert_eq!(hz_from_timer_list("now at x nsecs\njiffies: 5\n"), None);
     }
 
     #[test]

@@ -262,6 +262,16 @@ impl Probe {
         config.aggregate = u32::from(aggregate);
         config.collector_tgid = std::process::id();
         config.stacks = u32::from(options.stacks);
+        if aggregate {
+            config.tick_ns = kernel::tick_ns(&kernel.release).unwrap_or_else(|| {
+                log::debug!(
+                    "probe: CONFIG_HZ unknown (no /boot/config-{0}, no /proc/timer_list): \
+                     aggregated messages' times from the clock source",
+                    kernel.release
+                );
+                0
+            });
+        }
         let ring_bytes = if options.ring_bytes == 0 {
             8 << 20
         } else {
