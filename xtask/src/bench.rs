@@ -101,6 +101,9 @@ pub struct Args {
     max_wait: u64,
 }
 
+/// The lock the root test suites run under (`flock -o`, README "Tests").
+const ROOT_TESTS_LOCK: &str = "/tmp/ipcaudit-root-tests.lock";
+
 /// Targets of the issue: ratio to bare with ownership on (`watch`).
 const TARGETS: &[(&str, f64)] = &[
     ("semop-glibc", 1.5),
@@ -770,6 +773,19 @@ pub fn bench(root: &Path, args: &Args) -> Result<()> {
         ipcaudit: release.join("ipcaudit"),
         bench: release.join("ipc-bench"),
     };
+    // Root test suites attach their own ipcaudit (every traced syscall would pay twice): hold
+    // their lock while measuring.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ROOT_TESTS_LOCK)
+        .with_context(|| format!("opening {ROOT_TESTS_LOCK}"))?;
+    if lock.try_lock().is_err() {
+        eprintln!("xtask: waiting for {ROOT_TESTS_LOCK} (root tests are running)");
+        lock.lock()
+            .with_context(|| format!("locking {ROOT_TESTS_LOCK}"))?;
+    }
     let started = utc_stamp();
     let mut report: Vec<(&'static str, J)> = Vec::new();
     if args.sections.contains(&Section::Hot) {
