@@ -402,7 +402,8 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
             dest: dest.clone(),
             source,
         })?,
-    };
+    }
+    .batched();
     let mut out = Output {
         printer: Printer::new(
             Encoder {
@@ -522,9 +523,14 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         i
     });
     let mut last_stats = (tokio::time::Instant::now(), 0u64);
+    // A full batch means more records are waiting: the next round reads them at once instead
+    // of waiting for a wakeup (the kernel wakes the reader only each `wakeup_bytes`).
+    let mut backlog = false;
     loop {
+        // What the last round wrote goes out in one write before waiting again.
+        out.printer.writer.flush();
         tokio::select! {
-            r = probe.wait(POLL) => r?,
+            r = probe.wait(if backlog { Duration::ZERO } else { POLL }) => r?,
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             () = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
@@ -600,7 +606,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                 continue;
             }
         }
-        drain(&mut probe, &clocks, &mut model, &mut out);
+        backlog = drain(&mut probe, &clocks, &mut model, &mut out) >= BATCH;
         if options.max_events.is_some_and(|max| out.events >= max) {
             break;
         }
@@ -623,11 +629,13 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     report_lost(&probe, &mut lost_seen, &mut model, &mut out);
     let now = clock::now_wall_ns();
     out.summary.duration_ns = now.saturating_sub(started);
+    out.printer.writer.flush();
     out.printer.writer.poll();
     out.summary.output = out.printer.writer.stats();
     out.summary.evicted = model.evicted();
     let summary = out.summary;
     out.printer.with(|e, line| e.summary(now, &summary, line));
+    out.printer.writer.flush();
     Ok(summary)
 }
 

@@ -597,7 +597,21 @@ fn attach_syscalls(
             }
         }
     }
-    if kernel.compat() & ipcaudit_ebpf::compat::ARGS_AT_ENTER != 0 {
+    let enters = kernel.compat() & ipcaudit_ebpf::compat::ARGS_AT_ENTER != 0;
+    let mut names: Vec<String> = SYSCALLS
+        .iter()
+        .map(|name| format!("sys_exit_{name}"))
+        .chain(SCHED.iter().map(|a| a.program.to_owned()))
+        .collect();
+    if enters {
+        names.extend(
+            kernel::ENTER_ARGS
+                .iter()
+                .map(|(name, _)| format!("sys_enter_{name}")),
+        );
+    }
+    preload_tracepoints(ebpf, &names);
+    if enters {
         attach_sys_enters(ebpf, kernel, tracefs)?;
     }
     for name in SYSCALLS {
@@ -682,13 +696,61 @@ fn attach_tracepoint(ebpf: &mut Ebpf, a: &Attachment) -> Result<(), ProbeError> 
     attach_tracepoint_named(ebpf, a.program, a.category)
 }
 
+/// Loads (verifies) these tracepoint programs on every CPU at once, nothing attached yet: the
+/// kernel's verifier is most of the time to start (300 ms on one CPU for the syscall programs),
+/// and each program is verified on its own. A program that fails to load here is loaded again
+/// when it is attached, which reports the error.
+fn preload_tracepoints(ebpf: &mut Ebpf, names: &[String]) {
+    let started = std::time::Instant::now();
+    let programs: Vec<(&str, &mut TracePoint)> = ebpf
+        .programs_mut()
+        .filter(|(name, _)| names.iter().any(|n| n == name))
+        .filter_map(|(name, p)| <&mut TracePoint>::try_from(p).ok().map(|p| (name, p)))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(programs.len());
+    if threads <= 1 {
+        return;
+    }
+    let count = programs.len();
+    let queue = std::sync::Mutex::new(programs);
+    let work = || {
+        loop {
+            let next = queue.lock().ok().and_then(|mut q| q.pop());
+            let Some((name, program)) = next else { break };
+            if let Err(e) = program.load() {
+                log::debug!("probe: preloading {name}: {e}");
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            if std::thread::Builder::new()
+                .name("ipcaudit-load".into())
+                .spawn_scoped(s, work)
+                .is_err()
+            {
+                break;
+            }
+        }
+        work();
+    });
+    log::debug!(
+        "probe: {count} tracepoint programs verified on {threads} threads in {:?}",
+        started.elapsed()
+    );
+}
+
 fn attach_tracepoint_named(ebpf: &mut Ebpf, name: &str, category: &str) -> Result<(), ProbeError> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
         .try_into()
         .map_err(|e| program_error(name, "type", e))?;
-    program.load().map_err(|e| program_error(name, "load", e))?;
+    if program.fd().is_err() {
+        program.load().map_err(|e| program_error(name, "load", e))?;
+    }
     program
         .attach(category, name)
         .map_err(|e| program_error(name, &format!("attach to {category}:{name}"), e))?;
