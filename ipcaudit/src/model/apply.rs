@@ -234,7 +234,7 @@ impl Model {
     }
 
     pub(crate) fn object_ref(&self, k: ObjectKey) -> Option<ObjectRef> {
-        self.objects.get(&k).map(super::object::Object::object_ref)
+        self.objects.get(&k).map(|o| o.object_ref())
     }
 
     /// Runs a change of one process's mappings and applies its consequences. Returns the first

@@ -200,7 +200,7 @@ impl Model {
             generation: self.next_generation,
         };
         self.next_generation = self.next_generation.wrapping_add(1);
-        self.objects.insert(key, Object::new(key));
+        self.objects.insert(key, Box::new(Object::new(key)));
         self.by_id.insert((ns, ty, id), key);
         key
     }
@@ -393,9 +393,13 @@ impl Model {
         let Some(program) = self.processes.get(&pkey).map(|p| p.program().to_owned()) else {
             return;
         };
-        if let Some(o) = self.objects.get_mut(&okey) {
-            o.leak_program = Some(program.clone());
-            o.created_by_program = Some(program.clone());
+        if self.objects.contains_key(&okey) {
+            // One string per program, shared by its objects.
+            let shared = self.program_name(&program);
+            if let Some(o) = self.objects.get_mut(&okey) {
+                o.leak_program = Some(shared.clone());
+                o.created_by_program = Some(shared);
+            }
         }
         if self.program_totals.len() < 4096 || self.program_totals.contains_key(&program) {
             self.program_totals
@@ -410,6 +414,18 @@ impl Model {
         self.evaluate_program(&program, now, cx);
     }
 
+    /// The shared copy of program name `program` (made on first use; at most 4,096 kept).
+    fn program_name(&mut self, program: &str) -> std::sync::Arc<str> {
+        if let Some(s) = self.program_names.get(program) {
+            return s.clone();
+        }
+        let s: std::sync::Arc<str> = program.into();
+        if self.program_names.len() < 4096 {
+            self.program_names.insert(s.clone());
+        }
+        s
+    }
+
     /// `okey` was removed: it no longer counts against its creator's program.
     pub(crate) fn note_removed(&mut self, okey: ObjectKey, cx: &mut Cx) {
         let Some(program) = self
@@ -419,10 +435,10 @@ impl Model {
         else {
             return;
         };
-        if let Some(t) = self.program_totals.get_mut(&program) {
+        if let Some(t) = self.program_totals.get_mut(&*program) {
             t.removed += 1;
         }
-        if let Some(p) = self.programs.get_mut(&program)
+        if let Some(p) = self.programs.get_mut(&*program)
             && p.unremoved.remove(&okey).is_some()
         {
             let now = cx.now;
@@ -527,7 +543,7 @@ impl Model {
 
     /// Keeps a forgotten (destroyed) object's story for `explain` and `report`, within
     /// [`ModelConfig::archive`].
-    fn archive_object(&mut self, o: super::object::Object) {
+    fn archive_object(&mut self, o: Box<super::object::Object>) {
         if self.cfg.archive > 0 {
             if self.archive.len() >= self.cfg.archive {
                 self.archive.pop_front();

@@ -284,9 +284,19 @@ impl Model {
     /// Objects that match `t`: live ones (latest generation first) then archived ones (newest
     /// first).
     fn candidates(&self, t: &Target) -> Vec<&Object> {
-        let mut live: Vec<&Object> = self.objects.values().filter(|o| t.matches(o)).collect();
+        let mut live: Vec<&Object> = self
+            .objects
+            .values()
+            .map(Box::as_ref)
+            .filter(|o| t.matches(o))
+            .collect();
         live.sort_by_key(|o| std::cmp::Reverse((o.exists(), o.key.generation)));
-        let archived = self.archive.iter().rev().filter(|o| t.matches(o));
+        let archived = self
+            .archive
+            .iter()
+            .rev()
+            .map(Box::as_ref)
+            .filter(|o| t.matches(o));
         live.into_iter().chain(archived).collect()
     }
 
@@ -398,7 +408,7 @@ impl Model {
         let service = creator.and_then(|p| p.service.clone());
         let program = creator
             .and_then(|p| p.details.executable.clone())
-            .or_else(|| o.created_by_program.clone());
+            .or_else(|| o.created_by_program.as_deref().map(str::to_owned));
         Explanation {
             object: o.object_ref(),
             status: o.status,

@@ -64,6 +64,7 @@ mod process;
 mod reconcile;
 mod rules;
 mod shm;
+mod small_map;
 mod story;
 mod view;
 
@@ -230,7 +231,7 @@ impl Cx {
 #[derive(Debug)]
 pub struct Model {
     cfg: ModelConfig,
-    objects: BTreeMap<ObjectKey, Object>,
+    objects: BTreeMap<ObjectKey, Box<Object>>,
     /// Latest generation per (ns, type, id).
     by_id: HashMap<(u32, IpcType, i32), ObjectKey>,
     /// Live objects by (ns, type, IPC key), private keys excluded.
@@ -247,6 +248,8 @@ pub struct Model {
     outbox: Vec<FindingChange>,
     namespaces: HashMap<u32, Namespace>,
     programs: HashMap<String, Program>,
+    /// Program names objects share (`Object::created_by_program`).
+    program_names: HashSet<std::sync::Arc<str>>,
     now_ns: u64,
     last_sweep_ns: u64,
     lost_events: u64,
@@ -255,7 +258,7 @@ pub struct Model {
     /// The POSIX objects (`posix.rs`).
     posix: posix::PosixTable,
     /// Destroyed objects the model forgot, with their stories (oldest first).
-    archive: VecDeque<object::Object>,
+    archive: VecDeque<Box<object::Object>>,
     /// Details of processes described before the model saw them.
     pending_details: HashMap<ProcessKey, Arc<ProcessDetails>>,
     /// Objects each program created and removed, since the model started.
@@ -285,6 +288,7 @@ impl Model {
             outbox: Vec::new(),
             namespaces: HashMap::default(),
             programs: HashMap::default(),
+            program_names: HashSet::default(),
             now_ns: 0,
             last_sweep_ns: 0,
             lost_events: 0,

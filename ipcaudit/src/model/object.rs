@@ -1,7 +1,7 @@
 //! One System V IPC object (a segment, a semaphore set or a queue) and what the model knows
 //! about the processes around it.
 
-use super::HashMap;
+use super::{HashMap, small_map::SmallMap};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -103,7 +103,7 @@ pub struct Peer {
 /// ones (at most [`DEAD_KEPT`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Peers {
-    pub live: BTreeMap<ProcessKey, Peer>,
+    pub live: SmallMap<Peer>,
     pub dead: VecDeque<(ProcessKey, Peer)>,
 }
 
@@ -370,9 +370,9 @@ pub(crate) struct Object {
     pub destroyed_ns: Option<u64>,
     pub status: ObjectStatus,
     /// The program (exe or comm) charged with creating it, for `leaky-process`.
-    pub leak_program: Option<String>,
+    pub leak_program: Option<std::sync::Arc<str>>,
     /// The program that created it (for created-vs-removed counts per program).
-    pub created_by_program: Option<String>,
+    pub created_by_program: Option<std::sync::Arc<str>>,
     pub body: Body,
     /// What happened to it (`explain`, `report`).
     pub story: super::story::Story,

@@ -158,11 +158,7 @@ impl Model {
         let absent: Vec<ObjectKey> = self
             .ns_objects(ns)
             .filter(|k| !listed.contains(&(k.ty, k.id)))
-            .filter(|k| {
-                self.objects
-                    .get(k)
-                    .is_some_and(super::object::Object::exists)
-            })
+            .filter(|k| self.objects.get(k).is_some_and(|o| o.exists()))
             .collect();
         self.vanish(absent, &mut d, cx);
         let mut since: HashMap<ObjectKey, u64> = HashMap::default();
@@ -172,13 +168,7 @@ impl Model {
         self.sync_msg(snap, &pids, &mut d, &mut since, &mut seen, cx);
         let vanished: Vec<ObjectKey> = self
             .ns_objects(ns)
-            .filter(|k| {
-                !seen.contains(k)
-                    && self
-                        .objects
-                        .get(k)
-                        .is_some_and(super::object::Object::exists)
-            })
+            .filter(|k| !seen.contains(k) && self.objects.get(k).is_some_and(|o| o.exists()))
             .collect();
         self.vanish(vanished, &mut d, cx);
         self.sync_mappings(snap, &mut d, cx);
@@ -292,7 +282,7 @@ impl Model {
     ) -> (ObjectKey, bool) {
         let cur = self.lookup(ns, ty, id);
         if let Some(k) = cur
-            && self.objects.get(&k).is_some_and(&same)
+            && self.objects.get(&k).is_some_and(|o| same(o))
         {
             return (k, false);
         }
@@ -583,8 +573,7 @@ impl Model {
                 };
                 let (model, kern) = (ranges(&have), ranges(&want));
                 if model != kern
-                    && let Some(object) =
-                        self.objects.get(ok).map(super::object::Object::object_ref)
+                    && let Some(object) = self.objects.get(ok).map(|o| o.object_ref())
                 {
                     d.push(|| Difference::Mappings {
                         object,
@@ -796,11 +785,7 @@ impl Model {
         }
         let keys: Vec<ObjectKey> = self
             .ns_objects(ns)
-            .filter(|k| {
-                self.objects
-                    .get(k)
-                    .is_some_and(super::object::Object::exists)
-            })
+            .filter(|k| self.objects.get(k).is_some_and(|o| o.exists()))
             .collect();
         for k in keys {
             self.account(k, true);

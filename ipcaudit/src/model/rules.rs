@@ -504,7 +504,7 @@ impl Model {
         let (Some(f), Subject::Object(k)) = (self.findings.get(key), &key.subject) else {
             return false;
         };
-        let Some(s) = self.objects.get(k).and_then(Object::sem) else {
+        let Some(s) = self.objects.get(k).and_then(|o| o.sem()) else {
             return false;
         };
         let mut holders = 0;

@@ -7,7 +7,7 @@
 //! [`MAX_PROCS`] processes, and destroyed objects are archived (at most
 //! [`super::ModelConfig::archive`]) once the model forgets them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use crate::event::{CallSite, ProcessDetails, ProcessKey};
 
 use super::process::Process;
 use super::rules::{Rule, Severity};
+use super::small_map::SmallMap;
 
 /// Entries kept from the start of an object's life.
 pub(crate) const HEAD: usize = 32;
@@ -231,7 +232,7 @@ impl Character {
 }
 
 /// Remembers process `key` as `p` is now.
-fn remember(cast: &mut BTreeMap<ProcessKey, Character>, key: ProcessKey, p: &Process) {
+fn remember(cast: &mut SmallMap<Character>, key: ProcessKey, p: &Process) {
     match cast.get_mut(&key) {
         Some(c) => c.refresh(p),
         None => {
@@ -255,10 +256,10 @@ pub(crate) struct Story {
     pub tail: VecDeque<Entry>,
     /// Entries dropped between `head` and `tail`.
     pub omitted: u64,
-    pub procs: BTreeMap<ProcessKey, ProcOps>,
+    pub procs: SmallMap<ProcOps>,
     /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
     pub procs_dropped: u64,
-    pub cast: BTreeMap<ProcessKey, Character>,
+    pub cast: SmallMap<Character>,
     /// Where in the code it was created.
     pub create_site: Option<Arc<CallSite>>,
 }
@@ -275,7 +276,7 @@ impl Story {
             if let Some(p) = p {
                 remember(&mut self.cast, k, p);
             } else {
-                self.cast.entry(k).or_default();
+                self.cast.get_or_insert_with(k, Character::default);
             }
             k
         });
@@ -285,6 +286,10 @@ impl Story {
             what,
         };
         if self.head.len() < HEAD {
+            if self.head.len() == self.head.capacity() {
+                // 1, 2, 4, ... entries: most objects have a handful.
+                self.head.reserve_exact(self.head.len().max(1));
+            }
             self.head.push(e);
             return;
         }
@@ -320,7 +325,7 @@ impl Story {
         if let Some(p) = p {
             remember(&mut self.cast, key, p);
         }
-        let o = self.procs.entry(key).or_insert_with(|| ProcOps {
+        let o = self.procs.get_or_insert_with(key, || ProcOps {
             ops: OpSummary {
                 first_ns: now,
                 ..OpSummary::default()
@@ -405,7 +410,7 @@ impl Story {
 
     /// Refreshes what the story remembers of its processes (before the model forgets them).
     pub fn refresh_cast<'a>(&mut self, lookup: impl Fn(ProcessKey) -> Option<&'a Process>) {
-        for (k, c) in &mut self.cast {
+        for (k, c) in self.cast.iter_mut() {
             if let Some(p) = lookup(*k) {
                 *c = Character::of(p);
             } else {
