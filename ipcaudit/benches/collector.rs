@@ -27,6 +27,10 @@ const CLOCKS: Clocks = Clocks {
 };
 const NS: u32 = 4_026_531_839;
 
+/// The collector's allocator (`main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Builds raw records as the kernel writes them.
 struct Stream {
     records: Vec<Vec<u8>>,
