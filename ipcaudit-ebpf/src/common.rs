@@ -41,7 +41,7 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 /// mremap calls can detach one, so only theirs are recorded. Seeded by userspace at start from
 /// /proc/PID/maps, inherited at fork, dropped at exec and exit.
 #[map]
-pub static SHM_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
+pub static SHM_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// Aggregation (`watch`): per process (tgid), its usage slots. Entries are made at a process's
 /// first aggregated use and dropped at its exit (after its totals are written out).

@@ -35,7 +35,7 @@
 //! to the queue's totals (`MQUEUES`), written out by the collector's doorbell.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{
         bpf_probe_read_user,
         generated::{bpf_probe_read_kernel, bpf_probe_read_user_str},
@@ -56,7 +56,7 @@ use crate::common::{
 
 /// Aggregation: per POSIX queue, the aggregated messages' totals.
 #[map]
-pub static MQUEUES: HashMap<MqKey, MqTotals> = HashMap::with_max_entries(16384, 0);
+pub static MQUEUES: HashMap<MqKey, MqTotals> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
 /// Aggregation: the (process, queue) pairs whose first send or receive was recorded in full,
 /// with the `first_ts` of the `MQUEUES` entry they count with. Least recently used pairs go

@@ -36,6 +36,41 @@ fn assert_nattch_agrees(watch: &Watch, shmid: &Value) {
     );
 }
 
+/// An attachment made before ipcaudit started is known from /proc at start-up, and its process
+/// is marked in the kernel as one whose munmap can detach: the munmap is recorded (no resync
+/// runs during the test to correct a missed one).
+#[test]
+fn an_attachment_older_than_the_watch_is_seen_to_go_by_munmap() {
+    if !require_root() {
+        return;
+    }
+    let holder = Held::start(WORKLOAD, "hold-shm-munmap", None);
+    let shmid = holder.info["shmid"].clone();
+    let watch = Watch::start_with("1", "3600", &[]);
+    assert_eq!(
+        watch.object("shm", &shmid)["shm"]["nattch"].as_u64(),
+        Some(1),
+        "the model knows the attachment from /proc"
+    );
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(i32::try_from(holder.pid()).unwrap_or(0), libc::SIGUSR1);
+    }
+    assert!(eventually(Duration::from_secs(5), || sysvipc(
+        "shm", &shmid, "nattch"
+    ) == Some(0)));
+    assert_nattch_agrees(&watch, &shmid);
+    ipcrm("shm", &shmid);
+    let records = watch.ipcaudit.stop();
+    let detach = records
+        .iter()
+        .find(|r| r["event"]["action"] == "shm-detach" && r["ipc"]["id"] == shmid)
+        .unwrap_or_else(|| panic!("no shm-detach of {shmid}"));
+    assert_eq!(detach["process"]["pid"], pid_value(holder.pid()));
+    assert_eq!(detach["ipcaudit"]["syscall"]["name"], "munmap");
+    assert_eq!(detach["ipc"]["shm"]["address"], holder.info["addr"]);
+}
+
 #[test]
 fn killed_creator_leaves_an_orphaned_segment() {
     if !require_root() {

@@ -4,11 +4,16 @@
 //! Dropping a [`Probe`] detaches every program; a killed process's links go with its file
 //! descriptors, so nothing stays attached after ipcaudit exits, however it exits.
 
+mod batch;
 pub mod btf;
 pub mod kernel;
 pub mod tracefs;
 
-use std::{io, os::fd::AsRawFd as _, path::PathBuf};
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -238,46 +243,36 @@ impl Probe {
             options.btf.clone()
         };
         let vmlinux = btf::read_vmlinux(&btf_path)?;
-        let kernel = kernel::Kernel::detect(&btf_path, &vmlinux)?;
-        config.compat = kernel.compat();
-        btf::resolve_offsets(&btf_path, &vmlinux, &mut config)?;
-        phase("offsets resolved");
-        config.exit_group_dead =
-            tracefs::field_offset(&tracefs, "sched", "sched_process_exit", "group_dead")
-                .unwrap_or(NO_OFFSET);
-        if config.exit_group_dead == NO_OFFSET {
-            log::warn!(
-                "sched_process_exit has no group_dead field on this kernel: a process's exit is taken from its main thread's"
-            );
-        }
-        config.only_tgid = options.only_tgid;
-        config.type_mask = options.type_mask;
-        if options.only_tgid == 0 && !options.tgids.is_empty() {
-            config.filter_sets |= ipcaudit_ebpf::filter_sets::TGIDS;
-        }
-        if !options.uids.is_empty() {
-            config.filter_sets |= ipcaudit_ebpf::filter_sets::UIDS;
-        }
-        let (tracepoints, aggregate) = knobs(options);
-        config.aggregate = u32::from(aggregate);
-        config.collector_tgid = std::process::id();
-        config.stacks = u32::from(options.stacks);
-        if aggregate {
-            config.tick_ns = kernel::tick_ns(&kernel.release).unwrap_or_else(|| {
-                log::debug!(
-                    "probe: CONFIG_HZ unknown (no /boot/config-{0}, no /proc/timer_list): \
-                     aggregated messages' times from the clock source",
-                    kernel.release
-                );
-                0
-            });
-        }
-        let ring_bytes = if options.ring_bytes == 0 {
-            8 << 20
-        } else {
-            options.ring_bytes
-        };
-        config.wakeup_bytes = ring_bytes / 16;
+        // aya's parse of the kernel BTF is the longest step before loading: it runs on a
+        // second thread while this one resolves the offsets and settles the configuration.
+        let (kernel_btf, configured) = std::thread::scope(|s| {
+            let parse = || {
+                aya::Btf::parse(&vmlinux, aya::Endianness::default()).map_err(|e| ProbeError::Btf {
+                    path: btf_path.clone(),
+                    reason: e.to_string(),
+                })
+            };
+            let parsing = std::thread::Builder::new()
+                .name("ipcaudit-btf".into())
+                .spawn_scoped(s, parse);
+            let configured = configure(options, &btf_path, &vmlinux, &tracefs, &mut config);
+            phase("offsets resolved");
+            let kernel_btf = match parsing {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                // No second thread: parse here.
+                Err(_) => parse(),
+            };
+            (kernel_btf, configured)
+        });
+        let Configured {
+            kernel,
+            tracepoints,
+            aggregate,
+            ring_bytes,
+        } = configured?;
+        let kernel_btf = kernel_btf?;
 
         // Pre-5.11 kernels account BPF memory to RLIMIT_MEMLOCK.
         let rlim = libc::rlimit {
@@ -288,12 +283,6 @@ impl Probe {
         if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const rlim) } != 0 {
             log::debug!("setrlimit(RLIMIT_MEMLOCK): {}", io::Error::last_os_error());
         }
-
-        let kernel_btf =
-            aya::Btf::parse(&vmlinux, aya::Endianness::default()).map_err(|e| ProbeError::Btf {
-                path: btf_path.clone(),
-                reason: e.to_string(),
-            })?;
         phase("kernel BTF parsed");
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&kernel_btf))
@@ -381,16 +370,26 @@ impl Probe {
             .as_mut()
             .and_then(|ebpf| ebpf.map_mut("SHM_TASKS"))
             .ok_or(ProbeError::Map("SHM_TASKS"))?;
-        let mut map: BpfHashMap<_, u32, u32> =
-            BpfHashMap::try_from(map).map_err(|e| ProbeError::MapOp {
-                name: "SHM_TASKS",
-                source: Box::new(e),
-            })?;
-        for pid in pids {
-            map.insert(pid, 1, 0).map_err(|e| ProbeError::MapOp {
-                name: "SHM_TASKS",
-                source: Box::new(e),
-            })?;
+        let map_err = |e| ProbeError::MapOp {
+            name: "SHM_TASKS",
+            source: Box::new(e),
+        };
+        // A process maps a segment once or many times: one entry each, in one call where the
+        // kernel has batches (5.6+), else one call per process.
+        let mut pids: Vec<u32> = pids.into_iter().collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let ones = vec![1u32; pids.len()];
+        let batched = match &*map {
+            aya::maps::Map::HashMap(data) => batch::update(data.fd().as_fd(), &pids, &ones),
+            _ => Err(io::ErrorKind::InvalidInput.into()),
+        };
+        if let Err(e) = batched {
+            log::debug!("SHM_TASKS: batch update: {e}: one update per process");
+            let mut map: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(map).map_err(map_err)?;
+            for pid in pids {
+                map.insert(pid, 1, 0).map_err(map_err)?;
+            }
         }
         Ok(())
     }
@@ -552,6 +551,73 @@ where
     M::try_from(ebpf.take_map(name).ok_or(ProbeError::Map(name))?).map_err(|e| ProbeError::MapOp {
         name,
         source: Box::new(e),
+    })
+}
+
+/// What [`configure`] settled besides the programs' configuration.
+struct Configured {
+    kernel: kernel::Kernel,
+    /// Syscalls on their tracepoints even where fexit works.
+    tracepoints: bool,
+    /// Hot operations aggregated in-kernel.
+    aggregate: bool,
+    ring_bytes: u32,
+}
+
+/// Detects the kernel and fills the programs' configuration: offsets from the kernel's BTF,
+/// tracepoint fields, filters, and the knobs of `options`.
+fn configure(
+    options: &ProbeOptions,
+    btf_path: &Path,
+    vmlinux: &[u8],
+    tracefs: &Path,
+    config: &mut Config,
+) -> Result<Configured, ProbeError> {
+    let kernel = kernel::Kernel::detect(btf_path, vmlinux)?;
+    config.compat = kernel.compat();
+    btf::resolve_offsets(btf_path, vmlinux, config)?;
+    config.exit_group_dead =
+        tracefs::field_offset(tracefs, "sched", "sched_process_exit", "group_dead")
+            .unwrap_or(NO_OFFSET);
+    if config.exit_group_dead == NO_OFFSET {
+        log::warn!(
+            "sched_process_exit has no group_dead field on this kernel: a process's exit is taken from its main thread's"
+        );
+    }
+    config.only_tgid = options.only_tgid;
+    config.type_mask = options.type_mask;
+    if options.only_tgid == 0 && !options.tgids.is_empty() {
+        config.filter_sets |= ipcaudit_ebpf::filter_sets::TGIDS;
+    }
+    if !options.uids.is_empty() {
+        config.filter_sets |= ipcaudit_ebpf::filter_sets::UIDS;
+    }
+    let (tracepoints, aggregate) = knobs(options);
+    config.aggregate = u32::from(aggregate);
+    config.collector_tgid = std::process::id();
+    config.stacks = u32::from(options.stacks);
+    if aggregate {
+        config.tick_ns = kernel::tick_ns(&kernel.release).unwrap_or_else(|| {
+            log::debug!(
+                "probe: CONFIG_HZ unknown (no /boot/config-{0}, no /proc/timer_list): \
+                 aggregated messages' times from the clock source",
+                kernel.release
+            );
+            0
+        });
+    }
+    let ring_bytes = if options.ring_bytes == 0 {
+        8 << 20
+    } else {
+        options.ring_bytes
+    };
+    config.wakeup_bytes = ring_bytes / 16;
+
+    Ok(Configured {
+        kernel,
+        tracepoints,
+        aggregate,
+        ring_bytes,
     })
 }
 

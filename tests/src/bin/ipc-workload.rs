@@ -233,6 +233,35 @@ fn hold_shm() {
     hold();
 }
 
+/// Attaches a segment, says so, and on SIGUSR1 unmaps it with munmap (no shmdt) and holds on:
+/// an attachment made before ipcaudit started and dropped while it runs.
+fn hold_shm_munmap() {
+    // SAFETY: blocking SIGUSR1 in this single-threaded process, so that sigwait takes it.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGUSR1);
+        if libc::sigprocmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) != 0 {
+            fail("sigprocmask");
+        }
+        set
+    };
+    let id = shmget(8192);
+    let addr = shmat(id);
+    say(&json!({"pid": pid(), "shmid": id, "addr": format!("0x{addr:x}")}));
+    let mut sig = 0;
+    // SAFETY: waiting for the blocked signal, then unmapping our own attachment.
+    unsafe {
+        if libc::sigwait(&raw const set, &raw mut sig) != 0 {
+            fail("sigwait");
+        }
+        if libc::munmap(addr as *mut libc::c_void, 8192) != 0 {
+            fail("munmap");
+        }
+    }
+    hold();
+}
+
 /// A child creates a segment (no attach) and exits; the parent never reaps it: a zombie creator.
 fn zombie_creator() {
     let mut fds = [0; 2];
@@ -867,6 +896,7 @@ fn main() {
         "bad-shmat" => bad_shmat(),
         "exec-child" => exec_child(),
         "hold-shm" => hold_shm(),
+        "hold-shm-munmap" => hold_shm_munmap(),
         "storm" => storm(
             std::env::args()
                 .nth(2)
