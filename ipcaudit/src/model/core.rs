@@ -556,7 +556,7 @@ impl Model {
     /// refers to.
     pub(crate) fn sweep(&mut self, now: u64) {
         let grace = self.cfg.grace_ns;
-        let old: Vec<ObjectKey> = self
+        let mut old: Vec<ObjectKey> = self
             .objects
             .values()
             .filter(|o| {
@@ -566,6 +566,8 @@ impl Model {
             })
             .map(|o| o.key)
             .collect();
+        // Archived in key order (the archive keeps the latest ones).
+        old.sort_unstable();
         let mut refs = Vec::new();
         for okey in old {
             let Some(mut o) = self.objects.remove(&okey) else {

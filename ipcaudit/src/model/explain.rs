@@ -340,7 +340,8 @@ impl Model {
         let mut objects: Vec<Explanation> = self
             .archive
             .iter()
-            .chain(self.objects.values())
+            .map(Box::as_ref)
+            .chain(self.objects_in_order())
             .map(|o| self.explanation(o))
             .collect();
         objects.sort_by_key(|e| {

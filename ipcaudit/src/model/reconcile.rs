@@ -198,21 +198,16 @@ impl Model {
         }
     }
 
-    /// Keys of the objects of one namespace.
+    /// Keys of the objects of one namespace, in order.
     fn ns_objects(&self, ns: u32) -> impl Iterator<Item = ObjectKey> + '_ {
-        let lo = ObjectKey {
-            ns,
-            ty: IpcType::Shm,
-            id: i32::MIN,
-            generation: 0,
-        };
-        let hi = ObjectKey {
-            ns,
-            ty: IpcType::Msg,
-            id: i32::MAX,
-            generation: u32::MAX,
-        };
-        self.objects.range(lo..=hi).map(|(k, _)| *k)
+        let mut keys: Vec<ObjectKey> = self
+            .objects
+            .keys()
+            .filter(|k| k.ns == ns)
+            .copied()
+            .collect();
+        keys.sort_unstable();
+        keys.into_iter()
     }
 
     fn sync_processes(&mut self, snap: &Snapshot, d: &mut Diffs<'_>, cx: &mut Cx) {

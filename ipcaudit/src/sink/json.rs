@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Session, Summary, parse_entity_id};
+use super::{Session, Summary, ndjson, parse_entity_id};
 use crate::enrich::ProcessContext;
 use crate::{
     clock::{parse_rfc3339, rfc3339_nanos},
@@ -102,7 +102,7 @@ pub struct EcsSem {
     pub ops: Option<Vec<EcsSemOp>>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub struct EcsMsg {
     #[serde(rename = "type", skip_serializing_if = "Option::is_none", default)]
     pub mtype: Option<i64>,
@@ -226,7 +226,9 @@ pub(crate) fn stamp(session: &Session, value: &mut serde_json::Value) {
 
 /// `ipc.key` as ECS keyword: `0x0000abcd`.
 pub fn key_hex(key: i32) -> String {
-    format!("0x{key:08x}")
+    let mut hex = String::with_capacity(10);
+    key_hex_into(&mut hex, key);
+    hex
 }
 
 fn syscall_name(kind: &EventKind) -> &'static str {
@@ -432,23 +434,236 @@ fn raw_syscall(kind: &EventKind) -> Option<RawSyscall> {
     })
 }
 
-fn sem_flag_names(op: SemOp) -> Vec<String> {
-    let mut flags = Vec::new();
-    if op.undo() {
-        flags.push("undo".to_owned());
+fn sem_flag_names(op: SemOp) -> impl Iterator<Item = &'static str> {
+    [(op.undo(), "undo"), (op.nowait(), "nowait")]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+}
+
+/// The `shm` object of an event record.
+#[derive(Clone, Copy)]
+struct ShmFields {
+    size: Option<u64>,
+    /// Written as `0x…`.
+    address: Option<u64>,
+}
+
+/// The `sem` object of an event record.
+#[derive(Clone, Copy)]
+struct SemFields<'a> {
+    nsems: Option<u64>,
+    ops: Option<&'a [SemOp]>,
+}
+
+/// The `ipc` object of an event record, borrowed from the event: what [`event_record`] (serde)
+/// and [`encode_event`] (written directly) both write, decided in one place.
+struct IpcFields<'a> {
+    ty: Option<ObjectType>,
+    id: Option<i32>,
+    /// Written as `0x0000abcd` ([`key_hex`]).
+    key: Option<i32>,
+    namespace: u32,
+    shm: Option<ShmFields>,
+    sem: Option<SemFields<'a>>,
+    msg: Option<EcsMsg>,
+    /// A control command: its name (`IPC_RMID`), or its number for one without a name.
+    command: Option<(IpcType, i32)>,
+    name: Option<&'a str>,
+    path: Option<String>,
+    inode: Option<u64>,
+}
+
+impl IpcFields<'_> {
+    /// Only the namespace (a lifecycle event).
+    fn namespace(namespace: u32) -> Self {
+        Self {
+            ty: None,
+            id: None,
+            key: None,
+            namespace,
+            shm: None,
+            sem: None,
+            msg: None,
+            command: None,
+            name: None,
+            path: None,
+            inode: None,
+        }
     }
-    if op.nowait() {
-        flags.push("nowait".to_owned());
+
+    fn to_ecs(&self) -> EcsIpc {
+        EcsIpc {
+            ty: self.ty,
+            id: self.id,
+            key: self.key.map(key_hex),
+            namespace: self.namespace,
+            shm: self.shm.map(|s| EcsShm {
+                size: s.size,
+                address: s.address.map(|a| format!("0x{a:x}")),
+            }),
+            sem: self.sem.map(|s| EcsSem {
+                nsems: s.nsems,
+                ops: s.ops.map(|ops| {
+                    ops.iter()
+                        .map(|&o| EcsSemOp {
+                            num: o.num,
+                            op: o.op,
+                            flags: sem_flag_names(o).map(str::to_owned).collect(),
+                        })
+                        .collect()
+                }),
+            }),
+            msg: self.msg,
+            command: self
+                .command
+                .map(|(ty, cmd)| Named::command(ty, cmd).to_owned_string()),
+            name: self.name.map(str::to_owned),
+            path: self.path.clone(),
+            inode: self.inode,
+        }
     }
-    flags
+
+    fn write(&self, top: &mut ndjson::Obj<'_>) {
+        let mut o = top.obj("ipc");
+        if let Some(ty) = self.ty {
+            o.name("type", ty.as_str());
+        }
+        if let Some(id) = self.id {
+            o.int("id", id);
+        }
+        if let Some(key) = self.key {
+            o.str_with("key", |out| key_hex_into(out, key));
+        }
+        o.int("namespace", self.namespace);
+        if let Some(shm) = self.shm {
+            let mut s = o.obj("shm");
+            if let Some(size) = shm.size {
+                s.int("size", size);
+            }
+            if let Some(address) = shm.address {
+                s.str_with("address", |out| ndjson::hex(out, address));
+            }
+            s.close();
+        }
+        if let Some(sem) = self.sem {
+            let mut s = o.obj("sem");
+            if let Some(nsems) = sem.nsems {
+                s.int("nsems", nsems);
+            }
+            if let Some(ops) = sem.ops {
+                write_sem_ops(s.array("ops"), ops);
+            }
+            s.close();
+        }
+        if let Some(msg) = self.msg {
+            let mut m = o.obj("msg");
+            if let Some(mtype) = msg.mtype {
+                m.int("type", mtype);
+            }
+            if let Some(size) = msg.size {
+                m.int("size", size);
+            }
+            if let Some(priority) = msg.priority {
+                m.int("priority", priority);
+            }
+            m.close();
+        }
+        if let Some((ty, cmd)) = self.command {
+            Named::command(ty, cmd).write(&mut o, "command");
+        }
+        if let Some(name) = self.name {
+            o.str("name", name);
+        }
+        if let Some(path) = &self.path {
+            o.str("path", path);
+        }
+        if let Some(inode) = self.inode {
+            o.int("inode", inode);
+        }
+        o.close();
+    }
+}
+
+/// `ipc.sem.ops`: `{"num":…,"op":…,"flags":[…]}` each, and the closing `]`.
+fn write_sem_ops(out: &mut String, ops: &[SemOp]) {
+    for (i, &op) in ops.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let mut o = ndjson::Obj::open(out);
+        o.int("num", op.num);
+        o.int("op", op.op);
+        let flags = o.array("flags");
+        for (j, name) in sem_flag_names(op).enumerate() {
+            if j > 0 {
+                flags.push(',');
+            }
+            ndjson::string(flags, name);
+        }
+        flags.push(']');
+        o.close();
+    }
+    out.push(']');
+}
+
+/// A name from a table (an errno's, a control command's), or the number it has none for,
+/// written after a prefix (`E22`).
+#[derive(Clone, Copy)]
+enum Named {
+    Name(&'static str),
+    Number(&'static str, i32),
+}
+
+impl Named {
+    fn command(ty: IpcType, cmd: i32) -> Self {
+        ipc_command_name(ty, cmd).map_or(Self::Number("", cmd), Self::Name)
+    }
+
+    /// `error.code`: the errno's name, or `E<number>`.
+    fn errno(e: Errno) -> Self {
+        errno_name(e.0).map_or(Self::Number("E", e.0), Self::Name)
+    }
+
+    fn to_owned_string(self) -> String {
+        match self {
+            Self::Name(name) => name.to_owned(),
+            Self::Number(prefix, n) => format!("{prefix}{n}"),
+        }
+    }
+
+    fn write(self, o: &mut ndjson::Obj<'_>, key: &str) {
+        match self {
+            Self::Name(name) => o.name(key, name),
+            Self::Number(prefix, n) => o.str_with(key, |out| {
+                out.push_str(prefix);
+                ndjson::int(out, n);
+            }),
+        }
+    }
+}
+
+/// [`key_hex`] into `out`.
+fn key_hex_into(out: &mut String, key: i32) {
+    let mut digits = [b'0'; 8];
+    let mut v = key.cast_unsigned();
+    for d in digits.iter_mut().rev() {
+        *d = b"0123456789abcdef"[usize::try_from(v & 0xf).unwrap_or(0)];
+        v >>= 4;
+    }
+    out.push_str("0x");
+    // Only ASCII hex digits were written.
+    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
 }
 
 /// The `ipc` object of a POSIX message queue event: the queue by name (the event's, or the
 /// model's for a descriptor) and inode.
-fn mq_ipc_fields(ev: &Event, posix: Option<&crate::model::PosixRef>) -> Option<EcsIpc> {
+fn mq_ipc_fields<'a>(
+    ev: &'a Event,
+    posix: Option<&'a crate::model::PosixRef>,
+) -> Option<IpcFields<'a>> {
     let (name, queue, msg) = match &ev.kind {
-        EventKind::MqOpen { name, queue, .. } => (Some(name.clone()), *queue, None),
-        EventKind::MqUnlink { name, .. } => (Some(name.clone()), None, None),
+        EventKind::MqOpen { name, queue, .. } => (Some(name.as_str()), *queue, None),
+        EventKind::MqUnlink { name, .. } => (Some(name.as_str()), None, None),
         EventKind::MqSend {
             queue, size, prio, ..
         } => (
@@ -477,16 +692,16 @@ fn mq_ipc_fields(ev: &Event, posix: Option<&crate::model::PosixRef>) -> Option<E
         EventKind::MqNotify { queue, .. } => (None, *queue, None),
         _ => return None,
     };
-    let name = name.or_else(|| posix.map(|p| p.name.clone()));
+    let name = name.or_else(|| posix.map(|p| p.name.as_str()));
     let inode = queue
         .map(|q| q.ino)
         .or_else(|| posix.map(|p| p.ino))
         .filter(|i| *i != 0);
-    let path = name.as_ref().map(|n| {
+    let path = name.map(|n| {
         crate::model::PosixRef {
             ns: ev.ipc_ns,
             ty: PosixType::Pmsg,
-            name: n.clone(),
+            name: n.to_owned(),
             generation: 0,
             dev: 0,
             ino: 0,
@@ -494,27 +709,22 @@ fn mq_ipc_fields(ev: &Event, posix: Option<&crate::model::PosixRef>) -> Option<E
         }
         .path()
     });
-    Some(EcsIpc {
+    Some(IpcFields {
         ty: Some(ObjectType::Posix(PosixType::Pmsg)),
-        id: None,
-        key: None,
-        namespace: ev.ipc_ns,
-        shm: None,
-        sem: None,
         msg,
-        command: None,
         name,
         path,
         inode,
+        ..IpcFields::namespace(ev.ipc_ns)
     })
 }
 
 /// The `ipc` object of an event record.
-fn ipc_fields(
-    ev: &Event,
+fn ipc_fields<'a>(
+    ev: &'a Event,
     object: Option<&ObjectRef>,
-    posix: Option<&crate::model::PosixRef>,
-) -> Option<EcsIpc> {
+    posix: Option<&'a crate::model::PosixRef>,
+) -> Option<IpcFields<'a>> {
     if ev.kind.posix_type().is_some() {
         return mq_ipc_fields(ev, posix);
     }
@@ -527,10 +737,7 @@ fn ipc_fields(
             EventKind::ShmAt { shmid, .. } => (Some(*shmid), None),
             EventKind::ShmCtl { shmid: id, cmd, .. }
             | EventKind::SemCtl { semid: id, cmd, .. }
-            | EventKind::MsgCtl { msqid: id, cmd, .. } => (
-                Some(*id),
-                Some(ipc_command_name(ty, *cmd).map_or_else(|| cmd.to_string(), str::to_owned)),
-            ),
+            | EventKind::MsgCtl { msqid: id, cmd, .. } => (Some(*id), Some((ty, *cmd))),
             EventKind::SemOp { semid, .. } => (Some(*semid), None),
             EventKind::MsgSnd { msqid, .. } | EventKind::MsgRcv { msqid, .. } => {
                 (Some(*msqid), None)
@@ -544,36 +751,28 @@ fn ipc_fields(
             _ => object.and_then(|o| o.key),
         };
         let shm = match k {
-            EventKind::ShmGet { size, .. } => Some(EcsShm {
+            EventKind::ShmGet { size, .. } => Some(ShmFields {
                 size: Some(*size),
                 address: None,
             }),
-            EventKind::ShmAt { result, .. } => Some(EcsShm {
+            EventKind::ShmAt { result, .. } => Some(ShmFields {
                 size: object.and_then(|o| o.size),
-                address: result.as_ref().ok().map(|a| format!("0x{a:x}")),
+                address: result.as_ref().ok().copied(),
             }),
-            EventKind::ShmDt { addr, .. } => Some(EcsShm {
+            EventKind::ShmDt { addr, .. } => Some(ShmFields {
                 size: object.and_then(|o| o.size),
-                address: Some(format!("0x{addr:x}")),
+                address: Some(*addr),
             }),
             _ => None,
         };
         let sem = match k {
-            EventKind::SemGet { nsems, .. } => Some(EcsSem {
+            EventKind::SemGet { nsems, .. } => Some(SemFields {
                 nsems: u64::try_from(*nsems).ok(),
                 ops: None,
             }),
-            EventKind::SemOp { ops, .. } => Some(EcsSem {
+            EventKind::SemOp { ops, .. } => Some(SemFields {
                 nsems: None,
-                ops: Some(
-                    ops.iter()
-                        .map(|&o| EcsSemOp {
-                            num: o.num,
-                            op: o.op,
-                            flags: sem_flag_names(o),
-                        })
-                        .collect(),
-                ),
+                ops: Some(ops.as_slice()),
             }),
             _ => None,
         };
@@ -590,91 +789,143 @@ fn ipc_fields(
             }),
             _ => None,
         };
-        EcsIpc {
+        IpcFields {
             ty: Some(ObjectType::Sysv(ty)),
             id,
-            key: key.map(key_hex),
-            namespace: ev.ipc_ns,
+            key,
             shm,
             sem,
             msg,
             command,
-            name: None,
-            path: None,
-            inode: None,
+            ..IpcFields::namespace(ev.ipc_ns)
         }
     });
     // munmap/mremap of an attachment (or an exit that destroyed a segment): name the object;
     // anything else still says which IPC namespace the process was in.
     ipc.or_else(|| {
-        Some(EcsIpc {
+        Some(IpcFields {
             ty: object.map(|o| ObjectType::Sysv(o.ty)),
             id: object.map(|o| o.id),
-            key: object.and_then(|o| o.key).map(key_hex),
-            namespace: ev.ipc_ns,
+            key: object.and_then(|o| o.key),
             shm: match (k, object) {
                 (
                     EventKind::Munmap { addr, .. } | EventKind::Mremap { old_addr: addr, .. },
                     Some(o),
-                ) => Some(EcsShm {
+                ) => Some(ShmFields {
                     size: o.size,
-                    address: Some(format!("0x{addr:x}")),
+                    address: Some(*addr),
                 }),
                 _ => None,
             },
-            sem: None,
-            msg: None,
-            command: None,
-            name: None,
-            path: None,
-            inode: None,
+            ..IpcFields::namespace(ev.ipc_ns)
         })
     })
 }
 
-/// The ECS record of an event.
-pub fn event_record(
-    session: &Session,
-    ev: &Event,
-    action: Action,
-    object: Option<&ObjectRef>,
-    posix: Option<&crate::model::PosixRef>,
-    context: &ProcessContext,
-) -> EcsRecord {
-    let mut timestamp = String::with_capacity(32);
-    rfc3339_nanos(ev.time_ns, &mut timestamp);
-    let k = &ev.kind;
-    let errno = k.errno();
-    let is_lost = matches!(k, EventKind::Lost { .. });
-    let mut process = EcsProcess {
-        pid: ev.task.process.pid,
-        thread: EcsThread { id: ev.task.tid },
-        name: ev.task.comm.clone(),
-        entity_id: session.entity_id(ev.task.process),
-        parent: None,
-        executable: context.executable().map(str::to_owned),
-        command_line: None,
-        exit_code: None,
-        vpid: context.vpid,
-    };
-    match k {
-        // The record is about the new process; the forking one is its parent.
-        EventKind::Fork { child } => {
-            process.parent = Some(EcsParent {
-                pid: process.pid,
-                thread: Some(EcsThread { id: ev.task.tid }),
-                entity_id: process.entity_id.clone(),
-            });
-            process.pid = child.pid;
-            process.thread.id = child.pid;
-            process.entity_id = session.entity_id(*child);
+/// The `process` object of an event record, borrowed from the event.
+struct ProcessFields<'a> {
+    pid: u32,
+    tid: u32,
+    name: &'a str,
+    /// Written as its entity id ([`Session::entity_id`]).
+    entity: ProcessKey,
+    /// The forking process of a `process-fork` record (the record is about the child): pid,
+    /// thread, entity.
+    parent: Option<(u32, u32, ProcessKey)>,
+    executable: Option<&'a str>,
+    exit_code: Option<u32>,
+    vpid: Option<u32>,
+}
+
+impl<'a> ProcessFields<'a> {
+    fn of(ev: &'a Event, context: &'a ProcessContext) -> Self {
+        let t = &ev.task;
+        let mut p = Self {
+            pid: t.process.pid,
+            tid: t.tid,
+            name: &t.comm,
+            entity: t.process,
+            parent: None,
+            executable: context.executable(),
+            exit_code: None,
+            vpid: context.vpid,
+        };
+        match &ev.kind {
+            // The record is about the new process; the forking one is its parent.
+            EventKind::Fork { child } => {
+                p.parent = Some((p.pid, t.tid, p.entity));
+                p.pid = child.pid;
+                p.tid = child.pid;
+                p.entity = *child;
+            }
+            EventKind::Exec { filename, .. } => p.executable = Some(filename),
+            EventKind::Exit { code } => p.exit_code = Some(*code),
+            _ => {}
         }
-        EventKind::Exec { filename, .. } => process.executable = Some(filename.clone()),
-        EventKind::Exit { code } => process.exit_code = Some(*code),
-        _ => {}
+        p
     }
-    let ipc = ipc_fields(ev, object, posix);
-    let extra = Extra {
+
+    fn to_ecs(&self, session: &Session) -> EcsProcess {
+        EcsProcess {
+            pid: self.pid,
+            thread: EcsThread { id: self.tid },
+            name: self.name.to_owned(),
+            entity_id: session.entity_id(self.entity),
+            parent: self.parent.map(|(pid, tid, entity)| EcsParent {
+                pid,
+                thread: Some(EcsThread { id: tid }),
+                entity_id: session.entity_id(entity),
+            }),
+            executable: self.executable.map(str::to_owned),
+            command_line: None,
+            exit_code: self.exit_code,
+            vpid: self.vpid,
+        }
+    }
+
+    fn write(&self, session: &Session, top: &mut ndjson::Obj<'_>) {
+        let mut o = top.obj("process");
+        o.int("pid", self.pid);
+        let mut thread = o.obj("thread");
+        thread.int("id", self.tid);
+        thread.close();
+        o.str("name", self.name);
+        o.str_with("entity_id", |out| entity_id_into(out, session, self.entity));
+        if let Some((pid, tid, entity)) = self.parent {
+            let mut parent = o.obj("parent");
+            parent.int("pid", pid);
+            let mut thread = parent.obj("thread");
+            thread.int("id", tid);
+            thread.close();
+            parent.str_with("entity_id", |out| entity_id_into(out, session, entity));
+            parent.close();
+        }
+        if let Some(executable) = self.executable {
+            o.str("executable", executable);
+        }
+        if let Some(code) = self.exit_code {
+            o.int("exit_code", code);
+        }
+        if let Some(vpid) = self.vpid {
+            o.int("vpid", vpid);
+        }
+        o.close();
+    }
+}
+
+/// [`Session::entity_id`] into `out`, escaped.
+fn entity_id_into(out: &mut String, session: &Session, key: ProcessKey) {
+    ndjson::escaped(out, &session.boot);
+    out.push('-');
+    ndjson::int(out, key.pid);
+    out.push('-');
+    ndjson::int(out, key.start_ticks);
+}
+
+/// `ipcaudit.*` of an event record.
+fn extra(ev: &Event) -> Extra {
+    let k = &ev.kind;
+    Extra {
         schema_version: SCHEMA_VERSION,
         syscall: raw_syscall(k),
         lost: match k {
@@ -695,38 +946,92 @@ pub fn event_record(
             }
             _ => None,
         },
-    };
+    }
+}
+
+impl Extra {
+    fn write(&self, top: &mut ndjson::Obj<'_>) {
+        let mut o = top.obj("ipcaudit");
+        o.int("schema_version", self.schema_version);
+        if let Some(raw) = &self.syscall {
+            let mut s = o.obj("syscall");
+            s.name("name", &raw.name);
+            let args = s.array("args");
+            for (i, a) in raw.args.iter().enumerate() {
+                if i > 0 {
+                    args.push(',');
+                }
+                ndjson::int(args, *a);
+            }
+            args.push(']');
+            s.int("ret", raw.ret);
+            s.close();
+        }
+        if let Some(lost) = self.lost {
+            o.int("lost", lost);
+        }
+        if let Some(timed) = self.timed {
+            o.bool("timed", timed);
+        }
+        if let Some(tid) = self.exec_tid {
+            o.int("exec_tid", tid);
+        }
+        if let Some(ns) = self.queue_namespace {
+            o.int("queue_namespace", ns);
+        }
+        o.close();
+    }
+}
+
+/// `event.outcome` of an event record: none for `events-lost`.
+fn outcome(kind: &EventKind) -> Option<&'static str> {
+    match kind {
+        EventKind::Lost { .. } => None,
+        k if k.errno().is_some() => Some("failure"),
+        _ => Some("success"),
+    }
+}
+
+/// The ECS record of an event (the serde shape: what `--format ecs`/`ocsf` convert, and the
+/// reference [`encode_event`] writes the same bytes as).
+pub fn event_record(
+    session: &Session,
+    ev: &Event,
+    action: Action,
+    object: Option<&ObjectRef>,
+    posix: Option<&crate::model::PosixRef>,
+    context: &ProcessContext,
+) -> EcsRecord {
+    let mut timestamp = String::with_capacity(32);
+    rfc3339_nanos(ev.time_ns, &mut timestamp);
+    let k = &ev.kind;
+    let is_lost = matches!(k, EventKind::Lost { .. });
     EcsRecord {
         timestamp,
         event: EcsEvent {
             kind: "event".into(),
             action: Some(action.as_str().into()),
-            outcome: (!is_lost).then(|| {
-                if errno.is_some() {
-                    "failure"
-                } else {
-                    "success"
-                }
-                .into()
-            }),
+            outcome: outcome(k).map(Into::into),
         },
-        error: errno.map(|e| EcsError {
-            code: errno_name(e.0).map_or_else(|| e.name(), str::to_owned),
+        error: k.errno().map(|e| EcsError {
+            code: Named::errno(e).to_owned_string(),
         }),
-        process: (!is_lost).then_some(process),
+        process: (!is_lost).then(|| ProcessFields::of(ev, context).to_ecs(session)),
         user: (!is_lost).then(|| EcsUser {
             id: ev.task.uid.to_string(),
         }),
-        ipc,
+        ipc: ipc_fields(ev, object, posix).map(|i| i.to_ecs()),
         host: EcsHost::of(session),
         container: context
             .container_id()
             .map(|id| EcsContainer { id: id.to_owned() }),
-        ipcaudit: Some(extra),
+        ipcaudit: Some(extra(ev)),
     }
 }
 
-/// Appends the NDJSON line of an event (no newline).
+/// Appends the NDJSON line of an event (no newline): the bytes serde_json writes for
+/// [`event_record`], written field by field from the borrowed event (no owned string per
+/// field, constant keys, no revalidation).
 pub fn encode_event(
     session: &Session,
     ev: &Event,
@@ -736,13 +1041,47 @@ pub fn encode_event(
     context: &ProcessContext,
     out: &mut String,
 ) {
-    let record = event_record(session, ev, action, object, posix, context);
-    // Serialized straight into `out` (no line-sized String per record). Serializing a struct of
-    // strings and numbers cannot fail, and serde_json writes UTF-8 only.
-    let mut bytes = std::mem::take(out).into_bytes();
-    let _ = serde_json::to_writer(&mut bytes, &record);
-    *out = String::from_utf8(bytes)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let k = &ev.kind;
+    let is_lost = matches!(k, EventKind::Lost { .. });
+    let mut top = ndjson::Obj::open(out);
+    top.str_with("@timestamp", |out| rfc3339_nanos(ev.time_ns, out));
+    let mut event = top.obj("event");
+    event.name("kind", "event");
+    event.name("action", action.as_str());
+    if let Some(outcome) = outcome(k) {
+        event.name("outcome", outcome);
+    }
+    event.close();
+    if let Some(e) = k.errno() {
+        let mut error = top.obj("error");
+        Named::errno(e).write(&mut error, "code");
+        error.close();
+    }
+    if !is_lost {
+        ProcessFields::of(ev, context).write(session, &mut top);
+        let mut user = top.obj("user");
+        user.str_with("id", |out| ndjson::int(out, ev.task.uid));
+        user.close();
+    }
+    if let Some(ipc) = ipc_fields(ev, object, posix) {
+        ipc.write(&mut top);
+    }
+    if let Some(h) = &session.host {
+        let mut host = top.obj("host");
+        host.str("name", &h.name);
+        host.str("id", &h.id);
+        let mut boot = host.obj("boot");
+        boot.str("id", &h.boot_id);
+        boot.close();
+        host.close();
+    }
+    if let Some(id) = context.container_id() {
+        let mut container = top.obj("container");
+        container.str("id", id);
+        container.close();
+    }
+    extra(ev).write(&mut top);
+    top.close();
 }
 
 /// The final `metric` line.
@@ -1711,9 +2050,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_kind_round_trips_through_replay() {
-        let cases = vec![
+    /// One event of every kind, with the action the model gives it.
+    fn every_kind() -> Vec<(EventKind, Action)> {
+        vec![
             (
                 EventKind::ShmGet {
                     key: -1,
@@ -1919,7 +2258,12 @@ mod tests {
                 },
                 Action::MqNotify,
             ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_replay() {
+        let cases = every_kind();
         for (kind, action) in cases {
             let e = ev(kind);
             let mut line = String::new();
@@ -2091,6 +2435,95 @@ mod tests {
                     ),
                     "{bad}"
                 );
+            }
+        }
+    }
+
+    /// The directly written line is byte for byte what serde_json writes for the record, for
+    /// every kind of event, with and without an object, a POSIX object, a host and a process
+    /// context, and with what needs escaping or has no name (an errno, a command).
+    #[test]
+    fn encode_event_writes_what_serde_writes() {
+        let mut cases = every_kind();
+        cases.extend([
+            (EventKind::Lost { count: 12 }, Action::EventsLost),
+            (
+                EventKind::ShmCtl {
+                    shmid: -3,
+                    cmd: 77,
+                    result: Err(Errno(4000)),
+                },
+                Action::ShmControl,
+            ),
+            (
+                EventKind::SemOp {
+                    semid: 2,
+                    ops: vec![
+                        SemOp {
+                            num: 0,
+                            op: -1,
+                            flags: SemOp::SEM_UNDO | SemOp::IPC_NOWAIT,
+                        },
+                        SemOp {
+                            num: 65535,
+                            op: i16::MIN,
+                            flags: SemOp::IPC_NOWAIT,
+                        },
+                        SemOp {
+                            num: 1,
+                            op: 0,
+                            flags: 0,
+                        },
+                    ],
+                    nsops: 40,
+                    timed: false,
+                    result: Err(Errno(11)),
+                },
+                Action::SemOp,
+            ),
+        ]);
+        let object = ObjectRef {
+            ns: 7,
+            ty: IpcType::Shm,
+            id: 5,
+            generation: 2,
+            key: Some(-2),
+            size: Some(u64::MAX),
+            nsems: Some(3),
+        };
+        let posix = crate::model::PosixRef {
+            ns: 7,
+            ty: PosixType::Pmsg,
+            name: "/q\\\"".into(),
+            generation: 1,
+            dev: 3,
+            ino: 99,
+            size: None,
+        };
+        let context = ProcessContext {
+            vpid: Some(12),
+            details: std::sync::Arc::new(ProcessDetails {
+                executable: Some("/opt/a\tb/x".into()),
+                container_id: Some("c0ffee".into()),
+                ..ProcessDetails::default()
+            }),
+        };
+        let mut odd = session();
+        odd.boot = "b\"t".into();
+        let sessions = [session(), Session::default(), odd];
+        let contexts = [ProcessContext::default(), context];
+        for (kind, action) in cases {
+            let e = ev(kind);
+            for s in &sessions {
+                for c in &contexts {
+                    for (o, p) in [(None, None), (Some(&object), Some(&posix))] {
+                        let mut line = String::from("kept:");
+                        encode_event(s, &e, action, o, p, c, &mut line);
+                        let record = event_record(s, &e, action, o, p, c);
+                        let reference = serde_json::to_string(&record).unwrap();
+                        assert_eq!(line, format!("kept:{reference}"));
+                    }
+                }
             }
         }
     }

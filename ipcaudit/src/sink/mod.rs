@@ -3,6 +3,7 @@
 
 pub mod ecs;
 pub mod json;
+pub mod ndjson;
 pub mod ocsf;
 pub mod text;
 pub mod writer;

@@ -1,0 +1,194 @@
+//! JSON text written straight into a line buffer: what the event records (one per traced call)
+//! are written with. Building a serde record for each cost owned strings per field and
+//! serde_json's key escaping; here keys are constants written as they are, numbers are
+//! formatted with `itoa`, and only strings that can hold special characters are escaped. The
+//! output is byte for byte what serde_json writes for the same record (the tests of
+//! `json::encode_event` compare the two).
+
+/// An object being written: a comma before every member but the first.
+pub struct Obj<'o> {
+    out: &'o mut String,
+    empty: bool,
+}
+
+impl<'o> Obj<'o> {
+    /// Opens an object at the end of `out`.
+    pub fn open(out: &'o mut String) -> Self {
+        out.push('{');
+        Self { out, empty: true }
+    }
+
+    /// Writes `"key":`. Keys are this crate's constants: plain ASCII, nothing to escape.
+    fn key(&mut self, key: &str) {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
+    }
+
+    /// A string member, escaped.
+    pub fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        string(self.out, value);
+    }
+
+    /// A string member that is one of this crate's names (an action, a syscall, an errno):
+    /// plain ASCII, written as it is.
+    pub fn name(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.out.push('"');
+        self.out.push_str(value);
+        self.out.push('"');
+    }
+
+    /// A string member written by `f` (a number in a string, a timestamp): `f` writes only
+    /// characters that need no escaping.
+    pub fn str_with(&mut self, key: &str, f: impl FnOnce(&mut String)) {
+        self.key(key);
+        self.out.push('"');
+        f(self.out);
+        self.out.push('"');
+    }
+
+    /// An integer member.
+    pub fn int(&mut self, key: &str, value: impl itoa::Integer) {
+        self.key(key);
+        int(self.out, value);
+    }
+
+    /// A boolean member.
+    pub fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    /// A nested object member; close it before writing on.
+    pub fn obj(&mut self, key: &str) -> Obj<'_> {
+        self.key(key);
+        Obj::open(self.out)
+    }
+
+    /// An array member: `"key":[` (the caller writes the items and `]`).
+    pub fn array(&mut self, key: &str) -> &mut String {
+        self.key(key);
+        self.out.push('[');
+        self.out
+    }
+
+    pub fn close(self) {
+        self.out.push('}');
+    }
+}
+
+/// Appends an integer.
+pub fn int(out: &mut String, value: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(value));
+}
+
+/// Appends `0x` and the lowercase hex digits of `value` (`format!("0x{value:x}")`).
+pub fn hex(out: &mut String, value: u64) {
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    let mut v = value;
+    loop {
+        i -= 1;
+        buf[i] = HEX_DIGITS[usize::try_from(v & 0xf).unwrap_or(0)];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str("0x");
+    // Only ASCII hex digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends a JSON string literal, escaped exactly as serde_json escapes: `"` and `\`, the
+/// control characters (`\b`, `\t`, `\n`, `\f`, `\r`, the rest as `\u00xx`); everything else,
+/// DEL and non-ASCII included, as it is.
+pub fn string(out: &mut String, s: &str) {
+    out.push('"');
+    escaped(out, s);
+    out.push('"');
+}
+
+/// Appends `s` escaped as inside a JSON string literal (see [`string`]).
+pub fn escaped(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\t' => "\\t",
+            b'\r' => "\\r",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte: a char boundary.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+            out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let all: String = (0u8..0x80).map(char::from).collect();
+        for s in [
+            "",
+            "plain",
+            "we\"ird\n\u{1}",
+            "back\\slash",
+            "\u{7f}é€😀",
+            &all,
+        ] {
+            let mut out = String::new();
+            string(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn hex_matches_format() {
+        for v in [0, 1, 0xf, 0x10, 0x7f00_0000_0000, u64::MAX] {
+            let mut out = String::new();
+            hex(&mut out, v);
+            assert_eq!(out, format!("0x{v:x}"));
+        }
+    }
+
+    #[test]
+    fn objects_put_commas_between_members() {
+        let mut out = String::new();
+        let mut o = Obj::open(&mut out);
+        o.int("a", -1i64);
+        let mut inner = o.obj("b");
+        inner.bool("c", true);
+        inner.close();
+        let items = o.array("d");
+        items.push_str("1,2]");
+        o.str("e", "x");
+        o.close();
+        assert_eq!(out, r#"{"a":-1,"b":{"c":true},"d":[1,2],"e":"x"}"#);
+    }
+}
