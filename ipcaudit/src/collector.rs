@@ -86,6 +86,10 @@ pub struct Options {
     pub user: Option<String>,
     /// Record where in the code objects are created and attached (user call stacks).
     pub call_stacks: bool,
+    /// Gives the allocator's free memory back to the system: called after the start-up and
+    /// after each resync, whose transient allocations (the kernel's BTF parsed twice, a scan
+    /// of every process) would otherwise stay in the process's RSS.
+    pub release_memory: fn(),
 }
 
 /// How often the reader drains records submitted without a wakeup.
@@ -131,6 +135,8 @@ struct Output {
     /// The last usage record written per process: the kernel writes a process's usage out
     /// whenever it is asked for, changed or not; an unchanged one is not written again.
     usage_written: HashMap<ProcessKey, crate::model::Usage>,
+    /// [`Options::release_memory`].
+    release_memory: fn(),
 }
 
 impl Output {
@@ -429,6 +435,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         max_events: options.max_events.unwrap_or(u64::MAX),
         gauges: crate::metrics::Gauges::default(),
         usage_written: HashMap::new(),
+        release_memory: options.release_memory,
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
@@ -509,6 +516,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         snap.posix.len()
     );
     out.printer.with(Encoder::header);
+    (out.release_memory)();
 
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut stats_timer = tokio::time::interval(STATS_EVERY);
@@ -725,6 +733,8 @@ async fn resync(
     for change in &reconciled.findings {
         out.finding(snap.taken_ns, change, true);
     }
+    drop(snap);
+    (out.release_memory)();
     Ok(())
 }
 

@@ -244,8 +244,13 @@ impl Probe {
         };
         let vmlinux = btf::read_vmlinux(&btf_path)?;
         // aya's parse of the kernel BTF is the longest step before loading: it runs on a
-        // second thread while this one resolves the offsets and settles the configuration.
-        let (kernel_btf, configured) = std::thread::scope(|s| {
+        // second thread while this one resolves the offsets and settles the configuration. A
+        // third makes the loader, which reads and parses /sys/kernel/btf/vmlinux itself
+        // (aya's `EbpfLoader::new`) before it is handed the parse above instead.
+        let (kernel_btf, configured, loader) = std::thread::scope(|s| {
+            let loader = std::thread::Builder::new()
+                .name("ipcaudit-loader".into())
+                .spawn_scoped(s, EbpfLoader::new);
             let parse = || {
                 aya::Btf::parse(&vmlinux, aya::Endianness::default()).map_err(|e| ProbeError::Btf {
                     path: btf_path.clone(),
@@ -257,14 +262,9 @@ impl Probe {
                 .spawn_scoped(s, parse);
             let configured = configure(options, &btf_path, &vmlinux, &tracefs, &mut config);
             phase("offsets resolved");
-            let kernel_btf = match parsing {
-                Ok(handle) => handle
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                // No second thread: parse here.
-                Err(_) => parse(),
-            };
-            (kernel_btf, configured)
+            let kernel_btf = joined(parsing, parse);
+            let loader = joined(loader, EbpfLoader::new);
+            (kernel_btf, configured, loader)
         });
         let Configured {
             kernel,
@@ -284,7 +284,8 @@ impl Probe {
             log::debug!("setrlimit(RLIMIT_MEMLOCK): {}", io::Error::last_os_error());
         }
         phase("kernel BTF parsed");
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = loader;
+        let mut ebpf = loader
             .btf(Some(&kernel_btf))
             .override_global("CONFIG", &config, true)
             .map_max_entries("EVENTS", ring_bytes)
@@ -552,6 +553,20 @@ where
         name,
         source: Box::new(e),
     })
+}
+
+/// The result of a scoped thread, or of `inline` run here when no thread could be made; a
+/// panic in the thread (a bug) goes on here.
+fn joined<T>(
+    spawned: io::Result<std::thread::ScopedJoinHandle<'_, T>>,
+    inline: impl FnOnce() -> T,
+) -> T {
+    match spawned {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        Err(_) => inline(),
+    }
 }
 
 /// What [`configure`] settled besides the programs' configuration.
