@@ -397,7 +397,7 @@ impl Model {
             // One string per program, shared by its objects.
             let shared = self.program_name(&program);
             if let Some(o) = self.objects.get_mut(&okey) {
-                o.leak_program = Some(shared.clone());
+                o.leak_charged = true;
                 o.created_by_program = Some(shared);
             }
         }
@@ -428,11 +428,13 @@ impl Model {
 
     /// `okey` was removed: it no longer counts against its creator's program.
     pub(crate) fn note_removed(&mut self, okey: ObjectKey, cx: &mut Cx) {
-        let Some(program) = self
-            .objects
-            .get_mut(&okey)
-            .and_then(|o| o.leak_program.take())
-        else {
+        let Some(o) = self.objects.get_mut(&okey) else {
+            return;
+        };
+        if !std::mem::take(&mut o.leak_charged) {
+            return;
+        }
+        let Some(program) = o.created_by_program.clone() else {
             return;
         };
         if let Some(t) = self.program_totals.get_mut(&*program) {

@@ -424,7 +424,7 @@ impl Model {
             program,
             people,
             timeline,
-            omitted: o.story.omitted,
+            omitted: o.story.omitted(),
             operations,
             operations_omitted: o.story.procs_dropped,
             holders,
