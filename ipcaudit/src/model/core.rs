@@ -1,6 +1,8 @@
 //! State changes shared by events and snapshots: processes living and dying, objects appearing
 //! and going, attachment counts, bookkeeping for the rules, forgetting.
 
+use std::sync::Arc;
+
 use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};
@@ -51,8 +53,8 @@ impl Model {
         cx: &mut Cx,
     ) -> bool {
         if let Some(p) = self.processes.get_mut(&key) {
-            if p.comm != comm && !comm.is_empty() {
-                comm.clone_into(&mut p.comm);
+            if *p.comm != *comm && !comm.is_empty() {
+                p.comm = comm.into();
             }
             p.uid = uid;
             if ns != 0 {
@@ -70,7 +72,7 @@ impl Model {
         let alive = p.alive;
         if let Some(d) = self.pending_details.remove(&key) {
             if p.exe.is_none() {
-                p.exe.clone_from(&d.executable);
+                p.exe = d.executable.as_deref().map(Arc::from);
             }
             p.details = Some(d);
         }

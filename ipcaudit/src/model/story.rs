@@ -202,8 +202,9 @@ fn is_zero_i(v: &i64) -> bool {
 /// A process as a story remembers it (the model may forget the process itself).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Character {
-    pub comm: String,
-    pub exe: Option<String>,
+    /// The process's own names, shared.
+    pub comm: Arc<str>,
+    pub exe: Option<Arc<str>>,
     pub details: Option<Arc<ProcessDetails>>,
     pub alive: bool,
     pub exit_code: Option<u32>,
@@ -220,8 +221,8 @@ impl Character {
         }
     }
 
-    /// Remembers `p` as it is now, in place: no allocation when the names did not change
-    /// (this runs on every story entry, on the collector's hot path).
+    /// Remembers `p` as it is now, in place: no allocation (this runs on every story entry, on
+    /// the collector's hot path).
     fn refresh(&mut self, p: &Process) {
         self.comm.clone_from(&p.comm);
         self.exe.clone_from(&p.exe);
