@@ -336,7 +336,7 @@ impl Model {
             if d != 0 {
                 let cur = i64::try_from(s.vmas).unwrap_or(i64::MAX);
                 s.vmas = u64::try_from(cur.saturating_add(d)).unwrap_or(0);
-                let c = s.attached.entry(pkey).or_insert(0);
+                let c = s.attached.get_or_insert_with(pkey, || 0);
                 let n = i64::from(*c).saturating_add(d);
                 *c = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
                 left = u64::from(*c);

@@ -190,8 +190,10 @@ impl Peers {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ShmState {
     pub size: Option<u64>,
-    /// Mapped ranges (vmas) per process; the kernel's `shm_nattch` is their total.
-    pub attached: HashMap<ProcessKey, u32>,
+    /// Mapped ranges (vmas) per process; the kernel's `shm_nattch` is their total. (A sorted
+    /// vector: most segments have one or two attachers, which a hash map would give a table of
+    /// its own, ~100 bytes more per segment.)
+    pub attached: SmallMap<u32>,
     /// Total of `attached`.
     pub vmas: u64,
     /// Attachments the kernel counted at the last reconcile that no known process maps
@@ -260,8 +262,9 @@ pub(crate) struct SemState {
     /// totals counted before that are void for them (`aggregate.rs`).
     pub reset_all_ns: u64,
     pub reset_ns: BTreeMap<u16, u64>,
-    /// The kernel's aggregated totals of this set consumed so far.
-    pub totals: Option<super::aggregate::SetConsumed>,
+    /// The kernel's aggregated totals of this set consumed so far (boxed: a set nobody
+    /// operates on has none, and every set carries the field).
+    pub totals: Option<Box<super::aggregate::SetConsumed>>,
 }
 
 impl SemState {
@@ -349,8 +352,8 @@ pub(crate) struct MsgState {
     /// Processes blocked in msgrcv / msgsnd (from the last snapshot).
     pub recv_waiters: BTreeSet<ProcessKey>,
     pub send_waiters: BTreeSet<ProcessKey>,
-    /// The kernel's aggregated totals of this queue consumed so far.
-    pub totals: Option<super::aggregate::QueueConsumed>,
+    /// The kernel's aggregated totals of this queue consumed so far (boxed, as a set's).
+    pub totals: Option<Box<super::aggregate::QueueConsumed>>,
 }
 
 /// Per type state, boxed: each type's state is allocated at its own size (a segment's is 104
