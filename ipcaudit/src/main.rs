@@ -13,7 +13,10 @@ use ipcaudit::{
 };
 
 /// The model and the encoders allocate many small, short-lived values: mimalloc serves them
-/// with a fraction of glibc malloc's work (the collector bench uses it too).
+/// with a fraction of glibc malloc's work (the collector bench uses it too). Built without
+/// transparent huge pages (`no_thp` in the workspace): with them its arenas are resident in
+/// 2 MiB units, and the collector's memory per live object and attachment (30k objects + 10k
+/// attachments) was ~750 B of RSS instead of ~250.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
