@@ -105,6 +105,10 @@ pub struct Peer {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Peers {
     pub live: SmallMap<Peer>,
+    #[expect(
+        clippy::box_collection,
+        reason = "one pointer in every object's peers instead of a 32-byte VecDeque header"
+    )]
     dead: Option<Box<VecDeque<(ProcessKey, Peer)>>>,
 }
 
