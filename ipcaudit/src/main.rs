@@ -13,16 +13,13 @@ use ipcaudit::{
 };
 
 /// The model and the encoders allocate many small, short-lived values: mimalloc serves them
-/// with a fraction of glibc malloc's work (the collector bench uses it too).
+/// with a fraction of glibc malloc's work (the collector bench uses it too). Built without
+/// transparent huge pages (`no_thp` in the workspace): with them every first touch of a 2 MiB
+/// region zeroes all of it, which cost start-up time and rounded the heap up by megabytes.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // mimalloc asks for transparent huge pages on its arenas: every first touch of a 2 MiB
-    // region then zeroes all of it. For the collector's small heap that costs start-up time
-    // (a tenth of the time to ready) and rounds memory up by megabytes. Small pages instead;
-    // a kernel without the prctl keeps its default.
-    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",

@@ -241,10 +241,10 @@ impl Model {
                 s.totals = Some(c);
                 return;
             }
-            _ => SetConsumed {
+            _ => Box::new(SetConsumed {
                 first_ns: t.first_ns,
                 ..SetConsumed::default()
-            },
+            }),
         };
         if t.ops < consumed.ops {
             // A stale copy: what it holds was consumed already.
@@ -291,10 +291,10 @@ impl Model {
                 s.totals = Some(c);
                 return;
             }
-            _ => QueueConsumed {
+            _ => Box::new(QueueConsumed {
                 first_ns: t.first_ns,
                 ..QueueConsumed::default()
-            },
+            }),
         };
         if t.ops < consumed.ops {
             s.totals = Some(consumed);

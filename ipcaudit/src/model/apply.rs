@@ -225,7 +225,7 @@ impl Model {
     /// Exec: a new program (charged by `leaky-process` from now on); every attachment goes.
     fn on_exec(&mut self, c: Caller, filename: &str, cx: &mut Cx) {
         if let Some(p) = self.processes.get_mut(&c.key) {
-            p.exe = Some(filename.to_owned());
+            p.exe = Some(filename.into());
         }
         cx.cause = Cause::Exec;
         self.with_vmas(c.key, cx, |map, _, d| shm::clear(map, d));

@@ -1,6 +1,8 @@
 //! State changes shared by events and snapshots: processes living and dying, objects appearing
 //! and going, attachment counts, bookkeeping for the rules, forgetting.
 
+use std::sync::Arc;
+
 use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};
@@ -51,8 +53,8 @@ impl Model {
         cx: &mut Cx,
     ) -> bool {
         if let Some(p) = self.processes.get_mut(&key) {
-            if p.comm != comm && !comm.is_empty() {
-                comm.clone_into(&mut p.comm);
+            if *p.comm != *comm && !comm.is_empty() {
+                p.comm = comm.into();
             }
             p.uid = uid;
             if ns != 0 {
@@ -70,7 +72,7 @@ impl Model {
         let alive = p.alive;
         if let Some(d) = self.pending_details.remove(&key) {
             if p.exe.is_none() {
-                p.exe.clone_from(&d.executable);
+                p.exe = d.executable.as_deref().map(Arc::from);
             }
             p.details = Some(d);
         }
@@ -334,7 +336,7 @@ impl Model {
             if d != 0 {
                 let cur = i64::try_from(s.vmas).unwrap_or(i64::MAX);
                 s.vmas = u64::try_from(cur.saturating_add(d)).unwrap_or(0);
-                let c = s.attached.entry(pkey).or_insert(0);
+                let c = s.attached.get_or_insert_with(pkey, || 0);
                 let n = i64::from(*c).saturating_add(d);
                 *c = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
                 left = u64::from(*c);
@@ -397,7 +399,7 @@ impl Model {
             // One string per program, shared by its objects.
             let shared = self.program_name(&program);
             if let Some(o) = self.objects.get_mut(&okey) {
-                o.leak_program = Some(shared.clone());
+                o.leak_charged = true;
                 o.created_by_program = Some(shared);
             }
         }
@@ -428,11 +430,13 @@ impl Model {
 
     /// `okey` was removed: it no longer counts against its creator's program.
     pub(crate) fn note_removed(&mut self, okey: ObjectKey, cx: &mut Cx) {
-        let Some(program) = self
-            .objects
-            .get_mut(&okey)
-            .and_then(|o| o.leak_program.take())
-        else {
+        let Some(o) = self.objects.get_mut(&okey) else {
+            return;
+        };
+        if !std::mem::take(&mut o.leak_charged) {
+            return;
+        }
+        let Some(program) = o.created_by_program.clone() else {
             return;
         };
         if let Some(t) = self.program_totals.get_mut(&*program) {

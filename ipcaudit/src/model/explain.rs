@@ -253,13 +253,13 @@ impl Model {
         let c = self.character(o, key);
         let mut details = c.details.as_deref().cloned().unwrap_or_default();
         if details.executable.is_none() {
-            details.executable.clone_from(&c.exe);
+            details.executable = c.exe.as_deref().map(str::to_owned);
         }
         let service = details.service(&c.comm);
         Person {
             pid: key.pid,
             entity: key,
-            name: c.comm,
+            name: c.comm.to_string(),
             alive: c.alive,
             exit_code: c.exit_code.filter(|_| !c.alive),
             ended: c.exit_code.filter(|_| !c.alive).map(ended),
@@ -425,7 +425,7 @@ impl Model {
             program,
             people,
             timeline,
-            omitted: o.story.omitted,
+            omitted: o.story.omitted(),
             operations,
             operations_omitted: o.story.procs_dropped,
             holders,

@@ -422,7 +422,7 @@ impl Model {
     pub fn describe_process(&mut self, key: ProcessKey, details: Arc<ProcessDetails>) {
         if let Some(p) = self.processes.get_mut(&key) {
             if p.exe.is_none() {
-                p.exe.clone_from(&details.executable);
+                p.exe = details.executable.as_deref().map(Arc::from);
             }
             p.details = Some(details);
         } else {

@@ -100,11 +100,16 @@ pub struct Peer {
 }
 
 /// The processes that did something with an object: all live ones, and the most recent dead
-/// ones (at most [`DEAD_KEPT`]).
+/// ones (at most [`DEAD_KEPT`]). The dead are boxed, made at the first death: most objects'
+/// peers all live, and an object has up to three `Peers`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Peers {
     pub live: SmallMap<Peer>,
-    pub dead: VecDeque<(ProcessKey, Peer)>,
+    #[expect(
+        clippy::box_collection,
+        reason = "one pointer in every object's peers instead of a 32-byte VecDeque header"
+    )]
+    dead: Option<Box<VecDeque<(ProcessKey, Peer)>>>,
 }
 
 impl Peers {
@@ -127,7 +132,7 @@ impl Peers {
             };
             bump(&mut p);
             self.live.insert(key, p);
-        } else if let Some((_, p)) = self.dead.iter_mut().find(|(k, _)| *k == key) {
+        } else if let Some((_, p)) = self.dead_iter_mut().find(|(k, _)| *k == key) {
             bump(p);
         } else {
             let mut p = Peer {
@@ -149,26 +154,34 @@ impl Peers {
 
     /// `key` was wrongly thought dead.
     pub fn revive(&mut self, key: ProcessKey) {
-        if let Some(pos) = self.dead.iter().position(|(k, _)| *k == key)
-            && let Some((k, p)) = self.dead.remove(pos)
+        let Some(dead) = self.dead.as_deref_mut() else {
+            return;
+        };
+        if let Some(pos) = dead.iter().position(|(k, _)| *k == key)
+            && let Some((k, p)) = dead.remove(pos)
         {
             self.live.insert(k, p);
         }
     }
 
     fn push_dead(&mut self, key: ProcessKey, p: Peer) {
-        self.dead.retain(|(k, _)| *k != key);
-        self.dead.push_back((key, p));
-        while self.dead.len() > DEAD_KEPT {
-            self.dead.pop_front();
+        let dead = self.dead.get_or_insert_default();
+        dead.retain(|(k, _)| *k != key);
+        dead.push_back((key, p));
+        while dead.len() > DEAD_KEPT {
+            dead.pop_front();
         }
+    }
+
+    fn dead_iter_mut(&mut self) -> impl Iterator<Item = &mut (ProcessKey, Peer)> {
+        self.dead.iter_mut().flat_map(|d| d.iter_mut())
     }
 
     /// Every process remembered, live first.
     pub fn iter(&self) -> impl Iterator<Item = (&ProcessKey, &Peer)> {
         self.live
             .iter()
-            .chain(self.dead.iter().map(|(k, p)| (k, p)))
+            .chain(self.dead.iter().flat_map(|d| d.iter()).map(|(k, p)| (k, p)))
     }
 
     /// The most recent operation's process.
@@ -181,8 +194,10 @@ impl Peers {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ShmState {
     pub size: Option<u64>,
-    /// Mapped ranges (vmas) per process; the kernel's `shm_nattch` is their total.
-    pub attached: HashMap<ProcessKey, u32>,
+    /// Mapped ranges (vmas) per process; the kernel's `shm_nattch` is their total. (A sorted
+    /// vector: most segments have one or two attachers, which a hash map would give a table of
+    /// its own, ~100 bytes more per segment.)
+    pub attached: SmallMap<u32>,
     /// Total of `attached`.
     pub vmas: u64,
     /// Attachments the kernel counted at the last reconcile that no known process maps
@@ -251,8 +266,9 @@ pub(crate) struct SemState {
     /// totals counted before that are void for them (`aggregate.rs`).
     pub reset_all_ns: u64,
     pub reset_ns: BTreeMap<u16, u64>,
-    /// The kernel's aggregated totals of this set consumed so far.
-    pub totals: Option<super::aggregate::SetConsumed>,
+    /// The kernel's aggregated totals of this set consumed so far (boxed: a set nobody
+    /// operates on has none, and every set carries the field).
+    pub totals: Option<Box<super::aggregate::SetConsumed>>,
 }
 
 impl SemState {
@@ -340,16 +356,17 @@ pub(crate) struct MsgState {
     /// Processes blocked in msgrcv / msgsnd (from the last snapshot).
     pub recv_waiters: BTreeSet<ProcessKey>,
     pub send_waiters: BTreeSet<ProcessKey>,
-    /// The kernel's aggregated totals of this queue consumed so far.
-    pub totals: Option<super::aggregate::QueueConsumed>,
+    /// The kernel's aggregated totals of this queue consumed so far (boxed, as a set's).
+    pub totals: Option<Box<super::aggregate::QueueConsumed>>,
 }
 
-/// Per type state.
+/// Per type state, boxed: each type's state is allocated at its own size (a segment's is 104
+/// bytes, a queue's 240), where an unboxed enum would cost every object its largest variant.
 #[derive(Clone, Debug)]
 pub(crate) enum Body {
-    Shm(ShmState),
-    Sem(SemState),
-    Msg(MsgState),
+    Shm(Box<ShmState>),
+    Sem(Box<SemState>),
+    Msg(Box<MsgState>),
 }
 
 /// One object (one generation of an id).
@@ -369,9 +386,10 @@ pub(crate) struct Object {
     pub removed_ns: Option<u64>,
     pub destroyed_ns: Option<u64>,
     pub status: ObjectStatus,
-    /// The program (exe or comm) charged with creating it, for `leaky-process`.
-    pub leak_program: Option<std::sync::Arc<str>>,
-    /// The program that created it (for created-vs-removed counts per program).
+    /// Whether `created_by_program` is still charged with creating it (`leaky-process`): until
+    /// its removal. (A flag, not a second copy of the name: one pointer less per object.)
+    pub leak_charged: bool,
+    /// The program (exe or comm) that created it (for created-vs-removed counts per program).
     pub created_by_program: Option<std::sync::Arc<str>>,
     pub body: Body,
     /// What happened to it (`explain`, `report`).
@@ -381,9 +399,9 @@ pub(crate) struct Object {
 impl Object {
     pub fn new(key: ObjectKey) -> Self {
         let body = match key.ty {
-            IpcType::Shm => Body::Shm(ShmState::default()),
-            IpcType::Sem => Body::Sem(SemState::default()),
-            IpcType::Msg => Body::Msg(MsgState::default()),
+            IpcType::Shm => Body::Shm(Box::default()),
+            IpcType::Sem => Body::Sem(Box::default()),
+            IpcType::Msg => Body::Msg(Box::default()),
         };
         Self {
             key,
@@ -396,7 +414,7 @@ impl Object {
             removed_ns: None,
             destroyed_ns: None,
             status: ObjectStatus::Live,
-            leak_program: None,
+            leak_charged: false,
             created_by_program: None,
             body,
             story: super::story::Story::default(),

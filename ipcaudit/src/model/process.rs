@@ -12,11 +12,13 @@ use super::shm::VmaMap;
 #[derive(Clone, Debug)]
 pub(crate) struct Process {
     pub key: ProcessKey,
-    pub comm: String,
+    /// Shared (with the stories that name the process): a story entry costs a reference count,
+    /// not a copy of the names.
+    pub comm: Arc<str>,
     pub uid: u32,
     pub parent: Option<ProcessKey>,
     /// The file of its last exec, if seen.
-    pub exe: Option<String>,
+    pub exe: Option<Arc<str>>,
     pub alive: bool,
     /// `task->exit_code` (signal in the low 7 bits, or status << 8).
     pub exit_code: Option<u32>,
@@ -38,7 +40,7 @@ impl Process {
     pub fn new(key: ProcessKey, comm: &str, uid: u32, ns: u32) -> Self {
         Self {
             key,
-            comm: comm.to_owned(),
+            comm: comm.into(),
             uid,
             parent: None,
             exe: None,

@@ -571,7 +571,7 @@ impl Model {
         let p = self.processes.get(&key);
         ProcessEvidence {
             pid: key.pid,
-            name: p.map(|p| p.comm.clone()).unwrap_or_default(),
+            name: p.map(|p| p.comm.to_string()).unwrap_or_default(),
             entity: Some(key),
             alive: p.is_some_and(|p| p.alive),
             role,
@@ -898,7 +898,7 @@ pub(crate) fn process_details(p: &super::process::Process) -> Arc<ProcessDetails
     match (&p.details, &p.exe) {
         (Some(d), _) => d.clone(),
         (None, Some(exe)) => Arc::new(ProcessDetails {
-            executable: Some(exe.clone()),
+            executable: Some(exe.to_string()),
             ..ProcessDetails::default()
         }),
         (None, None) => Arc::default(),

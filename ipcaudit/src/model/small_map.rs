@@ -69,6 +69,10 @@ impl<V> SmallMap<V> {
         &mut self.0[i].1
     }
 
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
     pub fn remove(&mut self, key: &ProcessKey) -> Option<V> {
         self.find(key).ok().map(|i| self.0.remove(i).1)
     }
@@ -124,6 +128,8 @@ mod tests {
             m.iter().map(|(k, v)| (k.pid, *v)).collect::<Vec<_>>(),
             [(2, 11), (3, 301), (5, 501), (7, 2), (9, 901)]
         );
+        m.clear();
+        assert!(m.is_empty() && m.get(&key(2)).is_none());
     }
 
     #[test]

@@ -202,8 +202,9 @@ fn is_zero_i(v: &i64) -> bool {
 /// A process as a story remembers it (the model may forget the process itself).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Character {
-    pub comm: String,
-    pub exe: Option<String>,
+    /// The process's own names, shared.
+    pub comm: Arc<str>,
+    pub exe: Option<Arc<str>>,
     pub details: Option<Arc<ProcessDetails>>,
     pub alive: bool,
     pub exit_code: Option<u32>,
@@ -220,8 +221,8 @@ impl Character {
         }
     }
 
-    /// Remembers `p` as it is now, in place: no allocation when the names did not change
-    /// (this runs on every story entry, on the collector's hot path).
+    /// Remembers `p` as it is now, in place: no allocation (this runs on every story entry, on
+    /// the collector's hot path).
     fn refresh(&mut self, p: &Process) {
         self.comm.clone_from(&p.comm);
         self.exe.clone_from(&p.exe);
@@ -249,13 +250,21 @@ pub(crate) struct ProcOps {
     pub attach_site: Option<Arc<CallSite>>,
 }
 
+/// The latest entries of a story once its head is full, and how many were dropped in between.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tail {
+    pub entries: VecDeque<Entry>,
+    /// Entries dropped between `head` and `entries`.
+    pub omitted: u64,
+}
+
 /// The story of one object.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Story {
     pub head: Vec<Entry>,
-    pub tail: VecDeque<Entry>,
-    /// Entries dropped between `head` and `tail`.
-    pub omitted: u64,
+    /// Made when the head is full: most objects never get there, and every live object carries
+    /// a story.
+    pub tail: Option<Box<Tail>>,
     pub procs: SmallMap<ProcOps>,
     /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
     pub procs_dropped: u64,
@@ -293,17 +302,24 @@ impl Story {
             self.head.push(e);
             return;
         }
-        self.tail.push_back(e);
-        if self.tail.len() > TAIL {
-            self.tail.pop_front();
-            self.omitted = self.omitted.saturating_add(1);
+        let tail = self.tail.get_or_insert_default();
+        tail.entries.push_back(e);
+        if tail.entries.len() > TAIL {
+            tail.entries.pop_front();
+            tail.omitted = tail.omitted.saturating_add(1);
         }
+    }
+
+    /// Entries dropped between the head and the tail.
+    pub fn omitted(&self) -> u64 {
+        self.tail.as_ref().map_or(0, |t| t.omitted)
     }
 
     /// The entries kept, in time order (finding entries carry the time their condition started,
     /// so they may have been recorded later than entries that follow them).
     pub fn entries(&self) -> Vec<&Entry> {
-        let mut all: Vec<&Entry> = self.head.iter().chain(self.tail.iter()).collect();
+        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
+        let mut all: Vec<&Entry> = self.head.iter().chain(tail).collect();
         all.sort_by_key(|e| e.time_ns);
         all
     }
@@ -402,7 +418,9 @@ impl Story {
             e.process == Some(process)
                 && matches!(e.what, What::Attach { address: Some(a), how: AttachHow::Shmat, .. } if a == address)
         };
-        if let Some(e) = self.tail.iter_mut().rev().find(|e| matches(e)) {
+        if let Some(t) = self.tail.as_deref_mut()
+            && let Some(e) = t.entries.iter_mut().rev().find(|e| matches(e))
+        {
             return Some(e);
         }
         self.head.iter_mut().rev().find(|e| matches(e))
@@ -440,7 +458,7 @@ mod tests {
         }
         let e = s.entries();
         assert_eq!(e.len(), HEAD + TAIL);
-        assert_eq!(s.omitted, 1000 - (HEAD + TAIL) as u64);
+        assert_eq!(s.omitted(), 1000 - (HEAD + TAIL) as u64);
         assert_eq!(e[0].time_ns, 0);
         assert_eq!(e[HEAD - 1].time_ns, HEAD as u64 - 1);
         assert_eq!(e[HEAD].time_ns, 1000 - TAIL as u64);

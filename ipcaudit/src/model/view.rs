@@ -137,7 +137,7 @@ impl Model {
         ProcessRef {
             pid: key.pid,
             entity: key,
-            name: p.map_or("", |p| p.comm.as_str()),
+            name: p.map_or("", |p| &*p.comm),
             alive: p.is_some_and(|p| p.alive),
         }
     }

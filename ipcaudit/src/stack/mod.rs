@@ -154,6 +154,13 @@ fn openable(pid: u32, path: &str) -> PathBuf {
 }
 
 impl Resolver {
+    /// Forgets the parsed binaries (symbols, DWARF, unwind tables) and unmaps them; the build
+    /// ids seen so far are kept (a gone process's stack is named by them).
+    fn release_caches(&mut self) {
+        self.symbolizer = Symbolizer::new();
+        self.elf = ElfCache::default();
+    }
+
     /// Names `(module, file offset)` pairs: the function, file and line of each.
     fn symbolize(&mut self, pid: u32, frames: &mut [Frame]) {
         let mut by_module: HashMap<String, Vec<usize>> = HashMap::new();
@@ -415,6 +422,26 @@ impl Resolver {
     }
 }
 
+/// How long the symbolizer thread waits for more stacks before it lets go of its per-binary
+/// caches: blazesym's parsed ELF and DWARF and the mapped files cost megabytes per binary (16 MB
+/// for a small program with debug information, 400 bytes per object of `ipc-bench objects`),
+/// while a burst of creates and attaches needs them only for its duration. The next stack
+/// parses the binary again, on this thread, off the collector's path.
+const IDLE_RELEASE: Duration = Duration::from_millis(500);
+
+/// The next job; the caches are dropped when none comes for [`IDLE_RELEASE`]. `None` once the
+/// collector hung up.
+fn next_job(rx: &mpsc::Receiver<Job>, resolver: &mut Resolver) -> Option<Job> {
+    match rx.recv_timeout(IDLE_RELEASE) {
+        Ok(job) => Some(job),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            resolver.release_caches();
+            rx.recv().ok()
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+    }
+}
+
 /// The resolver on its own thread: the collector submits jobs and polls for results.
 pub struct Worker {
     jobs: Option<mpsc::Sender<Job>>,
@@ -430,7 +457,7 @@ impl Worker {
             .name("ipcaudit-stacks".to_owned())
             .spawn(move || {
                 let mut resolver = Resolver::default();
-                for job in rx {
+                while let Some(job) = next_job(&rx, &mut resolver) {
                     let site = resolver.resolve(&job);
                     let done = Resolved {
                         time_ns: job.raw.time_ns,
@@ -556,22 +583,26 @@ mod tests {
         let maps = maps::read(pid);
         let here = names_a_function_of_this_binary as *const () as u64;
         let m = maps::find(&maps, here).unwrap();
-        let mut frames = vec![Frame {
-            module: Some(m.path.clone()),
-            address: m.file_offset(here),
-            ..Frame::default()
-        }];
         let mut r = Resolver::default();
-        r.symbolize(pid, &mut frames);
-        let f = frames[0].function.as_deref().unwrap_or_default();
-        assert!(f.contains("names_a_function_of_this_binary"), "{f}");
-        assert!(
-            frames[0]
-                .file
-                .as_deref()
-                .is_some_and(|p| p.ends_with("mod.rs")),
-            "{frames:?}"
-        );
+        // Twice: the second time after the idle thread dropped its caches.
+        for _ in 0..2 {
+            let mut frames = vec![Frame {
+                module: Some(m.path.clone()),
+                address: m.file_offset(here),
+                ..Frame::default()
+            }];
+            r.symbolize(pid, &mut frames);
+            let f = frames[0].function.as_deref().unwrap_or_default();
+            assert!(f.contains("names_a_function_of_this_binary"), "{f}");
+            assert!(
+                frames[0]
+                    .file
+                    .as_deref()
+                    .is_some_and(|p| p.ends_with("mod.rs")),
+                "{frames:?}"
+            );
+            r.release_caches();
+        }
     }
 
     #[test]
