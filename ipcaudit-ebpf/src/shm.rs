@@ -96,8 +96,13 @@ fn get_shm(sys: impl FnOnce() -> Sys, ctx: *mut core::ffi::c_void) -> Result<u32
 fn on_shmat(sys: impl FnOnce() -> Sys, ctx: *mut core::ffi::c_void) -> Result<u32, u32> {
     let sys = sys();
     // The attachment makes this process's munmap/mremap worth recording, traced or not.
+    // (A lookup first: the map allocates on insert, and a process that attaches again is in
+    // it already.)
     if sys.ok() {
-        let _ = SHM_TASKS.insert(current_tgid(), 1, 0);
+        let tgid = current_tgid();
+        if SHM_TASKS.get_ptr(tgid).is_none() {
+            let _ = SHM_TASKS.insert(tgid, 1, 0);
+        }
     }
     if family_filtered_out(family::SHM) {
         return Ok(0);
