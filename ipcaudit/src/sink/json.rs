@@ -651,8 +651,7 @@ fn key_hex_into(out: &mut String, key: i32) {
         v >>= 4;
     }
     out.push_str("0x");
-    // Only ASCII hex digits were written.
-    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+    ndjson::ascii(out, &digits);
 }
 
 /// The `ipc` object of a POSIX message queue event: the queue by name (the event's, or the
@@ -1029,6 +1028,10 @@ pub fn event_record(
     }
 }
 
+/// Room reserved for an event line: more than the longest the collector writes without a host,
+/// a long executable path or many semaphore operations.
+const LINE_RESERVE: usize = 768;
+
 /// Appends the NDJSON line of an event (no newline): the bytes serde_json writes for
 /// [`event_record`], written field by field from the borrowed event (no owned string per
 /// field, constant keys, no revalidation).
@@ -1041,6 +1044,9 @@ pub fn encode_event(
     context: &ProcessContext,
     out: &mut String,
 ) {
+    // One reservation for the line (they are 300–500 bytes) rather than a check that can grow
+    // the buffer at every write.
+    out.reserve(LINE_RESERVE);
     let k = &ev.kind;
     let is_lost = matches!(k, EventKind::Lost { .. });
     let mut top = ndjson::Obj::open(out);

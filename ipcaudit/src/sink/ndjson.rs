@@ -13,12 +13,14 @@ pub struct Obj<'o> {
 
 impl<'o> Obj<'o> {
     /// Opens an object at the end of `out`.
+    #[inline]
     pub fn open(out: &'o mut String) -> Self {
         out.push('{');
         Self { out, empty: true }
     }
 
     /// Writes `"key":`. Keys are this crate's constants: plain ASCII, nothing to escape.
+    #[inline(always)]
     fn key(&mut self, key: &str) {
         if !self.empty {
             self.out.push(',');
@@ -30,6 +32,7 @@ impl<'o> Obj<'o> {
     }
 
     /// A string member, escaped.
+    #[inline]
     pub fn str(&mut self, key: &str, value: &str) {
         self.key(key);
         string(self.out, value);
@@ -37,6 +40,7 @@ impl<'o> Obj<'o> {
 
     /// A string member that is one of this crate's names (an action, a syscall, an errno):
     /// plain ASCII, written as it is.
+    #[inline(always)]
     pub fn name(&mut self, key: &str, value: &str) {
         self.key(key);
         self.out.push('"');
@@ -46,6 +50,7 @@ impl<'o> Obj<'o> {
 
     /// A string member written by `f` (a number in a string, a timestamp): `f` writes only
     /// characters that need no escaping.
+    #[inline]
     pub fn str_with(&mut self, key: &str, f: impl FnOnce(&mut String)) {
         self.key(key);
         self.out.push('"');
@@ -54,36 +59,42 @@ impl<'o> Obj<'o> {
     }
 
     /// An integer member.
+    #[inline]
     pub fn int(&mut self, key: &str, value: impl itoa::Integer) {
         self.key(key);
         int(self.out, value);
     }
 
     /// A boolean member.
+    #[inline]
     pub fn bool(&mut self, key: &str, value: bool) {
         self.key(key);
         self.out.push_str(if value { "true" } else { "false" });
     }
 
     /// A nested object member; close it before writing on.
+    #[inline]
     pub fn obj(&mut self, key: &str) -> Obj<'_> {
         self.key(key);
         Obj::open(self.out)
     }
 
     /// An array member: `"key":[` (the caller writes the items and `]`).
+    #[inline]
     pub fn array(&mut self, key: &str) -> &mut String {
         self.key(key);
         self.out.push('[');
         self.out
     }
 
+    #[inline]
     pub fn close(self) {
         self.out.push('}');
     }
 }
 
 /// Appends an integer.
+#[inline]
 pub fn int(out: &mut String, value: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(value));
 }
@@ -102,8 +113,18 @@ pub fn hex(out: &mut String, value: u64) {
         }
     }
     out.push_str("0x");
-    // Only ASCII hex digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    ascii(out, &buf[i..]);
+}
+
+/// Appends bytes that are ASCII (digits written into a buffer). Checked with `is_ascii`, a
+/// word at a time, instead of `str::from_utf8`, whose validation of such short buffers was
+/// about a hundred instructions a call on the hot path.
+#[inline]
+pub fn ascii(out: &mut String, bytes: &[u8]) {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        out.push_str(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -111,6 +132,7 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// Appends a JSON string literal, escaped exactly as serde_json escapes: `"` and `\`, the
 /// control characters (`\b`, `\t`, `\n`, `\f`, `\r`, the rest as `\u00xx`); everything else,
 /// DEL and non-ASCII included, as it is.
+#[inline]
 pub fn string(out: &mut String, s: &str) {
     out.push('"');
     escaped(out, s);
