@@ -5,6 +5,20 @@
 //! output is byte for byte what serde_json writes for the same record (the tests of
 //! `json::encode_event` compare the two).
 
+/// A member's key with its quotes and colon (`"pid":`), made by [`key!`] from a literal: one
+/// constant written in one piece rather than a quote, the key, a quote and a colon. Keys are
+/// this crate's constants: plain ASCII, nothing to escape.
+#[derive(Clone, Copy)]
+pub struct Key(pub(crate) &'static str);
+
+/// `key!("pid")`: the [`Key`] `"pid":`.
+macro_rules! key {
+    ($k:literal) => {
+        $crate::sink::ndjson::Key(concat!("\"", $k, "\":"))
+    };
+}
+pub(crate) use key;
+
 /// An object being written: a comma before every member but the first.
 pub struct Obj<'o> {
     out: &'o mut String,
@@ -19,21 +33,19 @@ impl<'o> Obj<'o> {
         Self { out, empty: true }
     }
 
-    /// Writes `"key":`. Keys are this crate's constants: plain ASCII, nothing to escape.
+    /// Writes `"key":`, after a comma but for the first member.
     #[inline(always)]
-    fn key(&mut self, key: &str) {
+    fn key(&mut self, key: Key) {
         if !self.empty {
             self.out.push(',');
         }
         self.empty = false;
-        self.out.push('"');
-        self.out.push_str(key);
-        self.out.push_str("\":");
+        self.out.push_str(key.0);
     }
 
     /// A string member, escaped.
     #[inline]
-    pub fn str(&mut self, key: &str, value: &str) {
+    pub fn str(&mut self, key: Key, value: &str) {
         self.key(key);
         string(self.out, value);
     }
@@ -41,7 +53,7 @@ impl<'o> Obj<'o> {
     /// A string member that is one of this crate's names (an action, a syscall, an errno):
     /// plain ASCII, written as it is.
     #[inline(always)]
-    pub fn name(&mut self, key: &str, value: &str) {
+    pub fn name(&mut self, key: Key, value: &str) {
         self.key(key);
         self.out.push('"');
         self.out.push_str(value);
@@ -51,7 +63,7 @@ impl<'o> Obj<'o> {
     /// A string member written by `f` (a number in a string, a timestamp): `f` writes only
     /// characters that need no escaping.
     #[inline]
-    pub fn str_with(&mut self, key: &str, f: impl FnOnce(&mut String)) {
+    pub fn str_with(&mut self, key: Key, f: impl FnOnce(&mut String)) {
         self.key(key);
         self.out.push('"');
         f(self.out);
@@ -60,28 +72,28 @@ impl<'o> Obj<'o> {
 
     /// An integer member.
     #[inline]
-    pub fn int(&mut self, key: &str, value: impl itoa::Integer) {
+    pub fn int(&mut self, key: Key, value: impl itoa::Integer) {
         self.key(key);
         int(self.out, value);
     }
 
     /// A boolean member.
     #[inline]
-    pub fn bool(&mut self, key: &str, value: bool) {
+    pub fn bool(&mut self, key: Key, value: bool) {
         self.key(key);
         self.out.push_str(if value { "true" } else { "false" });
     }
 
     /// A nested object member; close it before writing on.
     #[inline]
-    pub fn obj(&mut self, key: &str) -> Obj<'_> {
+    pub fn obj(&mut self, key: Key) -> Obj<'_> {
         self.key(key);
         Obj::open(self.out)
     }
 
     /// An array member: `"key":[` (the caller writes the items and `]`).
     #[inline]
-    pub fn array(&mut self, key: &str) -> &mut String {
+    pub fn array(&mut self, key: Key) -> &mut String {
         self.key(key);
         self.out.push('[');
         self.out
@@ -209,13 +221,13 @@ mod tests {
     fn objects_put_commas_between_members() {
         let mut out = String::new();
         let mut o = Obj::open(&mut out);
-        o.int("a", -1i64);
-        let mut inner = o.obj("b");
-        inner.bool("c", true);
+        o.int(key!("a"), -1i64);
+        let mut inner = o.obj(key!("b"));
+        inner.bool(key!("c"), true);
         inner.close();
-        let items = o.array("d");
+        let items = o.array(key!("d"));
         items.push_str("1,2]");
-        o.str("e", "x");
+        o.str(key!("e"), "x");
         o.close();
         assert_eq!(out, r#"{"a":-1,"b":{"c":true},"d":[1,2],"e":"x"}"#);
     }
