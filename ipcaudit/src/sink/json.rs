@@ -961,7 +961,7 @@ impl Extra {
                 if i > 0 {
                     args.push(',');
                 }
-                ndjson::int(args, *a);
+                ndjson::uint(args, *a);
             }
             args.push(']');
             s.int(key!("ret"), raw.ret);

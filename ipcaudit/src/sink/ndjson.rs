@@ -111,6 +111,16 @@ pub fn int(out: &mut String, value: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(value));
 }
 
+/// Appends an unsigned integer, a single digit (most raw syscall arguments are 0) without
+/// going through `itoa`'s buffer and a copy of unknown length.
+#[inline]
+pub fn uint(out: &mut String, value: u64) {
+    match u8::try_from(value) {
+        Ok(digit @ 0..10) => out.push(char::from(b'0' + digit)),
+        _ => int(out, value),
+    }
+}
+
 /// Appends `0x` and the lowercase hex digits of `value` (`format!("0x{value:x}")`).
 pub fn hex(out: &mut String, value: u64) {
     let mut buf = [0u8; 16];
@@ -205,6 +215,15 @@ mod tests {
             let mut out = String::new();
             string(&mut out, s);
             assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn uint_matches_display() {
+        for v in [0, 1, 9, 10, 99, 255, 256, u64::MAX] {
+            let mut out = String::new();
+            uint(&mut out, v);
+            assert_eq!(out, v.to_string());
         }
     }
 
