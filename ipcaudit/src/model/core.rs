@@ -411,7 +411,8 @@ impl Model {
                 .created += 1;
         }
         if !self.programs.contains_key(program.as_str()) {
-            self.programs.insert(program.clone(), super::Program::default());
+            self.programs
+                .insert(program.clone(), super::Program::default());
         }
         let Some(p) = self.programs.get_mut(program.as_str()) else {
             return;

@@ -890,14 +890,18 @@ impl<'a> ProcessFields<'a> {
         thread.int(key!("id"), self.tid);
         thread.close();
         o.str(key!("name"), self.name);
-        o.str_with(key!("entity_id"), |out| entity_id_into(out, session, self.entity));
+        o.str_with(key!("entity_id"), |out| {
+            entity_id_into(out, session, self.entity);
+        });
         if let Some((pid, tid, entity)) = self.parent {
             let mut parent = o.obj(key!("parent"));
             parent.int(key!("pid"), pid);
             let mut thread = parent.obj(key!("thread"));
             thread.int(key!("id"), tid);
             thread.close();
-            parent.str_with(key!("entity_id"), |out| entity_id_into(out, session, entity));
+            parent.str_with(key!("entity_id"), |out| {
+                entity_id_into(out, session, entity);
+            });
             parent.close();
         }
         if let Some(executable) = self.executable {
