@@ -2,6 +2,8 @@
 //! boot-time ns; output is wall-clock UTC. The offsets are sampled once by the caller (`now()`
 //! lives at the edge) and injected, so the conversions stay pure.
 
+use std::cell::Cell;
+
 /// Converts kernel clocks to wall-clock ns since the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clocks {
@@ -56,29 +58,51 @@ pub fn now_wall_ns() -> u64 {
 
 /// Formats ns since the epoch as RFC 3339 UTC with nanoseconds: `2026-11-23T14:03:04.123456789Z`.
 pub fn rfc3339_nanos(ns: u64, out: &mut String) {
-    // Written digit by digit: this runs once per record on the collector's hot path, where
-    // `fmt` machinery was a measurable share. A u64 of nanoseconds ends in the year 2554, so
-    // four year digits always suffice.
-    fn digits(dst: &mut [u8], mut v: u64) {
-        for c in dst.iter_mut().rev() {
-            *c = b"0123456789"[usize::try_from(v % 10).unwrap_or(0)];
-            v /= 10;
-        }
+    thread_local! {
+        /// The second last formatted on this thread and its text up to the fraction
+        /// (`2026-11-23T14:03:04.`): this runs once per record on the collector's hot path and
+        /// records come in time order, many per second, so the calendar arithmetic runs once
+        /// per second of records instead of once per record.
+        static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
     }
     let secs = ns / 1_000_000_000;
+    let prefix = SECOND.with(|last| {
+        let (cached, text) = last.get();
+        if cached == secs {
+            return text;
+        }
+        let text = second_text(secs);
+        last.set((secs, text));
+        text
+    });
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    b[..20].copy_from_slice(&prefix);
+    digits(&mut b[20..29], ns % 1_000_000_000);
+    crate::sink::ndjson::ascii(out, &b);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a second since the epoch. A u64 of nanoseconds ends in the year
+/// 2554, so four year digits always suffice.
+fn second_text(secs: u64) -> [u8; 20] {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    let mut b = *b"0000-00-00T00:00:00.";
     digits(&mut b[0..4], y);
     digits(&mut b[5..7], m);
     digits(&mut b[8..10], d);
     digits(&mut b[11..13], rem / 3600);
     digits(&mut b[14..16], (rem % 3600) / 60);
     digits(&mut b[17..19], rem % 60);
-    digits(&mut b[20..29], ns % 1_000_000_000);
-    if let Ok(text) = std::str::from_utf8(&b) {
-        out.push_str(text);
+    b
+}
+
+/// Writes the last `dst.len()` decimal digits of `v`, zero-padded (digit by digit: `fmt`
+/// machinery was a measurable share of the hot path).
+fn digits(dst: &mut [u8], mut v: u64) {
+    for c in dst.iter_mut().rev() {
+        *c = b"0123456789"[usize::try_from(v % 10).unwrap_or(0)];
+        v /= 10;
     }
 }
 

@@ -403,13 +403,22 @@ impl Model {
                 o.created_by_program = Some(shared);
             }
         }
-        if self.program_totals.len() < 4096 || self.program_totals.contains_key(&program) {
+        // Looked up by `&str` first: the name is copied only for a program seen the first time.
+        if let Some(totals) = self.program_totals.get_mut(program.as_str()) {
+            totals.created += 1;
+        } else if self.program_totals.len() < 4096 {
             self.program_totals
                 .entry(program.clone())
                 .or_default()
                 .created += 1;
         }
-        let p = self.programs.entry(program.clone()).or_default();
+        if !self.programs.contains_key(program.as_str()) {
+            self.programs
+                .insert(program.clone(), super::Program::default());
+        }
+        let Some(p) = self.programs.get_mut(program.as_str()) else {
+            return;
+        };
         p.window.push_back((cx.now, okey));
         p.unremoved.insert(okey, pkey);
         let now = cx.now;

@@ -843,6 +843,10 @@ impl Model {
     pub(crate) fn evaluate_program(&mut self, program: &str, now: u64, cx: &mut Cx) {
         self.slide_window(program, now);
         let holds = self.leaky_count(program) > u64::from(self.cfg.leaky_threshold);
+        if !holds && self.findings.is_empty() {
+            // Nothing to raise or clear; the usual case, without a copy of the name for the key.
+            return;
+        }
         let key = FindingKey {
             rule: Rule::LeakyProcess,
             subject: Subject::Program(program.to_owned()),

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use super::ndjson::key;
 use super::{Session, Summary, ndjson, parse_entity_id};
 use crate::enrich::ProcessContext;
 use crate::{
@@ -524,61 +525,61 @@ impl IpcFields<'_> {
     }
 
     fn write(&self, top: &mut ndjson::Obj<'_>) {
-        let mut o = top.obj("ipc");
+        let mut o = top.obj(key!("ipc"));
         if let Some(ty) = self.ty {
-            o.name("type", ty.as_str());
+            o.name(key!("type"), ty.as_str());
         }
         if let Some(id) = self.id {
-            o.int("id", id);
+            o.int(key!("id"), id);
         }
         if let Some(key) = self.key {
-            o.str_with("key", |out| key_hex_into(out, key));
+            o.str_with(key!("key"), |out| key_hex_into(out, key));
         }
-        o.int("namespace", self.namespace);
+        o.int(key!("namespace"), self.namespace);
         if let Some(shm) = self.shm {
-            let mut s = o.obj("shm");
+            let mut s = o.obj(key!("shm"));
             if let Some(size) = shm.size {
-                s.int("size", size);
+                s.int(key!("size"), size);
             }
             if let Some(address) = shm.address {
-                s.str_with("address", |out| ndjson::hex(out, address));
+                s.str_with(key!("address"), |out| ndjson::hex(out, address));
             }
             s.close();
         }
         if let Some(sem) = self.sem {
-            let mut s = o.obj("sem");
+            let mut s = o.obj(key!("sem"));
             if let Some(nsems) = sem.nsems {
-                s.int("nsems", nsems);
+                s.int(key!("nsems"), nsems);
             }
             if let Some(ops) = sem.ops {
-                write_sem_ops(s.array("ops"), ops);
+                write_sem_ops(s.array(key!("ops")), ops);
             }
             s.close();
         }
         if let Some(msg) = self.msg {
-            let mut m = o.obj("msg");
+            let mut m = o.obj(key!("msg"));
             if let Some(mtype) = msg.mtype {
-                m.int("type", mtype);
+                m.int(key!("type"), mtype);
             }
             if let Some(size) = msg.size {
-                m.int("size", size);
+                m.int(key!("size"), size);
             }
             if let Some(priority) = msg.priority {
-                m.int("priority", priority);
+                m.int(key!("priority"), priority);
             }
             m.close();
         }
         if let Some((ty, cmd)) = self.command {
-            Named::command(ty, cmd).write(&mut o, "command");
+            Named::command(ty, cmd).write(&mut o, key!("command"));
         }
         if let Some(name) = self.name {
-            o.str("name", name);
+            o.str(key!("name"), name);
         }
         if let Some(path) = &self.path {
-            o.str("path", path);
+            o.str(key!("path"), path);
         }
         if let Some(inode) = self.inode {
-            o.int("inode", inode);
+            o.int(key!("inode"), inode);
         }
         o.close();
     }
@@ -591,9 +592,9 @@ fn write_sem_ops(out: &mut String, ops: &[SemOp]) {
             out.push(',');
         }
         let mut o = ndjson::Obj::open(out);
-        o.int("num", op.num);
-        o.int("op", op.op);
-        let flags = o.array("flags");
+        o.int(key!("num"), op.num);
+        o.int(key!("op"), op.op);
+        let flags = o.array(key!("flags"));
         for (j, name) in sem_flag_names(op).enumerate() {
             if j > 0 {
                 flags.push(',');
@@ -631,7 +632,7 @@ impl Named {
         }
     }
 
-    fn write(self, o: &mut ndjson::Obj<'_>, key: &str) {
+    fn write(self, o: &mut ndjson::Obj<'_>, key: ndjson::Key) {
         match self {
             Self::Name(name) => o.name(key, name),
             Self::Number(prefix, n) => o.str_with(key, |out| {
@@ -651,8 +652,7 @@ fn key_hex_into(out: &mut String, key: i32) {
         v >>= 4;
     }
     out.push_str("0x");
-    // Only ASCII hex digits were written.
-    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+    ndjson::ascii(out, &digits);
 }
 
 /// The `ipc` object of a POSIX message queue event: the queue by name (the event's, or the
@@ -884,30 +884,34 @@ impl<'a> ProcessFields<'a> {
     }
 
     fn write(&self, session: &Session, top: &mut ndjson::Obj<'_>) {
-        let mut o = top.obj("process");
-        o.int("pid", self.pid);
-        let mut thread = o.obj("thread");
-        thread.int("id", self.tid);
+        let mut o = top.obj(key!("process"));
+        o.int(key!("pid"), self.pid);
+        let mut thread = o.obj(key!("thread"));
+        thread.int(key!("id"), self.tid);
         thread.close();
-        o.str("name", self.name);
-        o.str_with("entity_id", |out| entity_id_into(out, session, self.entity));
+        o.str(key!("name"), self.name);
+        o.str_with(key!("entity_id"), |out| {
+            entity_id_into(out, session, self.entity);
+        });
         if let Some((pid, tid, entity)) = self.parent {
-            let mut parent = o.obj("parent");
-            parent.int("pid", pid);
-            let mut thread = parent.obj("thread");
-            thread.int("id", tid);
+            let mut parent = o.obj(key!("parent"));
+            parent.int(key!("pid"), pid);
+            let mut thread = parent.obj(key!("thread"));
+            thread.int(key!("id"), tid);
             thread.close();
-            parent.str_with("entity_id", |out| entity_id_into(out, session, entity));
+            parent.str_with(key!("entity_id"), |out| {
+                entity_id_into(out, session, entity);
+            });
             parent.close();
         }
         if let Some(executable) = self.executable {
-            o.str("executable", executable);
+            o.str(key!("executable"), executable);
         }
         if let Some(code) = self.exit_code {
-            o.int("exit_code", code);
+            o.int(key!("exit_code"), code);
         }
         if let Some(vpid) = self.vpid {
-            o.int("vpid", vpid);
+            o.int(key!("vpid"), vpid);
         }
         o.close();
     }
@@ -951,33 +955,33 @@ fn extra(ev: &Event) -> Extra {
 
 impl Extra {
     fn write(&self, top: &mut ndjson::Obj<'_>) {
-        let mut o = top.obj("ipcaudit");
-        o.int("schema_version", self.schema_version);
+        let mut o = top.obj(key!("ipcaudit"));
+        o.int(key!("schema_version"), self.schema_version);
         if let Some(raw) = &self.syscall {
-            let mut s = o.obj("syscall");
-            s.name("name", &raw.name);
-            let args = s.array("args");
+            let mut s = o.obj(key!("syscall"));
+            s.name(key!("name"), &raw.name);
+            let args = s.array(key!("args"));
             for (i, a) in raw.args.iter().enumerate() {
                 if i > 0 {
                     args.push(',');
                 }
-                ndjson::int(args, *a);
+                ndjson::uint(args, *a);
             }
             args.push(']');
-            s.int("ret", raw.ret);
+            s.int(key!("ret"), raw.ret);
             s.close();
         }
         if let Some(lost) = self.lost {
-            o.int("lost", lost);
+            o.int(key!("lost"), lost);
         }
         if let Some(timed) = self.timed {
-            o.bool("timed", timed);
+            o.bool(key!("timed"), timed);
         }
         if let Some(tid) = self.exec_tid {
-            o.int("exec_tid", tid);
+            o.int(key!("exec_tid"), tid);
         }
         if let Some(ns) = self.queue_namespace {
-            o.int("queue_namespace", ns);
+            o.int(key!("queue_namespace"), ns);
         }
         o.close();
     }
@@ -1029,6 +1033,10 @@ pub fn event_record(
     }
 }
 
+/// Room reserved for an event line: more than the longest the collector writes without a host,
+/// a long executable path or many semaphore operations.
+const LINE_RESERVE: usize = 768;
+
 /// Appends the NDJSON line of an event (no newline): the bytes serde_json writes for
 /// [`event_record`], written field by field from the borrowed event (no owned string per
 /// field, constant keys, no revalidation).
@@ -1041,43 +1049,46 @@ pub fn encode_event(
     context: &ProcessContext,
     out: &mut String,
 ) {
+    // One reservation for the line (they are 300–500 bytes) rather than a check that can grow
+    // the buffer at every write.
+    out.reserve(LINE_RESERVE);
     let k = &ev.kind;
     let is_lost = matches!(k, EventKind::Lost { .. });
     let mut top = ndjson::Obj::open(out);
-    top.str_with("@timestamp", |out| rfc3339_nanos(ev.time_ns, out));
-    let mut event = top.obj("event");
-    event.name("kind", "event");
-    event.name("action", action.as_str());
+    top.str_with(key!("@timestamp"), |out| rfc3339_nanos(ev.time_ns, out));
+    let mut event = top.obj(key!("event"));
+    event.name(key!("kind"), "event");
+    event.name(key!("action"), action.as_str());
     if let Some(outcome) = outcome(k) {
-        event.name("outcome", outcome);
+        event.name(key!("outcome"), outcome);
     }
     event.close();
     if let Some(e) = k.errno() {
-        let mut error = top.obj("error");
-        Named::errno(e).write(&mut error, "code");
+        let mut error = top.obj(key!("error"));
+        Named::errno(e).write(&mut error, key!("code"));
         error.close();
     }
     if !is_lost {
         ProcessFields::of(ev, context).write(session, &mut top);
-        let mut user = top.obj("user");
-        user.str_with("id", |out| ndjson::int(out, ev.task.uid));
+        let mut user = top.obj(key!("user"));
+        user.str_with(key!("id"), |out| ndjson::int(out, ev.task.uid));
         user.close();
     }
     if let Some(ipc) = ipc_fields(ev, object, posix) {
         ipc.write(&mut top);
     }
     if let Some(h) = &session.host {
-        let mut host = top.obj("host");
-        host.str("name", &h.name);
-        host.str("id", &h.id);
-        let mut boot = host.obj("boot");
-        boot.str("id", &h.boot_id);
+        let mut host = top.obj(key!("host"));
+        host.str(key!("name"), &h.name);
+        host.str(key!("id"), &h.id);
+        let mut boot = host.obj(key!("boot"));
+        boot.str(key!("id"), &h.boot_id);
         boot.close();
         host.close();
     }
     if let Some(id) = context.container_id() {
-        let mut container = top.obj("container");
-        container.str("id", id);
+        let mut container = top.obj(key!("container"));
+        container.str(key!("id"), id);
         container.close();
     }
     extra(ev).write(&mut top);
