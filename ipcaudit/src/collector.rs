@@ -472,13 +472,20 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
             .map_or(ModelConfig::default().max_objects, |w| w.max_objects),
         ..ModelConfig::default()
     });
+    let bootstrap_started = std::time::Instant::now();
+    let phase = |what: &str| {
+        log::debug!("bootstrap: {what} at {:?}", bootstrap_started.elapsed());
+    };
     let snap = snapshot::read::take_snapshot(clock::now_wall_ns())?;
+    phase("snapshot taken");
     probe.seed_attachers(snap.mappings.iter().map(|m| m.pid))?;
     probe.set_waiting(snap.waiters.iter().map(|w| w.pid))?;
+    phase("kernel maps seeded");
     model.bootstrap(&snap);
     if let Some(reaper) = out.reaper.as_mut() {
         reaper.seed(&snap);
     }
+    phase("model bootstrapped");
     let control = match &watch {
         Some(w) => Some(crate::control::Server::bind(&w.socket).await?),
         None => None,
@@ -506,6 +513,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     if watch.is_some() {
         let ticks = out.findings;
         out.printer.with(|e, line| e.snapshot(&snap, ticks, line));
+        phase("snapshot written");
     }
     eprintln!("ipcaudit: programs: {}", probe.programs);
     eprintln!(
