@@ -510,12 +510,9 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         }
         None => false,
     };
-    if watch.is_some() {
-        let ticks = out.findings;
-        out.printer.with(|e, line| e.snapshot(&snap, ticks, line));
-        phase("snapshot written");
-    }
     eprintln!("ipcaudit: programs: {}", probe.programs);
+    // Ready: the programs are attached and the model holds the snapshot. The snapshot's record
+    // (thousands of processes on a busy host) is written next, before any event.
     eprintln!(
         "ipcaudit: ready: tracing SysV IPC ({} segments, {} semaphore sets, {} queues present) and POSIX IPC ({} objects); Ctrl-C to stop",
         snap.shm.len(),
@@ -523,6 +520,11 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         snap.msg.len(),
         snap.posix.len()
     );
+    if watch.is_some() {
+        let ticks = out.findings;
+        out.printer.with(|e, line| e.snapshot(&snap, ticks, line));
+        phase("snapshot written");
+    }
     out.printer.with(Encoder::header);
     (out.release_memory)();
 
