@@ -247,7 +247,7 @@ impl Probe {
         // second thread while this one resolves the offsets and settles the configuration. A
         // third makes the loader, which reads and parses /sys/kernel/btf/vmlinux itself
         // (aya's `EbpfLoader::new`) before it is handed the parse above instead.
-        let (kernel_btf, configured, loader) = std::thread::scope(|s| {
+        let (kernel_btf, configured, mut loader) = std::thread::scope(|s| {
             let loader = std::thread::Builder::new()
                 .name("ipcaudit-loader".into())
                 .spawn_scoped(s, EbpfLoader::new);
@@ -284,7 +284,6 @@ impl Probe {
             log::debug!("setrlimit(RLIMIT_MEMLOCK): {}", io::Error::last_os_error());
         }
         phase("kernel BTF parsed");
-        let mut loader = loader;
         let mut ebpf = loader
             .btf(Some(&kernel_btf))
             .override_global("CONFIG", &config, true)
@@ -295,10 +294,10 @@ impl Probe {
         phase("object loaded");
         // The filter sets are filled before anything is attached: no record escapes them.
         if config.filter_sets & ipcaudit_ebpf::filter_sets::TGIDS != 0 {
-            fill_set(&mut ebpf, "FILTER_TGIDS", &options.tgids)?;
+            fill_set(&mut ebpf, "FILTER_TGIDS", &options.tgids, 1u8)?;
         }
         if config.filter_sets & ipcaudit_ebpf::filter_sets::UIDS != 0 {
-            fill_set(&mut ebpf, "FILTER_UIDS", &options.uids)?;
+            fill_set(&mut ebpf, "FILTER_UIDS", &options.uids, 1u8)?;
         }
         let attach_mode = attach_syscalls(&mut ebpf, &kernel_btf, tracepoints, &kernel, &tracefs)?;
         let programs = kernel.describe(attach_mode, config.exit_group_dead != NO_OFFSET);
@@ -366,33 +365,12 @@ impl Probe {
         &mut self,
         pids: impl IntoIterator<Item = u32>,
     ) -> Result<(), ProbeError> {
-        let map = self
-            .ebpf
-            .as_mut()
-            .and_then(|ebpf| ebpf.map_mut("SHM_TASKS"))
-            .ok_or(ProbeError::Map("SHM_TASKS"))?;
-        let map_err = |e| ProbeError::MapOp {
-            name: "SHM_TASKS",
-            source: Box::new(e),
-        };
-        // A process maps a segment once or many times: one entry each, in one call where the
-        // kernel has batches (5.6+), else one call per process.
+        let ebpf = self.ebpf.as_mut().ok_or(ProbeError::Map("SHM_TASKS"))?;
+        // A process maps a segment once or many times: one entry each.
         let mut pids: Vec<u32> = pids.into_iter().collect();
         pids.sort_unstable();
         pids.dedup();
-        let ones = vec![1u32; pids.len()];
-        let batched = match &*map {
-            aya::maps::Map::HashMap(data) => batch::update(data.fd().as_fd(), &pids, &ones),
-            _ => Err(io::ErrorKind::InvalidInput.into()),
-        };
-        if let Err(e) = batched {
-            log::debug!("SHM_TASKS: batch update: {e}: one update per process");
-            let mut map: BpfHashMap<_, u32, u32> = BpfHashMap::try_from(map).map_err(map_err)?;
-            for pid in pids {
-                map.insert(pid, 1, 0).map_err(map_err)?;
-            }
-        }
-        Ok(())
+        fill_set(ebpf, "SHM_TASKS", &pids, 1u32)
     }
 
     /// Detaches every program (the ring buffer stays readable, so what is in it can be drained).
@@ -529,18 +507,29 @@ fn ring_doorbell(what: i32, arg: u64) {
 }
 
 /// Fills an in-kernel filter set (a `HashMap<u32, u8>`); more values than it holds is an error.
-fn fill_set(ebpf: &mut Ebpf, name: &'static str, values: &[u32]) -> Result<(), ProbeError> {
+fn fill_set<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[u32],
+    value: V,
+) -> Result<(), ProbeError> {
     let map = ebpf.map_mut(name).ok_or(ProbeError::Map(name))?;
-    let mut set: BpfHashMap<_, u32, u8> =
-        BpfHashMap::try_from(map).map_err(|e| ProbeError::MapOp {
-            name,
-            source: Box::new(e),
-        })?;
-    for &value in values {
-        set.insert(value, 1, 0).map_err(|e| ProbeError::MapOp {
-            name,
-            source: Box::new(e),
-        })?;
+    let map_err = |e| ProbeError::MapOp {
+        name,
+        source: Box::new(e),
+    };
+    // One call where the kernel has batches (5.6+), else one call per key.
+    let values = vec![value; keys.len()];
+    let batched = match &*map {
+        aya::maps::Map::HashMap(data) => batch::update(data.fd().as_fd(), keys, &values),
+        _ => Err(io::ErrorKind::InvalidInput.into()),
+    };
+    if let Err(e) = batched {
+        log::debug!("{name}: batch update: {e}: one update per key");
+        let mut set: BpfHashMap<_, u32, V> = BpfHashMap::try_from(map).map_err(map_err)?;
+        for &key in keys {
+            set.insert(key, value, 0).map_err(map_err)?;
+        }
     }
     Ok(())
 }

@@ -529,18 +529,14 @@ impl IpcFields<'_> {
         if let Some(ty) = self.ty {
             o.name(key!("type"), ty.as_str());
         }
-        if let Some(id) = self.id {
-            o.int(key!("id"), id);
-        }
+        o.opt_int(key!("id"), self.id);
         if let Some(key) = self.key {
             o.str_with(key!("key"), |out| key_hex_into(out, key));
         }
         o.int(key!("namespace"), self.namespace);
         if let Some(shm) = self.shm {
             let mut s = o.obj(key!("shm"));
-            if let Some(size) = shm.size {
-                s.int(key!("size"), size);
-            }
+            s.opt_int(key!("size"), shm.size);
             if let Some(address) = shm.address {
                 s.str_with(key!("address"), |out| ndjson::hex(out, address));
             }
@@ -548,9 +544,7 @@ impl IpcFields<'_> {
         }
         if let Some(sem) = self.sem {
             let mut s = o.obj(key!("sem"));
-            if let Some(nsems) = sem.nsems {
-                s.int(key!("nsems"), nsems);
-            }
+            s.opt_int(key!("nsems"), sem.nsems);
             if let Some(ops) = sem.ops {
                 write_sem_ops(s.array(key!("ops")), ops);
             }
@@ -558,29 +552,17 @@ impl IpcFields<'_> {
         }
         if let Some(msg) = self.msg {
             let mut m = o.obj(key!("msg"));
-            if let Some(mtype) = msg.mtype {
-                m.int(key!("type"), mtype);
-            }
-            if let Some(size) = msg.size {
-                m.int(key!("size"), size);
-            }
-            if let Some(priority) = msg.priority {
-                m.int(key!("priority"), priority);
-            }
+            m.opt_int(key!("type"), msg.mtype);
+            m.opt_int(key!("size"), msg.size);
+            m.opt_int(key!("priority"), msg.priority);
             m.close();
         }
         if let Some((ty, cmd)) = self.command {
             Named::command(ty, cmd).write(&mut o, key!("command"));
         }
-        if let Some(name) = self.name {
-            o.str(key!("name"), name);
-        }
-        if let Some(path) = &self.path {
-            o.str(key!("path"), path);
-        }
-        if let Some(inode) = self.inode {
-            o.int(key!("inode"), inode);
-        }
+        o.opt_str(key!("name"), self.name);
+        o.opt_str(key!("path"), self.path.as_deref());
+        o.opt_int(key!("inode"), self.inode);
         o.close();
     }
 }
@@ -904,15 +886,9 @@ impl<'a> ProcessFields<'a> {
             });
             parent.close();
         }
-        if let Some(executable) = self.executable {
-            o.str(key!("executable"), executable);
-        }
-        if let Some(code) = self.exit_code {
-            o.int(key!("exit_code"), code);
-        }
-        if let Some(vpid) = self.vpid {
-            o.int(key!("vpid"), vpid);
-        }
+        o.opt_str(key!("executable"), self.executable);
+        o.opt_int(key!("exit_code"), self.exit_code);
+        o.opt_int(key!("vpid"), self.vpid);
         o.close();
     }
 }
@@ -971,18 +947,12 @@ impl Extra {
             s.int(key!("ret"), raw.ret);
             s.close();
         }
-        if let Some(lost) = self.lost {
-            o.int(key!("lost"), lost);
-        }
+        o.opt_int(key!("lost"), self.lost);
         if let Some(timed) = self.timed {
             o.bool(key!("timed"), timed);
         }
-        if let Some(tid) = self.exec_tid {
-            o.int(key!("exec_tid"), tid);
-        }
-        if let Some(ns) = self.queue_namespace {
-            o.int(key!("queue_namespace"), ns);
-        }
+        o.opt_int(key!("exec_tid"), self.exec_tid);
+        o.opt_int(key!("queue_namespace"), self.queue_namespace);
         o.close();
     }
 }

@@ -85,6 +85,23 @@ impl<'o> Obj<'o> {
         int(self.out, value);
     }
 
+    /// An integer member when there is a value; left out when not (serde's
+    /// `skip_serializing_if = "Option::is_none"`).
+    #[inline]
+    pub fn opt_int(&mut self, key: Key, value: Option<impl itoa::Integer>) {
+        if let Some(value) = value {
+            self.int(key, value);
+        }
+    }
+
+    /// A string member when there is a value; left out when not.
+    #[inline]
+    pub fn opt_str(&mut self, key: Key, value: Option<&str>) {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+    }
+
     /// A boolean member.
     #[inline]
     pub fn bool(&mut self, key: Key, value: bool) {
