@@ -384,7 +384,7 @@ impl Model {
     ) {
         let p = self.processes.get(&pkey);
         if let Some(o) = self.objects.get_mut(&okey) {
-            f(&mut o.story.ops(pkey, p, now).ops);
+            o.story.ops(pkey, p, now).update(f);
         }
     }
 

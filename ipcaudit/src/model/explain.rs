@@ -398,7 +398,7 @@ impl Model {
             .iter()
             .map(|(k, p)| Operations {
                 process: *k,
-                ops: p.ops,
+                ops: p.summary(),
                 attach_site: p.attach_site.as_deref().cloned(),
             })
             .collect();
