@@ -427,7 +427,7 @@ impl Model {
             timeline,
             omitted: o.story.omitted(),
             operations,
-            operations_omitted: o.story.procs_dropped,
+            operations_omitted: o.story.procs_dropped(),
             holders,
             verdict: self.verdict(o),
             now_ns: self.now_ns,

@@ -351,24 +351,27 @@ impl ProcOps {
     }
 }
 
-/// The latest entries of a story once its head is full, and how many were dropped in between.
+/// What a story keeps once it outgrows its common size: the latest entries once its head is
+/// full, how many were dropped in between, and how many processes' operations were dropped.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Tail {
     pub entries: VecDeque<Entry>,
     /// Entries dropped between `head` and `entries`.
     pub omitted: u64,
+    /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
+    pub procs_dropped: u64,
 }
 
 /// The story of one object.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Story {
-    pub head: Vec<Entry>,
-    /// Made when the head is full: most objects never get there, and every live object carries
-    /// a story.
+    /// The first entries, reallocated one entry larger at each push (a boxed slice: no capacity
+    /// field; most objects have one to three entries).
+    pub head: Box<[Entry]>,
+    /// Made when the head is full or operations are dropped: most objects never get there, and
+    /// every live object carries a story.
     pub tail: Option<Box<Tail>>,
     pub procs: SmallMap<ProcOps>,
-    /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
-    pub procs_dropped: u64,
     pub cast: SmallMap<Character>,
     /// Where in the code it was created.
     pub create_site: Option<Arc<CallSite>>,
@@ -395,12 +398,15 @@ impl Story {
             process: key,
             what,
         };
+        if self.head.is_empty() {
+            self.head = Box::new([e]);
+            return;
+        }
         if self.head.len() < HEAD {
-            if self.head.len() == self.head.capacity() {
-                // 1, 2, 4, ... entries: most objects have a handful.
-                self.head.reserve_exact(self.head.len().max(1));
-            }
-            self.head.push(e);
+            let mut head = std::mem::take(&mut self.head).into_vec();
+            head.reserve_exact(1);
+            head.push(e);
+            self.head = head.into_boxed_slice();
             return;
         }
         let tail = self.tail.get_or_insert_default();
@@ -414,6 +420,11 @@ impl Story {
     /// Entries dropped between the head and the tail.
     pub fn omitted(&self) -> u64 {
         self.tail.as_ref().map_or(0, |t| t.omitted)
+    }
+
+    /// Processes whose operations were dropped.
+    pub fn procs_dropped(&self) -> u64 {
+        self.tail.as_ref().map_or(0, |t| t.procs_dropped)
     }
 
     /// The entries kept, in time order (finding entries carry the time their condition started,
@@ -436,7 +447,8 @@ impl Story {
                 .map(|(k, _)| *k)
             {
                 self.procs.remove(&old);
-                self.procs_dropped = self.procs_dropped.saturating_add(1);
+                let tail = self.tail.get_or_insert_default();
+                tail.procs_dropped = tail.procs_dropped.saturating_add(1);
             }
         }
         if let Some(p) = p {
@@ -585,7 +597,7 @@ mod tests {
                 .update(|o| o.sem_ops += 1);
         }
         assert_eq!(s.procs.len(), MAX_PROCS);
-        assert_eq!(s.procs_dropped, 200 - MAX_PROCS as u64);
+        assert_eq!(s.procs_dropped(), 200 - MAX_PROCS as u64);
         // The quietest were dropped.
         assert!(s.procs.contains_key(&key(199)));
         assert!(!s.procs.contains_key(&key(0)));
