@@ -423,12 +423,16 @@ impl Model {
             if sent > 0 {
                 msg.senders
                     .touch(pkey, alive, slot.last_ns, sent, sent_bytes);
-                msg.send_waiters.remove(&pkey);
+                if let Some(r) = msg.rare.made() {
+                    r.send_waiters.remove(&pkey);
+                }
             }
             if received > 0 {
                 msg.receivers
                     .touch(pkey, alive, slot.last_ns, received, received_bytes);
-                msg.recv_waiters.remove(&pkey);
+                if let Some(r) = msg.rare.made() {
+                    r.recv_waiters.remove(&pkey);
+                }
             }
             self.story_ops(okey, pkey, slot.last_ns, |o| {
                 o.sent = o.sent.saturating_add(sent);

@@ -566,7 +566,7 @@ impl Model {
                         if let Some(slot) = s.slot_mut(n) {
                             slot.value = Some(v);
                         }
-                        s.reset_ns.insert(n, cx.now);
+                        s.rare.make().reset_ns.insert(n, cx.now);
                         for m in s.adjs.values_mut() {
                             if let Some(a) = m.get_mut(&n) {
                                 a.net = 0;
@@ -579,7 +579,7 @@ impl Model {
                         for slot in &mut s.slots {
                             slot.value = None;
                         }
-                        s.reset_all_ns = cx.now;
+                        s.rare.make().reset_all_ns = cx.now;
                         for a in s.adjs.values_mut().flat_map(|m| m.values_mut()) {
                             a.net = 0;
                             a.undo = 0;
@@ -673,7 +673,7 @@ impl Model {
         s.users
             .touch(c.key, c.alive, now, u64::from(result.is_ok()), 0);
         if result.is_ok() {
-            let was_waiter = s.waiters.remove(&c.key);
+            let was_waiter = s.rare.made().is_some_and(|r| r.waiters.remove(&c.key));
             let mut valid: Vec<SemOp> = Vec::with_capacity(ops.len());
             for op in ops {
                 let Some(slot) = s.slot_mut(op.num) else {
@@ -752,7 +752,9 @@ impl Model {
             s.messages = s.messages.saturating_add(1);
             s.bytes = s.bytes.saturating_add(size);
             s.senders.touch(c.key, c.alive, now, 1, size);
-            s.send_waiters.remove(&c.key);
+            if let Some(r) = s.rare.made() {
+                r.send_waiters.remove(&c.key);
+            }
         }
         self.relate(c.key, okey);
         self.evaluate_object(okey, now, cx);
@@ -806,7 +808,9 @@ impl Model {
                 }
                 s.receivers.touch(c.key, c.alive, now, 1, n);
             }
-            s.recv_waiters.remove(&c.key);
+            if let Some(r) = s.rare.made() {
+                r.recv_waiters.remove(&c.key);
+            }
         }
         self.relate(c.key, okey);
         self.evaluate_object(okey, now, cx);

@@ -490,7 +490,7 @@ impl Model {
                         }
                     }
                 }
-                for k in &s.waiters {
+                for k in &s.rare.waiters {
                     out.push(HeldBy {
                         process: Some(*k),
                         how: "blocked in semop on it".to_owned(),
@@ -509,13 +509,13 @@ impl Model {
                         ),
                     });
                 }
-                for k in &s.recv_waiters {
+                for k in &s.rare.recv_waiters {
                     out.push(HeldBy {
                         process: Some(*k),
                         how: "blocked in msgrcv on it".to_owned(),
                     });
                 }
-                for k in &s.send_waiters {
+                for k in &s.rare.send_waiters {
                     out.push(HeldBy {
                         process: Some(*k),
                         how: "blocked in msgsnd (the queue is full)".to_owned(),
@@ -652,7 +652,7 @@ impl Model {
                 why.push(format!("still attached by: {}", names.join(", ")));
             }
             (Rule::SemaphoreHeldByDeadProcess, Body::Sem(s)) => {
-                for k in &s.dead_adj {
+                for k in &s.rare.dead_adj {
                     for (n, a) in s.holdings(*k) {
                         if s.stuck(n, &a) {
                             why.push(format!(
@@ -665,10 +665,10 @@ impl Model {
                     }
                 }
                 let blocked = s.slots.iter().map(|v| u64::from(v.ncnt)).sum::<u64>();
-                if blocked > 0 || !s.waiters.is_empty() {
+                if blocked > 0 || !s.rare.waiters.is_empty() {
                     why.push(format!(
                         "{} process(es) wait for it",
-                        blocked.max(s.waiters.len() as u64)
+                        blocked.max(s.rare.waiters.len() as u64)
                     ));
                 }
             }

@@ -256,29 +256,50 @@ pub(crate) struct SemState {
     pub slots: Vec<SemSlot>,
     /// Per process, per semaphore number.
     pub adjs: HashMap<ProcessKey, BTreeMap<u16, SemAdj>>,
-    /// Dead processes kept in `adjs` (they hold units), oldest first, at most [`DEAD_KEPT`].
-    pub dead_adj: VecDeque<ProcessKey>,
     /// Processes that opened or operated on the set.
     pub users: Peers,
+    /// Dead holders, waiters, resets.
+    pub rare: Rare<SemRare>,
+    /// The kernel's aggregated totals of this set consumed so far (boxed: a set nobody
+    /// operates on has none, and every set carries the field).
+    pub totals: Option<Box<super::aggregate::SetConsumed>>,
+}
+
+/// What few semaphore sets need (behind [`Rare`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SemRare {
+    /// Dead processes kept in `adjs` (they hold units), oldest first, at most [`DEAD_KEPT`].
+    pub dead_adj: VecDeque<ProcessKey>,
     /// Processes blocked in semop on the set (from the last snapshot).
     pub waiters: BTreeSet<ProcessKey>,
     /// When adjustments were last reset (SETVAL of one semaphore, SETALL of all): aggregated
     /// totals counted before that are void for them (`aggregate.rs`).
     pub reset_all_ns: u64,
     pub reset_ns: BTreeMap<u16, u64>,
-    /// The kernel's aggregated totals of this set consumed so far (boxed: a set nobody
-    /// operates on has none, and every set carries the field).
-    pub totals: Option<Box<super::aggregate::SetConsumed>>,
+}
+
+static SEM_RARE: SemRare = SemRare {
+    dead_adj: VecDeque::new(),
+    waiters: BTreeSet::new(),
+    reset_all_ns: 0,
+    reset_ns: BTreeMap::new(),
+};
+
+impl Empty for SemRare {
+    fn empty() -> &'static Self {
+        &SEM_RARE
+    }
 }
 
 impl SemState {
     /// When adjustments of semaphore `num` were last reset.
     pub fn reset_of(&self, num: u16) -> u64 {
-        self.reset_ns
+        self.rare
+            .reset_ns
             .get(&num)
             .copied()
             .unwrap_or(0)
-            .max(self.reset_all_ns)
+            .max(self.rare.reset_all_ns)
     }
 
     /// The slot of semaphore `num`, grown on demand (up to `nsems` when known).
@@ -321,18 +342,55 @@ impl SemState {
     /// Forgets adjustments that no longer matter for dead processes.
     pub fn prune_dead(&mut self) {
         let adjs = &mut self.adjs;
-        self.dead_adj.retain(|k| {
+        let Some(rare) = self.rare.made() else {
+            return;
+        };
+        rare.dead_adj.retain(|k| {
             let keep = adjs.get(k).is_some_and(|m| m.values().any(|a| a.net < 0));
             if !keep {
                 adjs.remove(k);
             }
             keep
         });
-        while self.dead_adj.len() > DEAD_KEPT {
-            if let Some(k) = self.dead_adj.pop_front() {
-                self.adjs.remove(&k);
+        while rare.dead_adj.len() > DEAD_KEPT {
+            if let Some(k) = rare.dead_adj.pop_front() {
+                adjs.remove(&k);
             }
         }
+    }
+}
+
+/// Fields most objects never use, behind one pointer that stays null until the first write
+/// (reads of a missing one see the type's empty value): a set or queue carried them inline
+/// whether it used them or not, 64 to 88 bytes each.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rare<T>(Option<Box<T>>);
+
+/// A type with a shared empty value (what a [`Rare`] never written reads as).
+pub(crate) trait Empty: Default + 'static {
+    fn empty() -> &'static Self;
+}
+
+impl<T: Empty> std::ops::Deref for Rare<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match &self.0 {
+            Some(t) => t,
+            None => T::empty(),
+        }
+    }
+}
+
+impl<T: Empty> Rare<T> {
+    /// For a write: made on first use.
+    pub fn make(&mut self) -> &mut T {
+        self.0.get_or_insert_default()
+    }
+
+    /// For a change that only takes away: none when never written.
+    pub fn made(&mut self) -> Option<&mut T> {
+        self.0.as_deref_mut()
     }
 }
 
@@ -350,14 +408,54 @@ pub(crate) struct MsgState {
     pub receivers: Peers,
     /// Processes that opened the queue.
     pub users: Peers,
+    /// Last sender and receiver by pid, waiters.
+    pub rare: Rare<MsgRare>,
+    /// The kernel's aggregated totals of this queue consumed so far (boxed, as a set's).
+    pub totals: Option<Box<super::aggregate::QueueConsumed>>,
+}
+
+/// What few queues need (behind [`Rare`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MsgRare {
     /// From the snapshot, when the last sender / receiver is not a known process.
     pub last_sender_pid: Option<u32>,
     pub last_receiver_pid: Option<u32>,
     /// Processes blocked in msgrcv / msgsnd (from the last snapshot).
     pub recv_waiters: BTreeSet<ProcessKey>,
     pub send_waiters: BTreeSet<ProcessKey>,
-    /// The kernel's aggregated totals of this queue consumed so far (boxed, as a set's).
-    pub totals: Option<Box<super::aggregate::QueueConsumed>>,
+}
+
+static MSG_RARE: MsgRare = MsgRare {
+    last_sender_pid: None,
+    last_receiver_pid: None,
+    recv_waiters: BTreeSet::new(),
+    send_waiters: BTreeSet::new(),
+};
+
+impl Empty for MsgRare {
+    fn empty() -> &'static Self {
+        &MSG_RARE
+    }
+}
+
+impl MsgState {
+    /// Remembers the pid (0: none) a snapshot gave as the queue's last sender (`send`) or
+    /// receiver when it is not a known process.
+    pub fn set_last_pid(&mut self, send: bool, pid: u32) {
+        let pid = (pid != 0).then_some(pid);
+        let Some(r) = (if pid.is_some() {
+            Some(self.rare.make())
+        } else {
+            self.rare.made()
+        }) else {
+            return;
+        };
+        if send {
+            r.last_sender_pid = pid;
+        } else {
+            r.last_receiver_pid = pid;
+        }
+    }
 }
 
 /// Per type state, boxed: each type's state is allocated at its own size (a segment's is 104
@@ -496,14 +594,14 @@ impl Object {
             Body::Sem(s) => {
                 out.extend(s.adjs.keys());
                 out.extend(s.users.iter().map(|(k, _)| *k));
-                out.extend(s.waiters.iter());
+                out.extend(s.rare.waiters.iter());
             }
             Body::Msg(s) => {
                 out.extend(s.senders.iter().map(|(k, _)| *k));
                 out.extend(s.receivers.iter().map(|(k, _)| *k));
                 out.extend(s.users.iter().map(|(k, _)| *k));
-                out.extend(s.recv_waiters.iter());
-                out.extend(s.send_waiters.iter());
+                out.extend(s.rare.recv_waiters.iter());
+                out.extend(s.rare.send_waiters.iter());
             }
         }
     }
@@ -514,7 +612,10 @@ impl Object {
             Body::Shm(s) => s.attachers.died(key),
             Body::Sem(s) => {
                 s.users.died(key);
-                if s.waiters.remove(&key) && s.waiters.is_empty() {
+                if let Some(r) = s.rare.made()
+                    && r.waiters.remove(&key)
+                    && r.waiters.is_empty()
+                {
                     for slot in &mut s.slots {
                         slot.ncnt = 0;
                         slot.zcnt = 0;
@@ -542,8 +643,9 @@ impl Object {
                     }
                 }
                 if holds {
-                    s.dead_adj.retain(|k| *k != key);
-                    s.dead_adj.push_back(key);
+                    let dead = &mut s.rare.make().dead_adj;
+                    dead.retain(|k| *k != key);
+                    dead.push_back(key);
                     s.prune_dead();
                 }
             }
@@ -551,8 +653,10 @@ impl Object {
                 s.senders.died(key);
                 s.receivers.died(key);
                 s.users.died(key);
-                s.recv_waiters.remove(&key);
-                s.send_waiters.remove(&key);
+                if let Some(r) = s.rare.made() {
+                    r.recv_waiters.remove(&key);
+                    r.send_waiters.remove(&key);
+                }
             }
         }
     }
@@ -563,7 +667,9 @@ impl Object {
             Body::Shm(s) => s.attachers.revive(key),
             Body::Sem(s) => {
                 s.users.revive(key);
-                s.dead_adj.retain(|k| *k != key);
+                if let Some(r) = s.rare.made() {
+                    r.dead_adj.retain(|k| *k != key);
+                }
             }
             Body::Msg(s) => {
                 s.senders.revive(key);
@@ -571,5 +677,36 @@ impl Object {
                 s.users.revive(key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod rare_tests {
+    use super::*;
+
+    #[test]
+    fn rare_fields_are_made_on_first_write_only() {
+        let key = ProcessKey {
+            pid: 7,
+            start_ticks: 1,
+        };
+        let mut q = MsgState::default();
+        assert!(q.rare.recv_waiters.is_empty() && q.rare.last_sender_pid.is_none());
+        q.set_last_pid(true, 0);
+        assert!(
+            q.rare.made().is_none(),
+            "clearing what is not there makes nothing"
+        );
+        q.set_last_pid(true, 42);
+        assert_eq!(q.rare.last_sender_pid, Some(42));
+        q.set_last_pid(true, 0);
+        assert_eq!(q.rare.last_sender_pid, None);
+        let mut s = SemState::default();
+        assert_eq!(s.reset_of(3), 0);
+        s.rare.make().reset_ns.insert(3, 9);
+        s.rare.make().waiters.insert(key);
+        assert_eq!((s.reset_of(3), s.reset_of(2)), (9, 0));
+        assert!(s.rare.waiters.contains(&key));
+        assert!(std::mem::size_of::<SemState>() <= 112 && std::mem::size_of::<MsgState>() <= 112);
     }
 }

@@ -197,7 +197,7 @@ impl Model {
                     values: &s.slots,
                     adjustments,
                     users: self.peers_view(&s.users),
-                    waiters: s.waiters.iter().map(|k| self.pref(*k)).collect(),
+                    waiters: s.rare.waiters.iter().map(|k| self.pref(*k)).collect(),
                 });
             }
             Body::Msg(s) => {
@@ -209,9 +209,10 @@ impl Model {
                     receivers: self.peers_view(&s.receivers),
                     users: self.peers_view(&s.users),
                     waiters: s
+                        .rare
                         .recv_waiters
                         .iter()
-                        .chain(s.send_waiters.iter())
+                        .chain(s.rare.send_waiters.iter())
                         .map(|k| self.pref(*k))
                         .collect(),
                 });
