@@ -164,10 +164,28 @@ impl Model {
 
     // ----- objects -----
 
+    /// The key of the latest object with this id (destroyed or not).
+    pub(crate) fn latest(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectKey> {
+        let generation = *self.by_id.get(&(ns, ty, id))?;
+        Some(ObjectKey {
+            ns,
+            ty,
+            id,
+            generation,
+        })
+    }
+
+    /// Forgets `okey` as the latest object of its id (when it is).
+    fn unindex_id(&mut self, okey: ObjectKey) {
+        if self.latest(okey.ns, okey.ty, okey.id) == Some(okey) {
+            self.by_id.remove(&(okey.ns, okey.ty, okey.id));
+        }
+    }
+
     /// The current object with this id, unless destroyed.
     pub(crate) fn lookup(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectKey> {
-        let key = self.by_id.get(&(ns, ty, id))?;
-        self.objects.get(key).filter(|o| o.exists()).map(|o| o.key)
+        let key = self.latest(ns, ty, id)?;
+        self.objects.get(&key).filter(|o| o.exists()).map(|o| o.key)
     }
 
     /// The current object with this id; one the model never saw is created with unknown
@@ -203,7 +221,7 @@ impl Model {
         };
         self.next_generation = self.next_generation.wrapping_add(1);
         self.objects.insert(key, Box::new(Object::new(key)));
-        self.by_id.insert((ns, ty, id), key);
+        self.by_id.insert((ns, ty, id), key.generation);
         key
     }
 
@@ -538,9 +556,7 @@ impl Model {
                 };
                 let processes = &self.processes;
                 o.story.refresh_cast(|k| processes.get(&k));
-                if self.by_id.get(&(okey.ns, okey.ty, okey.id)) == Some(&okey) {
-                    self.by_id.remove(&(okey.ns, okey.ty, okey.id));
-                }
+                self.unindex_id(okey);
                 refs.clear();
                 o.referenced(&mut refs);
                 for pk in &refs {
@@ -588,9 +604,7 @@ impl Model {
             };
             let processes = &self.processes;
             o.story.refresh_cast(|k| processes.get(&k));
-            if self.by_id.get(&(okey.ns, okey.ty, okey.id)) == Some(&okey) {
-                self.by_id.remove(&(okey.ns, okey.ty, okey.id));
-            }
+            self.unindex_id(okey);
             refs.clear();
             o.referenced(&mut refs);
             for pk in &refs {

@@ -717,11 +717,7 @@ impl Model {
         process: ProcessKey,
         attach: Option<u64>,
     ) -> bool {
-        let Some(o) = self
-            .by_id
-            .get(&(ns, ty, id))
-            .and_then(|k| self.objects.get(k))
-        else {
+        let Some(o) = self.latest(ns, ty, id).and_then(|k| self.objects.get(&k)) else {
             return false;
         };
         match attach {
@@ -752,7 +748,7 @@ impl Model {
         attach: Option<u64>,
         site: CallSite,
     ) -> Option<ObjectRef> {
-        let okey = *self.by_id.get(&(ns, ty, id))?;
+        let okey = self.latest(ns, ty, id)?;
         let o = self.objects.get_mut(&okey)?;
         let site = Arc::new(site);
         match attach {

@@ -235,8 +235,9 @@ pub struct Model {
     /// comparisons were the largest share of the model's time. What lists objects sorts them
     /// ([`Model::objects_in_order`]).
     objects: HashMap<ObjectKey, Box<Object>>,
-    /// Latest generation per (ns, type, id).
-    by_id: HashMap<(u32, IpcType, i32), ObjectKey>,
+    /// Latest generation per (ns, type, id) (the generation alone: the rest of the object's key
+    /// is the map's key; 16 bytes an entry instead of 28). Read through [`Model::latest`].
+    by_id: HashMap<(u32, IpcType, i32), u32>,
     /// Live objects by (ns, type, IPC key), private keys excluded.
     by_key: HashMap<(u32, IpcType, i32), ObjectKey>,
     next_generation: u32,
@@ -373,8 +374,8 @@ impl Model {
 
     /// The latest object with this id.
     pub fn object(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectView<'_>> {
-        let key = self.by_id.get(&(ns, ty, id))?;
-        self.objects.get(key).map(|o| self.view(o))
+        let key = self.latest(ns, ty, id)?;
+        self.objects.get(&key).map(|o| self.view(o))
     }
 
     /// One object by its full key.
