@@ -413,11 +413,13 @@ impl Model {
         let Some(program) = self.processes.get(&pkey).map(|p| p.program().to_owned()) else {
             return;
         };
+        let seq = self.next_leak_seq;
+        self.next_leak_seq = seq.checked_add(1).unwrap_or(std::num::NonZeroU32::MIN);
         if self.objects.contains_key(&okey) {
             // One string per program, shared by its objects.
             let shared = self.program_name(&program);
             if let Some(o) = self.objects.get_mut(&okey) {
-                o.leak_charged = true;
+                o.leak_seq = Some(seq);
                 o.created_by_program = Some(shared);
             }
         }
@@ -437,8 +439,12 @@ impl Model {
         let Some(p) = self.programs.get_mut(program.as_str()) else {
             return;
         };
-        p.window.push_back((cx.now, okey));
-        p.unremoved.insert(okey, pkey);
+        p.push(super::Creation {
+            time_ns: cx.now,
+            seq,
+            removed: false,
+            creator: pkey,
+        });
         let now = cx.now;
         self.evaluate_program(&program, now, cx);
     }
@@ -460,9 +466,9 @@ impl Model {
         let Some(o) = self.objects.get_mut(&okey) else {
             return;
         };
-        if !std::mem::take(&mut o.leak_charged) {
+        let Some(seq) = o.leak_seq.take() else {
             return;
-        }
+        };
         let Some(program) = o.created_by_program.clone() else {
             return;
         };
@@ -470,7 +476,7 @@ impl Model {
             t.removed += 1;
         }
         if let Some(p) = self.programs.get_mut(&*program)
-            && p.unremoved.remove(&okey).is_some()
+            && p.remove(seq)
         {
             let now = cx.now;
             self.evaluate_program(&program, now, cx);
@@ -629,11 +635,11 @@ impl Model {
             if let Subject::Program(p) = &k.subject
                 && let Some(prog) = self.programs.get(p)
             {
-                keep.extend(prog.unremoved.values().copied());
+                keep.extend(prog.unremoved_creators());
             }
         }
         for prog in self.programs.values() {
-            keep.extend(prog.unremoved.values().copied());
+            keep.extend(prog.unremoved_creators());
         }
         self.processes.retain(|k, p| {
             p.alive || keep.contains(k) || p.exit_ns.is_some_and(|t| t.saturating_add(grace) > now)

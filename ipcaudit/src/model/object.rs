@@ -486,7 +486,7 @@ pub(crate) struct Object {
     pub status: ObjectStatus,
     /// Whether `created_by_program` is still charged with creating it (`leaky-process`): until
     /// its removal. (A flag, not a second copy of the name: one pointer less per object.)
-    pub leak_charged: bool,
+    pub leak_seq: Option<std::num::NonZeroU32>,
     /// The program (exe or comm) that created it (for created-vs-removed counts per program).
     pub created_by_program: Option<std::sync::Arc<str>>,
     pub body: Body,
@@ -512,7 +512,7 @@ impl Object {
             removed_ns: None,
             destroyed_ns: None,
             status: ObjectStatus::Live,
-            leak_charged: false,
+            leak_seq: None,
             created_by_program: None,
             body,
             story: super::story::Story::default(),

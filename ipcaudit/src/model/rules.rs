@@ -794,7 +794,7 @@ impl Model {
         let count = self.leaky_count(program);
         let mut evidence: Vec<ProcessEvidence> = Vec::new();
         if let Some(p) = self.programs.get(program) {
-            let mut creators: Vec<ProcessKey> = p.unremoved.values().copied().collect();
+            let mut creators: Vec<ProcessKey> = p.unremoved_creators().collect();
             creators.sort();
             creators.dedup();
             for k in creators.into_iter().take(super::object::DEAD_KEPT) {
@@ -824,21 +824,18 @@ impl Model {
     // ----- leaky-process -----
 
     pub(crate) fn leaky_count(&self, program: &str) -> u64 {
-        self.programs
-            .get(program)
-            .map_or(0, |p| p.unremoved.len() as u64)
+        self.programs.get(program).map_or(0, |p| p.unremoved as u64)
     }
 
     /// Drops creations older than the window.
     pub(crate) fn slide_window(&mut self, program: &str, now: u64) {
         let window = self.cfg.leaky_window_ns;
         if let Some(p) = self.programs.get_mut(program) {
-            while let Some(&(t, k)) = p.window.front() {
-                if t.saturating_add(window) >= now {
+            while let Some(c) = p.window.front() {
+                if c.time_ns.saturating_add(window) >= now {
                     break;
                 }
-                p.window.pop_front();
-                p.unremoved.remove(&k);
+                p.pop_front();
             }
         }
     }
