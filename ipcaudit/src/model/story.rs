@@ -254,6 +254,15 @@ fn unzigzag(v: u64) -> i64 {
     (v >> 1).cast_signed() ^ -(v & 1).cast_signed()
 }
 
+/// The counters in a byte each, if they all fit.
+fn narrow(c: [u64; COUNTERS]) -> Option<[u8; COUNTERS]> {
+    let mut out = [0; COUNTERS];
+    for (o, v) in out.iter_mut().zip(c) {
+        *o = u8::try_from(v).ok()?;
+    }
+    Some(out)
+}
+
 /// A process's counters on one object: a byte each while they are small (most processes
 /// create, open or attach an object once or twice), widened for good to a boxed `[u64; 15]` the
 /// first time one does not fit. 16 bytes instead of 120 for every process of every object.
@@ -340,13 +349,10 @@ impl ProcOps {
         ];
         match &mut self.counts {
             Counts::Wide(w) => **w = c,
-            Counts::Narrow(n) => {
-                if c.iter().all(|v| *v <= u64::from(u8::MAX)) {
-                    *n = c.map(|v| u8::try_from(v).unwrap_or(u8::MAX));
-                } else {
-                    self.counts = Counts::Wide(Box::new(c));
-                }
-            }
+            Counts::Narrow(n) => match narrow(c) {
+                Some(bytes) => *n = bytes,
+                None => self.counts = Counts::Wide(Box::new(c)),
+            },
         }
     }
 }
