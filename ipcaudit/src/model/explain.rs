@@ -239,18 +239,17 @@ fn is_leak(rule: Rule) -> bool {
 }
 
 impl Model {
-    fn character(&self, o: &Object, key: ProcessKey) -> Character {
+    /// What `o`'s story knows of process `key`, and whether it is alive.
+    fn character(&self, o: &Object, key: ProcessKey) -> (Character, bool) {
         if let Some(p) = self.processes.get(&key) {
-            return Character::of(p);
+            return (Character::of(p), p.alive);
         }
-        let mut c = o.story.cast.get(&key).cloned().unwrap_or_default();
         // Only dead processes are forgotten.
-        c.alive = false;
-        c
+        (o.story.cast.get(&key).cloned().unwrap_or_default(), false)
     }
 
     fn person(&self, o: &Object, key: ProcessKey) -> Person {
-        let c = self.character(o, key);
+        let (c, alive) = self.character(o, key);
         let mut details = c.details.as_deref().cloned().unwrap_or_default();
         if details.executable.is_none() {
             details.executable = c.exe.as_deref().map(str::to_owned);
@@ -260,17 +259,17 @@ impl Model {
             pid: key.pid,
             entity: key,
             name: c.comm.to_string(),
-            alive: c.alive,
-            exit_code: c.exit_code.filter(|_| !c.alive),
-            ended: c.exit_code.filter(|_| !c.alive).map(ended),
+            alive,
+            exit_code: c.exit_code.filter(|_| !alive),
+            ended: c.exit_code.filter(|_| !alive).map(ended),
             details,
             service,
         }
     }
 
     fn label(&self, o: &Object, key: ProcessKey) -> String {
-        let c = self.character(o, key);
-        let dead = if c.alive {
+        let (c, alive) = self.character(o, key);
+        let dead = if alive {
             String::new()
         } else {
             c.exit_code.map_or_else(
@@ -612,8 +611,8 @@ impl Model {
         let mut why = Vec::new();
         let creator = |why: &mut Vec<String>| match (o.creator, o.creator_pid) {
             (Some(k), _) => {
-                let c = self.character(o, k);
-                why.push(if c.alive {
+                let (_, alive) = self.character(o, k);
+                why.push(if alive {
                     format!("its creator {} is alive", self.label(o, k))
                 } else {
                     format!("its creator {} is gone", self.label(o, k))

@@ -199,14 +199,15 @@ fn is_zero_i(v: &i64) -> bool {
     *v == 0
 }
 
-/// A process as a story remembers it (the model may forget the process itself).
+/// A process as a story remembers it (the model may forget the process itself). Whether it is
+/// alive is not kept: the model only forgets dead processes, so a story's character is read
+/// only for a dead one (48 bytes, with the key 64: mimalloc's class below 80).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Character {
     /// The process's own names, shared.
     pub comm: Arc<str>,
     pub exe: Option<Arc<str>>,
     pub details: Option<Arc<ProcessDetails>>,
-    pub alive: bool,
     pub exit_code: Option<u32>,
 }
 
@@ -216,7 +217,6 @@ impl Character {
             comm: p.comm.clone(),
             exe: p.exe.clone(),
             details: p.details.clone(),
-            alive: p.alive,
             exit_code: p.exit_code,
         }
     }
@@ -227,7 +227,6 @@ impl Character {
         self.comm.clone_from(&p.comm);
         self.exe.clone_from(&p.exe);
         self.details.clone_from(&p.details);
-        self.alive = p.alive;
         self.exit_code = p.exit_code;
     }
 }
@@ -544,9 +543,6 @@ impl Story {
         for (k, c) in self.cast.iter_mut() {
             if let Some(p) = lookup(*k) {
                 *c = Character::of(p);
-            } else {
-                // The model only forgets dead processes.
-                c.alive = false;
             }
         }
     }
