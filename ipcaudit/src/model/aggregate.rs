@@ -222,7 +222,7 @@ impl Model {
     fn counted_object(&self, ns: u32, ty: IpcType, id: i32, first_ns: u64) -> Option<ObjectKey> {
         let key = self.lookup(ns, ty, id)?;
         let o = self.objects.get(&key)?;
-        (o.status != ObjectStatus::Destroyed && o.created_ns.is_none_or(|c| c <= first_ns))
+        (o.status != ObjectStatus::Destroyed && o.times.created().is_none_or(|c| c <= first_ns))
             .then_some(key)
     }
 

@@ -278,11 +278,10 @@ impl Model {
         if is_create {
             let okey = self.new_object(c.ns, g.ty, id, cx);
             if let Some(o) = self.objects.get_mut(&okey) {
-                o.creator = Some(c.key);
-                o.creator_pid = Some(c.key.pid);
+                o.creator = super::object::Creator::new(Some(c.key), Some(c.key.pid));
                 o.owner_uid = Some(c.uid);
                 o.mode = u32::try_from(g.flags & 0o777).ok();
-                o.created_ns = Some(cx.now);
+                o.times.set_created(cx.now);
                 if let Some(s) = o.shm_mut() {
                     s.size = g.dim;
                 } else if let Some(s) = o.sem_mut() {
@@ -617,7 +616,7 @@ impl Model {
         self.unindex_key(okey);
         if let Some(o) = self.objects.get_mut(&okey) {
             o.status = ObjectStatus::RemovedPendingDestroy;
-            o.removed_ns = Some(cx.now);
+            o.times.set_removed(cx.now);
             if let Some(m) = o.mode.as_mut() {
                 *m |= crate::snapshot::SHM_DEST;
             }

@@ -303,9 +303,9 @@ impl Model {
             return;
         };
         o.status = ObjectStatus::Destroyed;
-        o.destroyed_ns = Some(cx.now);
-        if o.removed_ns.is_none() {
-            o.removed_ns = Some(cx.now);
+        o.times.set_destroyed(cx.now);
+        if o.times.removed().is_none() {
+            o.times.set_removed(cx.now);
         }
         o.story.push(cx.now, None, super::story::What::Destroy);
         let r = o.object_ref();
@@ -551,7 +551,7 @@ impl Model {
                 .objects
                 .values()
                 .filter(|o| o.status == ObjectStatus::Destroyed)
-                .map(|o| (o.destroyed_ns.unwrap_or(0), o.key))
+                .map(|o| (o.times.destroyed().unwrap_or(0), o.key))
                 .collect();
             destroyed.sort_unstable();
             let excess = self.objects.len().saturating_sub(target);
@@ -596,7 +596,8 @@ impl Model {
             .values()
             .filter(|o| {
                 o.status == ObjectStatus::Destroyed
-                    && o.destroyed_ns
+                    && o.times
+                        .destroyed()
                         .is_some_and(|t| t.saturating_add(grace) <= now)
             })
             .map(|o| o.key)

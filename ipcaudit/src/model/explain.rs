@@ -383,7 +383,7 @@ impl Model {
     fn explanation(&self, o: &Object) -> Explanation {
         let timeline: Vec<Entry> = o.story.entries().into_iter().cloned().collect();
         let mut keys: Vec<ProcessKey> = Vec::new();
-        keys.extend(o.creator);
+        keys.extend(o.creator.key());
         keys.extend(timeline.iter().filter_map(|e| e.process));
         keys.extend(o.story.procs.keys().copied());
         let holders = self.holders(o);
@@ -404,6 +404,7 @@ impl Model {
         operations.sort_by_key(|op| (op.ops.first_ns, op.process));
         let creator = o
             .creator
+            .key()
             .and_then(|k| people.iter().find(|p| p.entity == k));
         let service = creator.and_then(|p| p.service.clone());
         let program = creator
@@ -414,11 +415,11 @@ impl Model {
             status: o.status,
             mode: o.mode,
             owner_uid: o.owner_uid,
-            created_ns: o.created_ns,
-            removed_ns: o.removed_ns,
-            destroyed_ns: o.destroyed_ns,
-            creator: o.creator,
-            creator_pid: o.creator_pid,
+            created_ns: o.times.created(),
+            removed_ns: o.times.removed(),
+            destroyed_ns: o.times.destroyed(),
+            creator: o.creator.key(),
+            creator_pid: o.creator.pid(),
             call_site: o.story.create_site.as_deref().cloned(),
             service,
             program,
@@ -609,7 +610,7 @@ impl Model {
     /// The facts rule `rule` checked on `o`.
     fn why(&self, rule: Rule, o: &Object) -> Vec<String> {
         let mut why = Vec::new();
-        let creator = |why: &mut Vec<String>| match (o.creator, o.creator_pid) {
+        let creator = |why: &mut Vec<String>| match (o.creator.key(), o.creator.pid()) {
             (Some(k), _) => {
                 let (_, alive) = self.character(o, k);
                 why.push(if alive {
@@ -720,7 +721,7 @@ impl Model {
             return false;
         };
         match attach {
-            None => o.creator == Some(process) && o.story.create_site.is_none(),
+            None => o.creator.key() == Some(process) && o.story.create_site.is_none(),
             Some(addr) => o.story.entries().iter().any(|e| {
                 e.process == Some(process)
                     && matches!(
@@ -752,7 +753,7 @@ impl Model {
         let site = Arc::new(site);
         match attach {
             None => {
-                if o.creator != Some(process) || o.story.create_site.is_some() {
+                if o.creator.key() != Some(process) || o.story.create_site.is_some() {
                     return None;
                 }
                 o.story.create_site = Some(site);

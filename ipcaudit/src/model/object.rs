@@ -467,25 +467,119 @@ pub(crate) enum Body {
     Msg(Box<MsgState>),
 }
 
+/// An object's creator as the model knows it: a process, only a pid (a snapshot's `cpid` that
+/// is no known process), or nothing. 16 bytes where an `Option<ProcessKey>` and the pid as an
+/// `Option<u32>` took 32 (the pid of a known creator is its key's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Creator {
+    start_ticks: u64,
+    pid: u32,
+    known: CreatorKnown,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum CreatorKnown {
+    #[default]
+    Nothing,
+    Pid,
+    Process,
+}
+
+impl Creator {
+    /// The process `key` when known, else the pid when known.
+    pub fn new(key: Option<ProcessKey>, pid: Option<u32>) -> Self {
+        match (key, pid) {
+            (Some(k), _) => Self {
+                start_ticks: k.start_ticks,
+                pid: k.pid,
+                known: CreatorKnown::Process,
+            },
+            (None, Some(pid)) => Self {
+                start_ticks: 0,
+                pid,
+                known: CreatorKnown::Pid,
+            },
+            (None, None) => Self::default(),
+        }
+    }
+
+    /// The creating process, if known.
+    pub fn key(self) -> Option<ProcessKey> {
+        (self.known == CreatorKnown::Process).then_some(ProcessKey {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        })
+    }
+
+    /// The creator's pid, if known (with or without the process).
+    pub fn pid(self) -> Option<u32> {
+        (self.known != CreatorKnown::Nothing).then_some(self.pid)
+    }
+}
+
+/// When an object was created, removed and destroyed, as far as the model knows: 32 bytes
+/// where three `Option<u64>` took 48.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Times {
+    created: u64,
+    removed: u64,
+    destroyed: u64,
+    /// Which of them are known: [`Self::CREATED`] | [`Self::REMOVED`] | [`Self::DESTROYED`].
+    known: u8,
+}
+
+impl Times {
+    const CREATED: u8 = 1;
+    const REMOVED: u8 = 2;
+    const DESTROYED: u8 = 4;
+
+    fn get(self, bit: u8, v: u64) -> Option<u64> {
+        (self.known & bit != 0).then_some(v)
+    }
+
+    pub fn created(self) -> Option<u64> {
+        self.get(Self::CREATED, self.created)
+    }
+
+    pub fn removed(self) -> Option<u64> {
+        self.get(Self::REMOVED, self.removed)
+    }
+
+    pub fn destroyed(self) -> Option<u64> {
+        self.get(Self::DESTROYED, self.destroyed)
+    }
+
+    pub fn set_created(&mut self, ns: u64) {
+        self.created = ns;
+        self.known |= Self::CREATED;
+    }
+
+    pub fn set_removed(&mut self, ns: u64) {
+        self.removed = ns;
+        self.known |= Self::REMOVED;
+    }
+
+    pub fn set_destroyed(&mut self, ns: u64) {
+        self.destroyed = ns;
+        self.known |= Self::DESTROYED;
+    }
+}
+
 /// One object (one generation of an id).
 #[derive(Clone, Debug)]
 pub(crate) struct Object {
     pub key: ObjectKey,
     /// The IPC key, if known.
     pub ipc_key: Option<i32>,
-    /// The creating process, if known.
-    pub creator: Option<ProcessKey>,
-    /// The creator's pid when only that is known (snapshot `cpid`).
-    pub creator_pid: Option<u32>,
+    /// The creating process, or only its pid, if known.
+    pub creator: Creator,
     pub owner_uid: Option<u32>,
     /// Permission bits, plus `SHM_DEST` / `SHM_LOCKED` for shm, if known.
     pub mode: Option<u32>,
-    pub created_ns: Option<u64>,
-    pub removed_ns: Option<u64>,
-    pub destroyed_ns: Option<u64>,
+    pub times: Times,
     pub status: ObjectStatus,
-    /// Whether `created_by_program` is still charged with creating it (`leaky-process`): until
-    /// its removal. (A flag, not a second copy of the name: one pointer less per object.)
+    /// While `created_by_program` is still charged with creating it (`leaky-process`), until
+    /// its removal: its creation's sequence number in the program's window.
     pub leak_seq: Option<std::num::NonZeroU32>,
     /// The program (exe or comm) that created it (for created-vs-removed counts per program).
     pub created_by_program: Option<std::sync::Arc<str>>,
@@ -504,13 +598,10 @@ impl Object {
         Self {
             key,
             ipc_key: None,
-            creator: None,
-            creator_pid: None,
+            creator: Creator::default(),
             owner_uid: None,
             mode: None,
-            created_ns: None,
-            removed_ns: None,
-            destroyed_ns: None,
+            times: Times::default(),
             status: ObjectStatus::Live,
             leak_seq: None,
             created_by_program: None,
@@ -585,7 +676,7 @@ impl Object {
 
     /// Every process this object refers to (for forgetting dead processes).
     pub fn referenced(&self, out: &mut Vec<ProcessKey>) {
-        out.extend(self.creator);
+        out.extend(self.creator.key());
         match &self.body {
             Body::Shm(s) => {
                 out.extend(s.attached.keys());
@@ -681,8 +772,34 @@ impl Object {
 }
 
 #[cfg(test)]
-mod rare_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn creator_and_times_round_trip() {
+        let k = ProcessKey {
+            pid: 9,
+            start_ticks: u64::MAX,
+        };
+        let c = Creator::new(Some(k), Some(9));
+        assert_eq!((c.key(), c.pid()), (Some(k), Some(9)));
+        let c = Creator::new(None, Some(0));
+        assert_eq!((c.key(), c.pid()), (None, Some(0)));
+        let c = Creator::new(None, None);
+        assert_eq!((c.key(), c.pid()), (None, None));
+        let mut t = Times::default();
+        assert_eq!(
+            (t.created(), t.removed(), t.destroyed()),
+            (None, None, None)
+        );
+        t.set_removed(0);
+        t.set_destroyed(u64::MAX);
+        assert_eq!(
+            (t.created(), t.removed(), t.destroyed()),
+            (None, Some(0), Some(u64::MAX))
+        );
+        assert_eq!(std::mem::size_of::<Object>(), 192);
+    }
 
     #[test]
     fn rare_fields_are_made_on_first_write_only() {

@@ -358,11 +358,11 @@ impl Model {
                     .filter(|pi| self.started_before(pi.key, seg.ctime))
                     .map(|pi| pi.key);
                 if let Some(o) = self.objects.get_mut(&k) {
-                    o.creator = creator;
-                    o.creator_pid = (seg.cpid != 0).then_some(seg.cpid);
+                    o.creator =
+                        super::object::Creator::new(creator, (seg.cpid != 0).then_some(seg.cpid));
                     if removed {
                         o.status = ObjectStatus::RemovedPendingDestroy;
-                        o.removed_ns = Some(now);
+                        o.times.set_removed(now);
                     }
                 }
                 if let Some(c) = creator {
@@ -392,7 +392,7 @@ impl Model {
                 self.unindex_key(k);
                 if let Some(o) = self.objects.get_mut(&k) {
                     o.status = ObjectStatus::RemovedPendingDestroy;
-                    o.removed_ns = Some(now);
+                    o.times.set_removed(now);
                 }
             }
             self.sync_perm(k, seg.perm.mode, seg.perm.uid, d);

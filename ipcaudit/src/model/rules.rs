@@ -390,7 +390,7 @@ impl Model {
     /// A creator that is not known to be alive counts as dead (it predates the model and its
     /// pid is gone, or it exited).
     fn creator_alive(&self, o: &Object) -> bool {
-        o.creator.is_some_and(|k| self.is_alive(k))
+        o.creator.key().is_some_and(|k| self.is_alive(k))
     }
 
     /// Whether `rule` holds for object `o`.
@@ -584,9 +584,9 @@ impl Model {
     }
 
     fn creator_evidence(&self, o: &Object, out: &mut Vec<ProcessEvidence>) {
-        if let Some(k) = o.creator {
+        if let Some(k) = o.creator.key() {
             out.push(self.evidence(k, Role::Creator));
-        } else if let Some(pid) = o.creator_pid {
+        } else if let Some(pid) = o.creator.pid() {
             out.push(ProcessEvidence::pid_only(pid, Role::Creator));
         }
     }
@@ -595,7 +595,7 @@ impl Model {
     fn call_sites(o: &Object, f: &mut Finding) {
         for e in &mut f.evidence {
             e.call_site = match e.role {
-                Role::Creator if e.entity.is_some() && e.entity == o.creator => {
+                Role::Creator if e.entity.is_some() && e.entity == o.creator.key() => {
                     o.story.create_site.clone()
                 }
                 Role::Attacher | Role::Holder => e
