@@ -38,10 +38,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Returns mimalloc's free pages to the system (and settles pages freed by other threads).
-fn release_memory() {
+/// Returns mimalloc's free pages to the system (and settles pages freed by other threads);
+/// with `force`, aggressively, else what has been free for mimalloc's purge delay.
+fn release_memory(force: bool) {
     // SAFETY: mi_collect only walks the allocator's own state.
-    unsafe { libmimalloc_sys::mi_collect(true) };
+    unsafe { libmimalloc_sys::mi_collect(force) };
 }
 
 /// Text on a terminal, JSON when piped or written to a file.
