@@ -86,13 +86,13 @@ pub struct Options {
     pub user: Option<String>,
     /// Record where in the code objects are created and attached (user call stacks).
     pub call_stacks: bool,
-    /// Gives the allocator's free memory back to the system: forced (`true`) after the
-    /// start-up and after each resync, whose transient allocations (the kernel's BTF parsed
-    /// twice, a scan of every process) would otherwise stay in the process's RSS; unforced at
-    /// each grace tick, for what has been free for the allocator's purge delay (mimalloc
-    /// purges on allocation only: the tables the model outgrew, freed as it grew, stayed
-    /// resident once the traffic stopped, ~85 bytes per object at 30k objects).
-    pub release_memory: fn(bool),
+    /// Gives the allocator's free memory back to the system: called after the start-up and
+    /// after each resync, whose transient allocations (the kernel's BTF parsed twice, a scan
+    /// of every process) would otherwise stay in the process's RSS, and at each grace tick
+    /// (once a second): mimalloc purges what was freed more than its purge delay (1 s) ago
+    /// only when the thread allocates again, so the tables the model outgrew as objects
+    /// arrived stayed resident once the traffic stopped (~85 bytes per object at 30k objects).
+    pub release_memory: fn(),
 }
 
 /// How often the reader drains records submitted without a wakeup.
@@ -139,7 +139,7 @@ struct Output {
     /// whenever it is asked for, changed or not; an unchanged one is not written again.
     usage_written: HashMap<ProcessKey, crate::model::Usage>,
     /// [`Options::release_memory`].
-    release_memory: fn(bool),
+    release_memory: fn(),
 }
 
 impl Output {
@@ -529,7 +529,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
         phase("snapshot written");
     }
     out.printer.with(Encoder::header);
-    (out.release_memory)(true);
+    (out.release_memory)();
 
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut stats_timer = tokio::time::interval(STATS_EVERY);
@@ -596,7 +596,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
                             out.finding(now, &change, true);
                         }
                         out.reap(&model, now);
-                        (out.release_memory)(false);
+                        (out.release_memory)();
                         if !unprivileged && model.needs_reconcile() && timers.as_mut().is_some_and(WatchTimers::resync_allowed) {
                             resync(&mut probe, &clocks, &mut model, &mut out).await?;
                         }
@@ -748,7 +748,7 @@ async fn resync(
         out.finding(snap.taken_ns, change, true);
     }
     drop(snap);
-    (out.release_memory)(true);
+    (out.release_memory)();
     Ok(())
 }
 

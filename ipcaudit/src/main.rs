@@ -38,11 +38,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Returns mimalloc's free pages to the system (and settles pages freed by other threads);
-/// with `force`, aggressively, else what has been free for mimalloc's purge delay.
-fn release_memory(force: bool) {
+/// Returns mimalloc's free pages to the system (and settles pages freed by other threads).
+fn release_memory() {
     // SAFETY: mi_collect only walks the allocator's own state.
-    unsafe { libmimalloc_sys::mi_collect(force) };
+    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Text on a terminal, JSON when piped or written to a file.
