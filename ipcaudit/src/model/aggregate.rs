@@ -222,7 +222,7 @@ impl Model {
     fn counted_object(&self, ns: u32, ty: IpcType, id: i32, first_ns: u64) -> Option<ObjectKey> {
         let key = self.lookup(ns, ty, id)?;
         let o = self.objects.get(&key)?;
-        (o.status != ObjectStatus::Destroyed && o.created_ns.is_none_or(|c| c <= first_ns))
+        (o.status != ObjectStatus::Destroyed && o.times.created().is_none_or(|c| c <= first_ns))
             .then_some(key)
     }
 
@@ -423,12 +423,16 @@ impl Model {
             if sent > 0 {
                 msg.senders
                     .touch(pkey, alive, slot.last_ns, sent, sent_bytes);
-                msg.send_waiters.remove(&pkey);
+                if let Some(r) = msg.rare.made() {
+                    r.send_waiters.remove(&pkey);
+                }
             }
             if received > 0 {
                 msg.receivers
                     .touch(pkey, alive, slot.last_ns, received, received_bytes);
-                msg.recv_waiters.remove(&pkey);
+                if let Some(r) = msg.rare.made() {
+                    r.recv_waiters.remove(&pkey);
+                }
             }
             self.story_ops(okey, pkey, slot.last_ns, |o| {
                 o.sent = o.sent.saturating_add(sent);

@@ -278,11 +278,10 @@ impl Model {
         if is_create {
             let okey = self.new_object(c.ns, g.ty, id, cx);
             if let Some(o) = self.objects.get_mut(&okey) {
-                o.creator = Some(c.key);
-                o.creator_pid = Some(c.key.pid);
+                o.creator = super::object::Creator::new(Some(c.key), Some(c.key.pid));
                 o.owner_uid = Some(c.uid);
                 o.mode = u32::try_from(g.flags & 0o777).ok();
-                o.created_ns = Some(cx.now);
+                o.times.set_created(cx.now);
                 if let Some(s) = o.shm_mut() {
                     s.size = g.dim;
                 } else if let Some(s) = o.sem_mut() {
@@ -566,7 +565,7 @@ impl Model {
                         if let Some(slot) = s.slot_mut(n) {
                             slot.value = Some(v);
                         }
-                        s.reset_ns.insert(n, cx.now);
+                        s.rare.make().reset_ns.insert(n, cx.now);
                         for m in s.adjs.values_mut() {
                             if let Some(a) = m.get_mut(&n) {
                                 a.net = 0;
@@ -579,7 +578,7 @@ impl Model {
                         for slot in &mut s.slots {
                             slot.value = None;
                         }
-                        s.reset_all_ns = cx.now;
+                        s.rare.make().reset_all_ns = cx.now;
                         for a in s.adjs.values_mut().flat_map(|m| m.values_mut()) {
                             a.net = 0;
                             a.undo = 0;
@@ -617,7 +616,7 @@ impl Model {
         self.unindex_key(okey);
         if let Some(o) = self.objects.get_mut(&okey) {
             o.status = ObjectStatus::RemovedPendingDestroy;
-            o.removed_ns = Some(cx.now);
+            o.times.set_removed(cx.now);
             if let Some(m) = o.mode.as_mut() {
                 *m |= crate::snapshot::SHM_DEST;
             }
@@ -673,7 +672,7 @@ impl Model {
         s.users
             .touch(c.key, c.alive, now, u64::from(result.is_ok()), 0);
         if result.is_ok() {
-            let was_waiter = s.waiters.remove(&c.key);
+            let was_waiter = s.rare.made().is_some_and(|r| r.waiters.remove(&c.key));
             let mut valid: Vec<SemOp> = Vec::with_capacity(ops.len());
             for op in ops {
                 let Some(slot) = s.slot_mut(op.num) else {
@@ -752,7 +751,9 @@ impl Model {
             s.messages = s.messages.saturating_add(1);
             s.bytes = s.bytes.saturating_add(size);
             s.senders.touch(c.key, c.alive, now, 1, size);
-            s.send_waiters.remove(&c.key);
+            if let Some(r) = s.rare.made() {
+                r.send_waiters.remove(&c.key);
+            }
         }
         self.relate(c.key, okey);
         self.evaluate_object(okey, now, cx);
@@ -806,7 +807,9 @@ impl Model {
                 }
                 s.receivers.touch(c.key, c.alive, now, 1, n);
             }
-            s.recv_waiters.remove(&c.key);
+            if let Some(r) = s.rare.made() {
+                r.recv_waiters.remove(&c.key);
+            }
         }
         self.relate(c.key, okey);
         self.evaluate_object(okey, now, cx);

@@ -164,10 +164,28 @@ impl Model {
 
     // ----- objects -----
 
+    /// The key of the latest object with this id (destroyed or not).
+    pub(crate) fn latest(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectKey> {
+        let generation = *self.by_id.get(&(ns, ty, id))?;
+        Some(ObjectKey {
+            ns,
+            ty,
+            id,
+            generation,
+        })
+    }
+
+    /// Forgets `okey` as the latest object of its id (when it is).
+    fn unindex_id(&mut self, okey: ObjectKey) {
+        if self.latest(okey.ns, okey.ty, okey.id) == Some(okey) {
+            self.by_id.remove(&(okey.ns, okey.ty, okey.id));
+        }
+    }
+
     /// The current object with this id, unless destroyed.
     pub(crate) fn lookup(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectKey> {
-        let key = self.by_id.get(&(ns, ty, id))?;
-        self.objects.get(key).filter(|o| o.exists()).map(|o| o.key)
+        let key = self.latest(ns, ty, id)?;
+        self.objects.get(&key).filter(|o| o.exists()).map(|o| o.key)
     }
 
     /// The current object with this id; one the model never saw is created with unknown
@@ -203,7 +221,7 @@ impl Model {
         };
         self.next_generation = self.next_generation.wrapping_add(1);
         self.objects.insert(key, Box::new(Object::new(key)));
-        self.by_id.insert((ns, ty, id), key);
+        self.by_id.insert((ns, ty, id), key.generation);
         key
     }
 
@@ -285,9 +303,9 @@ impl Model {
             return;
         };
         o.status = ObjectStatus::Destroyed;
-        o.destroyed_ns = Some(cx.now);
-        if o.removed_ns.is_none() {
-            o.removed_ns = Some(cx.now);
+        o.times.set_destroyed(cx.now);
+        if o.times.removed().is_none() {
+            o.times.set_removed(cx.now);
         }
         o.story.push(cx.now, None, super::story::What::Destroy);
         let r = o.object_ref();
@@ -384,7 +402,7 @@ impl Model {
     ) {
         let p = self.processes.get(&pkey);
         if let Some(o) = self.objects.get_mut(&okey) {
-            f(&mut o.story.ops(pkey, p, now).ops);
+            o.story.ops(pkey, p, now).update(f);
         }
     }
 
@@ -395,11 +413,13 @@ impl Model {
         let Some(program) = self.processes.get(&pkey).map(|p| p.program().to_owned()) else {
             return;
         };
+        let seq = self.next_leak_seq;
+        self.next_leak_seq = seq.checked_add(1).unwrap_or(std::num::NonZeroU32::MIN);
         if self.objects.contains_key(&okey) {
             // One string per program, shared by its objects.
             let shared = self.program_name(&program);
             if let Some(o) = self.objects.get_mut(&okey) {
-                o.leak_charged = true;
+                o.leak_seq = Some(seq);
                 o.created_by_program = Some(shared);
             }
         }
@@ -419,8 +439,12 @@ impl Model {
         let Some(p) = self.programs.get_mut(program.as_str()) else {
             return;
         };
-        p.window.push_back((cx.now, okey));
-        p.unremoved.insert(okey, pkey);
+        p.push(super::Creation {
+            time_ns: cx.now,
+            seq,
+            removed: false,
+            creator: pkey,
+        });
         let now = cx.now;
         self.evaluate_program(&program, now, cx);
     }
@@ -442,9 +466,9 @@ impl Model {
         let Some(o) = self.objects.get_mut(&okey) else {
             return;
         };
-        if !std::mem::take(&mut o.leak_charged) {
+        let Some(seq) = o.leak_seq.take() else {
             return;
-        }
+        };
         let Some(program) = o.created_by_program.clone() else {
             return;
         };
@@ -452,7 +476,7 @@ impl Model {
             t.removed += 1;
         }
         if let Some(p) = self.programs.get_mut(&*program)
-            && p.unremoved.remove(&okey).is_some()
+            && p.remove(seq)
         {
             let now = cx.now;
             self.evaluate_program(&program, now, cx);
@@ -527,7 +551,7 @@ impl Model {
                 .objects
                 .values()
                 .filter(|o| o.status == ObjectStatus::Destroyed)
-                .map(|o| (o.destroyed_ns.unwrap_or(0), o.key))
+                .map(|o| (o.times.destroyed().unwrap_or(0), o.key))
                 .collect();
             destroyed.sort_unstable();
             let excess = self.objects.len().saturating_sub(target);
@@ -538,9 +562,7 @@ impl Model {
                 };
                 let processes = &self.processes;
                 o.story.refresh_cast(|k| processes.get(&k));
-                if self.by_id.get(&(okey.ns, okey.ty, okey.id)) == Some(&okey) {
-                    self.by_id.remove(&(okey.ns, okey.ty, okey.id));
-                }
+                self.unindex_id(okey);
                 refs.clear();
                 o.referenced(&mut refs);
                 for pk in &refs {
@@ -574,7 +596,8 @@ impl Model {
             .values()
             .filter(|o| {
                 o.status == ObjectStatus::Destroyed
-                    && o.destroyed_ns
+                    && o.times
+                        .destroyed()
                         .is_some_and(|t| t.saturating_add(grace) <= now)
             })
             .map(|o| o.key)
@@ -588,9 +611,7 @@ impl Model {
             };
             let processes = &self.processes;
             o.story.refresh_cast(|k| processes.get(&k));
-            if self.by_id.get(&(okey.ns, okey.ty, okey.id)) == Some(&okey) {
-                self.by_id.remove(&(okey.ns, okey.ty, okey.id));
-            }
+            self.unindex_id(okey);
             refs.clear();
             o.referenced(&mut refs);
             for pk in &refs {
@@ -615,11 +636,11 @@ impl Model {
             if let Subject::Program(p) = &k.subject
                 && let Some(prog) = self.programs.get(p)
             {
-                keep.extend(prog.unremoved.values().copied());
+                keep.extend(prog.unremoved_creators());
             }
         }
         for prog in self.programs.values() {
-            keep.extend(prog.unremoved.values().copied());
+            keep.extend(prog.unremoved_creators());
         }
         self.processes.retain(|k, p| {
             p.alive || keep.contains(k) || p.exit_ns.is_some_and(|t| t.saturating_add(grace) > now)

@@ -239,18 +239,17 @@ fn is_leak(rule: Rule) -> bool {
 }
 
 impl Model {
-    fn character(&self, o: &Object, key: ProcessKey) -> Character {
+    /// What `o`'s story knows of process `key`, and whether it is alive.
+    fn character(&self, o: &Object, key: ProcessKey) -> (Character, bool) {
         if let Some(p) = self.processes.get(&key) {
-            return Character::of(p);
+            return (Character::of(p), p.alive);
         }
-        let mut c = o.story.cast.get(&key).cloned().unwrap_or_default();
         // Only dead processes are forgotten.
-        c.alive = false;
-        c
+        (o.story.cast.get(&key).cloned().unwrap_or_default(), false)
     }
 
     fn person(&self, o: &Object, key: ProcessKey) -> Person {
-        let c = self.character(o, key);
+        let (c, alive) = self.character(o, key);
         let mut details = c.details.as_deref().cloned().unwrap_or_default();
         if details.executable.is_none() {
             details.executable = c.exe.as_deref().map(str::to_owned);
@@ -260,17 +259,17 @@ impl Model {
             pid: key.pid,
             entity: key,
             name: c.comm.to_string(),
-            alive: c.alive,
-            exit_code: c.exit_code.filter(|_| !c.alive),
-            ended: c.exit_code.filter(|_| !c.alive).map(ended),
+            alive,
+            exit_code: c.exit_code.filter(|_| !alive),
+            ended: c.exit_code.filter(|_| !alive).map(ended),
             details,
             service,
         }
     }
 
     fn label(&self, o: &Object, key: ProcessKey) -> String {
-        let c = self.character(o, key);
-        let dead = if c.alive {
+        let (c, alive) = self.character(o, key);
+        let dead = if alive {
             String::new()
         } else {
             c.exit_code.map_or_else(
@@ -384,7 +383,7 @@ impl Model {
     fn explanation(&self, o: &Object) -> Explanation {
         let timeline: Vec<Entry> = o.story.entries().into_iter().cloned().collect();
         let mut keys: Vec<ProcessKey> = Vec::new();
-        keys.extend(o.creator);
+        keys.extend(o.creator.key());
         keys.extend(timeline.iter().filter_map(|e| e.process));
         keys.extend(o.story.procs.keys().copied());
         let holders = self.holders(o);
@@ -398,13 +397,14 @@ impl Model {
             .iter()
             .map(|(k, p)| Operations {
                 process: *k,
-                ops: p.ops,
+                ops: p.summary(),
                 attach_site: p.attach_site.as_deref().cloned(),
             })
             .collect();
         operations.sort_by_key(|op| (op.ops.first_ns, op.process));
         let creator = o
             .creator
+            .key()
             .and_then(|k| people.iter().find(|p| p.entity == k));
         let service = creator.and_then(|p| p.service.clone());
         let program = creator
@@ -415,11 +415,11 @@ impl Model {
             status: o.status,
             mode: o.mode,
             owner_uid: o.owner_uid,
-            created_ns: o.created_ns,
-            removed_ns: o.removed_ns,
-            destroyed_ns: o.destroyed_ns,
-            creator: o.creator,
-            creator_pid: o.creator_pid,
+            created_ns: o.times.created(),
+            removed_ns: o.times.removed(),
+            destroyed_ns: o.times.destroyed(),
+            creator: o.creator.key(),
+            creator_pid: o.creator.pid(),
             call_site: o.story.create_site.as_deref().cloned(),
             service,
             program,
@@ -427,7 +427,7 @@ impl Model {
             timeline,
             omitted: o.story.omitted(),
             operations,
-            operations_omitted: o.story.procs_dropped,
+            operations_omitted: o.story.procs_dropped(),
             holders,
             verdict: self.verdict(o),
             now_ns: self.now_ns,
@@ -490,7 +490,7 @@ impl Model {
                         }
                     }
                 }
-                for k in &s.waiters {
+                for k in &s.rare.waiters {
                     out.push(HeldBy {
                         process: Some(*k),
                         how: "blocked in semop on it".to_owned(),
@@ -509,13 +509,13 @@ impl Model {
                         ),
                     });
                 }
-                for k in &s.recv_waiters {
+                for k in &s.rare.recv_waiters {
                     out.push(HeldBy {
                         process: Some(*k),
                         how: "blocked in msgrcv on it".to_owned(),
                     });
                 }
-                for k in &s.send_waiters {
+                for k in &s.rare.send_waiters {
                     out.push(HeldBy {
                         process: Some(*k),
                         how: "blocked in msgsnd (the queue is full)".to_owned(),
@@ -610,10 +610,10 @@ impl Model {
     /// The facts rule `rule` checked on `o`.
     fn why(&self, rule: Rule, o: &Object) -> Vec<String> {
         let mut why = Vec::new();
-        let creator = |why: &mut Vec<String>| match (o.creator, o.creator_pid) {
+        let creator = |why: &mut Vec<String>| match (o.creator.key(), o.creator.pid()) {
             (Some(k), _) => {
-                let c = self.character(o, k);
-                why.push(if c.alive {
+                let (_, alive) = self.character(o, k);
+                why.push(if alive {
                     format!("its creator {} is alive", self.label(o, k))
                 } else {
                     format!("its creator {} is gone", self.label(o, k))
@@ -652,7 +652,7 @@ impl Model {
                 why.push(format!("still attached by: {}", names.join(", ")));
             }
             (Rule::SemaphoreHeldByDeadProcess, Body::Sem(s)) => {
-                for k in &s.dead_adj {
+                for k in &s.rare.dead_adj {
                     for (n, a) in s.holdings(*k) {
                         if s.stuck(n, &a) {
                             why.push(format!(
@@ -665,10 +665,10 @@ impl Model {
                     }
                 }
                 let blocked = s.slots.iter().map(|v| u64::from(v.ncnt)).sum::<u64>();
-                if blocked > 0 || !s.waiters.is_empty() {
+                if blocked > 0 || !s.rare.waiters.is_empty() {
                     why.push(format!(
                         "{} process(es) wait for it",
-                        blocked.max(s.waiters.len() as u64)
+                        blocked.max(s.rare.waiters.len() as u64)
                     ));
                 }
             }
@@ -717,15 +717,11 @@ impl Model {
         process: ProcessKey,
         attach: Option<u64>,
     ) -> bool {
-        let Some(o) = self
-            .by_id
-            .get(&(ns, ty, id))
-            .and_then(|k| self.objects.get(k))
-        else {
+        let Some(o) = self.latest(ns, ty, id).and_then(|k| self.objects.get(&k)) else {
             return false;
         };
         match attach {
-            None => o.creator == Some(process) && o.story.create_site.is_none(),
+            None => o.creator.key() == Some(process) && o.story.create_site.is_none(),
             Some(addr) => o.story.entries().iter().any(|e| {
                 e.process == Some(process)
                     && matches!(
@@ -752,12 +748,12 @@ impl Model {
         attach: Option<u64>,
         site: CallSite,
     ) -> Option<ObjectRef> {
-        let okey = *self.by_id.get(&(ns, ty, id))?;
+        let okey = self.latest(ns, ty, id)?;
         let o = self.objects.get_mut(&okey)?;
         let site = Arc::new(site);
         match attach {
             None => {
-                if o.creator != Some(process) || o.story.create_site.is_some() {
+                if o.creator.key() != Some(process) || o.story.create_site.is_some() {
                     return None;
                 }
                 o.story.create_site = Some(site);

@@ -256,29 +256,50 @@ pub(crate) struct SemState {
     pub slots: Vec<SemSlot>,
     /// Per process, per semaphore number.
     pub adjs: HashMap<ProcessKey, BTreeMap<u16, SemAdj>>,
-    /// Dead processes kept in `adjs` (they hold units), oldest first, at most [`DEAD_KEPT`].
-    pub dead_adj: VecDeque<ProcessKey>,
     /// Processes that opened or operated on the set.
     pub users: Peers,
+    /// Dead holders, waiters, resets.
+    pub rare: Rare<SemRare>,
+    /// The kernel's aggregated totals of this set consumed so far (boxed: a set nobody
+    /// operates on has none, and every set carries the field).
+    pub totals: Option<Box<super::aggregate::SetConsumed>>,
+}
+
+/// What few semaphore sets need (behind [`Rare`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SemRare {
+    /// Dead processes kept in `adjs` (they hold units), oldest first, at most [`DEAD_KEPT`].
+    pub dead_adj: VecDeque<ProcessKey>,
     /// Processes blocked in semop on the set (from the last snapshot).
     pub waiters: BTreeSet<ProcessKey>,
     /// When adjustments were last reset (SETVAL of one semaphore, SETALL of all): aggregated
     /// totals counted before that are void for them (`aggregate.rs`).
     pub reset_all_ns: u64,
     pub reset_ns: BTreeMap<u16, u64>,
-    /// The kernel's aggregated totals of this set consumed so far (boxed: a set nobody
-    /// operates on has none, and every set carries the field).
-    pub totals: Option<Box<super::aggregate::SetConsumed>>,
+}
+
+static SEM_RARE: SemRare = SemRare {
+    dead_adj: VecDeque::new(),
+    waiters: BTreeSet::new(),
+    reset_all_ns: 0,
+    reset_ns: BTreeMap::new(),
+};
+
+impl Empty for SemRare {
+    fn empty() -> &'static Self {
+        &SEM_RARE
+    }
 }
 
 impl SemState {
     /// When adjustments of semaphore `num` were last reset.
     pub fn reset_of(&self, num: u16) -> u64 {
-        self.reset_ns
+        self.rare
+            .reset_ns
             .get(&num)
             .copied()
             .unwrap_or(0)
-            .max(self.reset_all_ns)
+            .max(self.rare.reset_all_ns)
     }
 
     /// The slot of semaphore `num`, grown on demand (up to `nsems` when known).
@@ -321,18 +342,55 @@ impl SemState {
     /// Forgets adjustments that no longer matter for dead processes.
     pub fn prune_dead(&mut self) {
         let adjs = &mut self.adjs;
-        self.dead_adj.retain(|k| {
+        let Some(rare) = self.rare.made() else {
+            return;
+        };
+        rare.dead_adj.retain(|k| {
             let keep = adjs.get(k).is_some_and(|m| m.values().any(|a| a.net < 0));
             if !keep {
                 adjs.remove(k);
             }
             keep
         });
-        while self.dead_adj.len() > DEAD_KEPT {
-            if let Some(k) = self.dead_adj.pop_front() {
-                self.adjs.remove(&k);
+        while rare.dead_adj.len() > DEAD_KEPT {
+            if let Some(k) = rare.dead_adj.pop_front() {
+                adjs.remove(&k);
             }
         }
+    }
+}
+
+/// Fields most objects never use, behind one pointer that stays null until the first write
+/// (reads of a missing one see the type's empty value): a set or queue carried them inline
+/// whether it used them or not, 64 to 88 bytes each.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rare<T>(Option<Box<T>>);
+
+/// A type with a shared empty value (what a [`Rare`] never written reads as).
+pub(crate) trait Empty: Default + 'static {
+    fn empty() -> &'static Self;
+}
+
+impl<T: Empty> std::ops::Deref for Rare<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match &self.0 {
+            Some(t) => t,
+            None => T::empty(),
+        }
+    }
+}
+
+impl<T: Empty> Rare<T> {
+    /// For a write: made on first use.
+    pub fn make(&mut self) -> &mut T {
+        self.0.get_or_insert_default()
+    }
+
+    /// For a change that only takes away: none when never written.
+    pub fn made(&mut self) -> Option<&mut T> {
+        self.0.as_deref_mut()
     }
 }
 
@@ -350,14 +408,54 @@ pub(crate) struct MsgState {
     pub receivers: Peers,
     /// Processes that opened the queue.
     pub users: Peers,
+    /// Last sender and receiver by pid, waiters.
+    pub rare: Rare<MsgRare>,
+    /// The kernel's aggregated totals of this queue consumed so far (boxed, as a set's).
+    pub totals: Option<Box<super::aggregate::QueueConsumed>>,
+}
+
+/// What few queues need (behind [`Rare`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MsgRare {
     /// From the snapshot, when the last sender / receiver is not a known process.
     pub last_sender_pid: Option<u32>,
     pub last_receiver_pid: Option<u32>,
     /// Processes blocked in msgrcv / msgsnd (from the last snapshot).
     pub recv_waiters: BTreeSet<ProcessKey>,
     pub send_waiters: BTreeSet<ProcessKey>,
-    /// The kernel's aggregated totals of this queue consumed so far (boxed, as a set's).
-    pub totals: Option<Box<super::aggregate::QueueConsumed>>,
+}
+
+static MSG_RARE: MsgRare = MsgRare {
+    last_sender_pid: None,
+    last_receiver_pid: None,
+    recv_waiters: BTreeSet::new(),
+    send_waiters: BTreeSet::new(),
+};
+
+impl Empty for MsgRare {
+    fn empty() -> &'static Self {
+        &MSG_RARE
+    }
+}
+
+impl MsgState {
+    /// Remembers the pid (0: none) a snapshot gave as the queue's last sender (`send`) or
+    /// receiver when it is not a known process.
+    pub fn set_last_pid(&mut self, send: bool, pid: u32) {
+        let pid = (pid != 0).then_some(pid);
+        let Some(r) = (if pid.is_some() {
+            Some(self.rare.make())
+        } else {
+            self.rare.made()
+        }) else {
+            return;
+        };
+        if send {
+            r.last_sender_pid = pid;
+        } else {
+            r.last_receiver_pid = pid;
+        }
+    }
 }
 
 /// Per type state, boxed: each type's state is allocated at its own size (a segment's is 104
@@ -369,26 +467,120 @@ pub(crate) enum Body {
     Msg(Box<MsgState>),
 }
 
+/// An object's creator as the model knows it: a process, only a pid (a snapshot's `cpid` that
+/// is no known process), or nothing. 16 bytes where an `Option<ProcessKey>` and the pid as an
+/// `Option<u32>` took 32 (the pid of a known creator is its key's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Creator {
+    start_ticks: u64,
+    pid: u32,
+    known: CreatorKnown,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum CreatorKnown {
+    #[default]
+    Nothing,
+    Pid,
+    Process,
+}
+
+impl Creator {
+    /// The process `key` when known, else the pid when known.
+    pub fn new(key: Option<ProcessKey>, pid: Option<u32>) -> Self {
+        match (key, pid) {
+            (Some(k), _) => Self {
+                start_ticks: k.start_ticks,
+                pid: k.pid,
+                known: CreatorKnown::Process,
+            },
+            (None, Some(pid)) => Self {
+                start_ticks: 0,
+                pid,
+                known: CreatorKnown::Pid,
+            },
+            (None, None) => Self::default(),
+        }
+    }
+
+    /// The creating process, if known.
+    pub fn key(self) -> Option<ProcessKey> {
+        (self.known == CreatorKnown::Process).then_some(ProcessKey {
+            pid: self.pid,
+            start_ticks: self.start_ticks,
+        })
+    }
+
+    /// The creator's pid, if known (with or without the process).
+    pub fn pid(self) -> Option<u32> {
+        (self.known != CreatorKnown::Nothing).then_some(self.pid)
+    }
+}
+
+/// When an object was created, removed and destroyed, as far as the model knows: 32 bytes
+/// where three `Option<u64>` took 48.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Times {
+    created: u64,
+    removed: u64,
+    destroyed: u64,
+    /// Which of them are known: [`Self::CREATED`] | [`Self::REMOVED`] | [`Self::DESTROYED`].
+    known: u8,
+}
+
+impl Times {
+    const CREATED: u8 = 1;
+    const REMOVED: u8 = 2;
+    const DESTROYED: u8 = 4;
+
+    fn get(self, bit: u8, v: u64) -> Option<u64> {
+        (self.known & bit != 0).then_some(v)
+    }
+
+    pub fn created(self) -> Option<u64> {
+        self.get(Self::CREATED, self.created)
+    }
+
+    pub fn removed(self) -> Option<u64> {
+        self.get(Self::REMOVED, self.removed)
+    }
+
+    pub fn destroyed(self) -> Option<u64> {
+        self.get(Self::DESTROYED, self.destroyed)
+    }
+
+    pub fn set_created(&mut self, ns: u64) {
+        self.created = ns;
+        self.known |= Self::CREATED;
+    }
+
+    pub fn set_removed(&mut self, ns: u64) {
+        self.removed = ns;
+        self.known |= Self::REMOVED;
+    }
+
+    pub fn set_destroyed(&mut self, ns: u64) {
+        self.destroyed = ns;
+        self.known |= Self::DESTROYED;
+    }
+}
+
 /// One object (one generation of an id).
 #[derive(Clone, Debug)]
 pub(crate) struct Object {
     pub key: ObjectKey,
     /// The IPC key, if known.
     pub ipc_key: Option<i32>,
-    /// The creating process, if known.
-    pub creator: Option<ProcessKey>,
-    /// The creator's pid when only that is known (snapshot `cpid`).
-    pub creator_pid: Option<u32>,
+    /// The creating process, or only its pid, if known.
+    pub creator: Creator,
     pub owner_uid: Option<u32>,
     /// Permission bits, plus `SHM_DEST` / `SHM_LOCKED` for shm, if known.
     pub mode: Option<u32>,
-    pub created_ns: Option<u64>,
-    pub removed_ns: Option<u64>,
-    pub destroyed_ns: Option<u64>,
+    pub times: Times,
     pub status: ObjectStatus,
-    /// Whether `created_by_program` is still charged with creating it (`leaky-process`): until
-    /// its removal. (A flag, not a second copy of the name: one pointer less per object.)
-    pub leak_charged: bool,
+    /// While `created_by_program` is still charged with creating it (`leaky-process`), until
+    /// its removal: its creation's sequence number in the program's window.
+    pub leak_seq: Option<std::num::NonZeroU32>,
     /// The program (exe or comm) that created it (for created-vs-removed counts per program).
     pub created_by_program: Option<std::sync::Arc<str>>,
     pub body: Body,
@@ -406,15 +598,12 @@ impl Object {
         Self {
             key,
             ipc_key: None,
-            creator: None,
-            creator_pid: None,
+            creator: Creator::default(),
             owner_uid: None,
             mode: None,
-            created_ns: None,
-            removed_ns: None,
-            destroyed_ns: None,
+            times: Times::default(),
             status: ObjectStatus::Live,
-            leak_charged: false,
+            leak_seq: None,
             created_by_program: None,
             body,
             story: super::story::Story::default(),
@@ -487,7 +676,7 @@ impl Object {
 
     /// Every process this object refers to (for forgetting dead processes).
     pub fn referenced(&self, out: &mut Vec<ProcessKey>) {
-        out.extend(self.creator);
+        out.extend(self.creator.key());
         match &self.body {
             Body::Shm(s) => {
                 out.extend(s.attached.keys());
@@ -496,14 +685,14 @@ impl Object {
             Body::Sem(s) => {
                 out.extend(s.adjs.keys());
                 out.extend(s.users.iter().map(|(k, _)| *k));
-                out.extend(s.waiters.iter());
+                out.extend(s.rare.waiters.iter());
             }
             Body::Msg(s) => {
                 out.extend(s.senders.iter().map(|(k, _)| *k));
                 out.extend(s.receivers.iter().map(|(k, _)| *k));
                 out.extend(s.users.iter().map(|(k, _)| *k));
-                out.extend(s.recv_waiters.iter());
-                out.extend(s.send_waiters.iter());
+                out.extend(s.rare.recv_waiters.iter());
+                out.extend(s.rare.send_waiters.iter());
             }
         }
     }
@@ -514,7 +703,10 @@ impl Object {
             Body::Shm(s) => s.attachers.died(key),
             Body::Sem(s) => {
                 s.users.died(key);
-                if s.waiters.remove(&key) && s.waiters.is_empty() {
+                if let Some(r) = s.rare.made()
+                    && r.waiters.remove(&key)
+                    && r.waiters.is_empty()
+                {
                     for slot in &mut s.slots {
                         slot.ncnt = 0;
                         slot.zcnt = 0;
@@ -542,8 +734,9 @@ impl Object {
                     }
                 }
                 if holds {
-                    s.dead_adj.retain(|k| *k != key);
-                    s.dead_adj.push_back(key);
+                    let dead = &mut s.rare.make().dead_adj;
+                    dead.retain(|k| *k != key);
+                    dead.push_back(key);
                     s.prune_dead();
                 }
             }
@@ -551,8 +744,10 @@ impl Object {
                 s.senders.died(key);
                 s.receivers.died(key);
                 s.users.died(key);
-                s.recv_waiters.remove(&key);
-                s.send_waiters.remove(&key);
+                if let Some(r) = s.rare.made() {
+                    r.recv_waiters.remove(&key);
+                    r.send_waiters.remove(&key);
+                }
             }
         }
     }
@@ -563,7 +758,9 @@ impl Object {
             Body::Shm(s) => s.attachers.revive(key),
             Body::Sem(s) => {
                 s.users.revive(key);
-                s.dead_adj.retain(|k| *k != key);
+                if let Some(r) = s.rare.made() {
+                    r.dead_adj.retain(|k| *k != key);
+                }
             }
             Body::Msg(s) => {
                 s.senders.revive(key);
@@ -571,5 +768,62 @@ impl Object {
                 s.users.revive(key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creator_and_times_round_trip() {
+        let k = ProcessKey {
+            pid: 9,
+            start_ticks: u64::MAX,
+        };
+        let c = Creator::new(Some(k), Some(9));
+        assert_eq!((c.key(), c.pid()), (Some(k), Some(9)));
+        let c = Creator::new(None, Some(0));
+        assert_eq!((c.key(), c.pid()), (None, Some(0)));
+        let c = Creator::new(None, None);
+        assert_eq!((c.key(), c.pid()), (None, None));
+        let mut t = Times::default();
+        assert_eq!(
+            (t.created(), t.removed(), t.destroyed()),
+            (None, None, None)
+        );
+        t.set_removed(0);
+        t.set_destroyed(u64::MAX);
+        assert_eq!(
+            (t.created(), t.removed(), t.destroyed()),
+            (None, Some(0), Some(u64::MAX))
+        );
+        assert_eq!(std::mem::size_of::<Object>(), 192);
+    }
+
+    #[test]
+    fn rare_fields_are_made_on_first_write_only() {
+        let key = ProcessKey {
+            pid: 7,
+            start_ticks: 1,
+        };
+        let mut q = MsgState::default();
+        assert!(q.rare.recv_waiters.is_empty() && q.rare.last_sender_pid.is_none());
+        q.set_last_pid(true, 0);
+        assert!(
+            q.rare.made().is_none(),
+            "clearing what is not there makes nothing"
+        );
+        q.set_last_pid(true, 42);
+        assert_eq!(q.rare.last_sender_pid, Some(42));
+        q.set_last_pid(true, 0);
+        assert_eq!(q.rare.last_sender_pid, None);
+        let mut s = SemState::default();
+        assert_eq!(s.reset_of(3), 0);
+        s.rare.make().reset_ns.insert(3, 9);
+        s.rare.make().waiters.insert(key);
+        assert_eq!((s.reset_of(3), s.reset_of(2)), (9, 0));
+        assert!(s.rare.waiters.contains(&key));
+        assert!(std::mem::size_of::<SemState>() <= 112 && std::mem::size_of::<MsgState>() <= 112);
     }
 }

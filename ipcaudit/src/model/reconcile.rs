@@ -358,11 +358,11 @@ impl Model {
                     .filter(|pi| self.started_before(pi.key, seg.ctime))
                     .map(|pi| pi.key);
                 if let Some(o) = self.objects.get_mut(&k) {
-                    o.creator = creator;
-                    o.creator_pid = (seg.cpid != 0).then_some(seg.cpid);
+                    o.creator =
+                        super::object::Creator::new(creator, (seg.cpid != 0).then_some(seg.cpid));
                     if removed {
                         o.status = ObjectStatus::RemovedPendingDestroy;
-                        o.removed_ns = Some(now);
+                        o.times.set_removed(now);
                     }
                 }
                 if let Some(c) = creator {
@@ -392,7 +392,7 @@ impl Model {
                 self.unindex_key(k);
                 if let Some(o) = self.objects.get_mut(&k) {
                     o.status = ObjectStatus::RemovedPendingDestroy;
-                    o.removed_ns = Some(now);
+                    o.times.set_removed(now);
                 }
             }
             self.sync_perm(k, seg.perm.mode, seg.perm.uid, d);
@@ -467,11 +467,11 @@ impl Model {
                 if let Some(s) = self.objects.get_mut(&k).and_then(|o| o.msg_mut()) {
                     match sender {
                         Some((pk, alive)) => s.senders.touch(pk, alive, secs_ns(q.stime), 0, 0),
-                        None => s.last_sender_pid = (q.lspid != 0).then_some(q.lspid),
+                        None => s.set_last_pid(true, q.lspid),
                     }
                     match receiver {
                         Some((pk, alive)) => s.receivers.touch(pk, alive, secs_ns(q.rtime), 0, 0),
-                        None => s.last_receiver_pid = (q.lrpid != 0).then_some(q.lrpid),
+                        None => s.set_last_pid(false, q.lrpid),
                     }
                 }
                 for (pk, _) in sender.into_iter().chain(receiver) {
@@ -734,10 +734,16 @@ impl Model {
         let keys: Vec<ObjectKey> = self.ns_objects(ns).collect();
         for k in &keys {
             match self.objects.get_mut(k).map(|o| &mut o.body) {
-                Some(Body::Sem(s)) => s.waiters.clear(),
+                Some(Body::Sem(s)) => {
+                    if let Some(r) = s.rare.made() {
+                        r.waiters.clear();
+                    }
+                }
                 Some(Body::Msg(s)) => {
-                    s.recv_waiters.clear();
-                    s.send_waiters.clear();
+                    if let Some(r) = s.rare.made() {
+                        r.recv_waiters.clear();
+                        r.send_waiters.clear();
+                    }
                 }
                 _ => {}
             }
@@ -755,13 +761,13 @@ impl Model {
             };
             match (self.objects.get_mut(&k).map(|o| &mut o.body), w.on) {
                 (Some(Body::Sem(s)), _) => {
-                    s.waiters.insert(pk);
+                    s.rare.make().waiters.insert(pk);
                 }
                 (Some(Body::Msg(s)), Blocked::MsgRcv { .. }) => {
-                    s.recv_waiters.insert(pk);
+                    s.rare.make().recv_waiters.insert(pk);
                 }
                 (Some(Body::Msg(s)), _) => {
-                    s.send_waiters.insert(pk);
+                    s.rare.make().send_waiters.insert(pk);
                 }
                 _ => continue,
             }

@@ -390,7 +390,7 @@ impl Model {
     /// A creator that is not known to be alive counts as dead (it predates the model and its
     /// pid is gone, or it exited).
     fn creator_alive(&self, o: &Object) -> bool {
-        o.creator.is_some_and(|k| self.is_alive(k))
+        o.creator.key().is_some_and(|k| self.is_alive(k))
     }
 
     /// Whether `rule` holds for object `o`.
@@ -405,25 +405,28 @@ impl Model {
             }
             (Rule::SemaphoreHeldByDeadProcess, Body::Sem(s)) => {
                 live && s
+                    .rare
                     .dead_adj
                     .iter()
                     .any(|k| s.holdings(*k).any(|(n, a)| s.stuck(n, &a)))
             }
             (Rule::OrphanedSemaphoreSet, Body::Sem(s)) => {
                 live && s.users.live.is_empty()
-                    && s.waiters.is_empty()
+                    && s.rare.waiters.is_empty()
                     && !s.slots.iter().any(|v| v.ncnt > 0 || v.zcnt > 0)
                     && !self.creator_alive(o)
             }
             (Rule::StalledQueue, Body::Msg(s)) => {
-                live && s.messages > 0 && s.receivers.live.is_empty() && s.recv_waiters.is_empty()
+                live && s.messages > 0
+                    && s.receivers.live.is_empty()
+                    && s.rare.recv_waiters.is_empty()
             }
             (Rule::OrphanedQueue, Body::Msg(s)) => {
                 live && s.users.live.is_empty()
                     && s.senders.live.is_empty()
                     && s.receivers.live.is_empty()
-                    && s.recv_waiters.is_empty()
-                    && s.send_waiters.is_empty()
+                    && s.rare.recv_waiters.is_empty()
+                    && s.rare.send_waiters.is_empty()
                     && !self.creator_alive(o)
             }
             (Rule::WorldAccessible, _) => o.exists() && o.mode.is_some_and(|m| m & 0o007 != 0),
@@ -508,8 +511,8 @@ impl Model {
             return false;
         };
         let mut holders = 0;
-        let mut critical = !s.waiters.is_empty();
-        for pk in &s.dead_adj {
+        let mut critical = !s.rare.waiters.is_empty();
+        for pk in &s.rare.dead_adj {
             let mut stuck = false;
             for (n, a) in s.holdings(*pk) {
                 if s.stuck(n, &a) {
@@ -524,7 +527,7 @@ impl Model {
         } else {
             Severity::Warning
         };
-        f.evidence.len() != holders + s.waiters.len() || f.severity != severity
+        f.evidence.len() != holders + s.rare.waiters.len() || f.severity != severity
     }
 
     /// Whether the condition of a finding still holds (for pending ones at tick).
@@ -581,9 +584,9 @@ impl Model {
     }
 
     fn creator_evidence(&self, o: &Object, out: &mut Vec<ProcessEvidence>) {
-        if let Some(k) = o.creator {
+        if let Some(k) = o.creator.key() {
             out.push(self.evidence(k, Role::Creator));
-        } else if let Some(pid) = o.creator_pid {
+        } else if let Some(pid) = o.creator.pid() {
             out.push(ProcessEvidence::pid_only(pid, Role::Creator));
         }
     }
@@ -592,7 +595,7 @@ impl Model {
     fn call_sites(o: &Object, f: &mut Finding) {
         for e in &mut f.evidence {
             e.call_site = match e.role {
-                Role::Creator if e.entity.is_some() && e.entity == o.creator => {
+                Role::Creator if e.entity.is_some() && e.entity == o.creator.key() => {
                     o.story.create_site.clone()
                 }
                 Role::Attacher | Role::Holder => e
@@ -720,12 +723,12 @@ impl Model {
                 if rule == Rule::StalledQueue {
                     if let Some(k) = s.senders.latest() {
                         f.evidence.push(self.evidence(k, Role::LastSender));
-                    } else if let Some(pid) = s.last_sender_pid {
+                    } else if let Some(pid) = s.rare.last_sender_pid {
                         f.evidence.push(pid_evidence(pid, Role::LastSender));
                     }
                     self.peers_evidence(&s.receivers, Role::Reader, &mut f.evidence);
                     if s.receivers.iter().next().is_none()
-                        && let Some(pid) = s.last_receiver_pid
+                        && let Some(pid) = s.rare.last_receiver_pid
                     {
                         f.evidence.push(pid_evidence(pid, Role::Reader));
                     }
@@ -751,7 +754,7 @@ impl Model {
     fn sem_held(&self, s: &SemState, name: &str, f: &mut Finding) {
         let mut waited = false;
         let mut nums = Vec::new();
-        for k in &s.dead_adj {
+        for k in &s.rare.dead_adj {
             let stuck: Vec<(u16, i64)> = s
                 .holdings(*k)
                 .filter(|(n, a)| s.stuck(*n, a))
@@ -770,10 +773,10 @@ impl Model {
                 ));
             }
         }
-        for k in &s.waiters {
+        for k in &s.rare.waiters {
             f.evidence.push(self.evidence(*k, Role::Waiter));
         }
-        if waited || !s.waiters.is_empty() {
+        if waited || !s.rare.waiters.is_empty() {
             f.severity = Severity::Critical;
         }
         let waiting = if waited {
@@ -791,7 +794,7 @@ impl Model {
         let count = self.leaky_count(program);
         let mut evidence: Vec<ProcessEvidence> = Vec::new();
         if let Some(p) = self.programs.get(program) {
-            let mut creators: Vec<ProcessKey> = p.unremoved.values().copied().collect();
+            let mut creators: Vec<ProcessKey> = p.unremoved_creators().collect();
             creators.sort();
             creators.dedup();
             for k in creators.into_iter().take(super::object::DEAD_KEPT) {
@@ -821,21 +824,18 @@ impl Model {
     // ----- leaky-process -----
 
     pub(crate) fn leaky_count(&self, program: &str) -> u64 {
-        self.programs
-            .get(program)
-            .map_or(0, |p| p.unremoved.len() as u64)
+        self.programs.get(program).map_or(0, |p| p.unremoved as u64)
     }
 
     /// Drops creations older than the window.
     pub(crate) fn slide_window(&mut self, program: &str, now: u64) {
         let window = self.cfg.leaky_window_ns;
         if let Some(p) = self.programs.get_mut(program) {
-            while let Some(&(t, k)) = p.window.front() {
-                if t.saturating_add(window) >= now {
+            while let Some(c) = p.window.front() {
+                if c.time_ns.saturating_add(window) >= now {
                     break;
                 }
-                p.window.pop_front();
-                p.unremoved.remove(&k);
+                p.pop_front();
             }
         }
     }

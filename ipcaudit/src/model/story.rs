@@ -199,14 +199,15 @@ fn is_zero_i(v: &i64) -> bool {
     *v == 0
 }
 
-/// A process as a story remembers it (the model may forget the process itself).
+/// A process as a story remembers it (the model may forget the process itself). Whether it is
+/// alive is not kept: the model only forgets dead processes, so a story's character is read
+/// only for a dead one (48 bytes, with the key 64: mimalloc's class below 80).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Character {
     /// The process's own names, shared.
     pub comm: Arc<str>,
     pub exe: Option<Arc<str>>,
     pub details: Option<Arc<ProcessDetails>>,
-    pub alive: bool,
     pub exit_code: Option<u32>,
 }
 
@@ -216,7 +217,6 @@ impl Character {
             comm: p.comm.clone(),
             exe: p.exe.clone(),
             details: p.details.clone(),
-            alive: p.alive,
             exit_code: p.exit_code,
         }
     }
@@ -227,7 +227,6 @@ impl Character {
         self.comm.clone_from(&p.comm);
         self.exe.clone_from(&p.exe);
         self.details.clone_from(&p.details);
-        self.alive = p.alive;
         self.exit_code = p.exit_code;
     }
 }
@@ -242,32 +241,142 @@ fn remember(cast: &mut SmallMap<Character>, key: ProcessKey, p: &Process) {
     }
 }
 
+/// The counters of an [`OpSummary`] (signed ones zigzag-encoded), in field order.
+const COUNTERS: usize = 15;
+
+/// Zigzag: small magnitudes of either sign give small values.
+fn zigzag(v: i64) -> u64 {
+    (v << 1 ^ (v >> 63)).cast_unsigned()
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1).cast_signed() ^ -(v & 1).cast_signed()
+}
+
+/// The counters in a byte each, if they all fit.
+fn narrow(c: [u64; COUNTERS]) -> Option<[u8; COUNTERS]> {
+    let mut out = [0; COUNTERS];
+    for (o, v) in out.iter_mut().zip(c) {
+        *o = u8::try_from(v).ok()?;
+    }
+    Some(out)
+}
+
+/// A process's counters on one object: a byte each while they are small (most processes
+/// create, open or attach an object once or twice), widened for good to a boxed `[u64; 15]` the
+/// first time one does not fit. 16 bytes instead of 120 for every process of every object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Counts {
+    Narrow([u8; COUNTERS]),
+    Wide(Box<[u64; COUNTERS]>),
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Self::Narrow([0; COUNTERS])
+    }
+}
+
 /// A process's dealings with one object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ProcOps {
-    pub ops: OpSummary,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    counts: Counts,
     /// Where it last attached the segment from.
     pub attach_site: Option<Arc<CallSite>>,
 }
 
-/// The latest entries of a story once its head is full, and how many were dropped in between.
+impl ProcOps {
+    fn new(now: u64) -> Self {
+        Self {
+            first_ns: now,
+            last_ns: now,
+            ..Self::default()
+        }
+    }
+
+    /// The operations, summed.
+    pub fn summary(&self) -> OpSummary {
+        let c = match &self.counts {
+            Counts::Narrow(n) => n.map(u64::from),
+            Counts::Wide(w) => **w,
+        };
+        OpSummary {
+            first_ns: self.first_ns,
+            last_ns: self.last_ns,
+            created: c[0],
+            opened: c[1],
+            attached: c[2],
+            detached: c[3],
+            sem_ops: c[4],
+            takes: c[5],
+            gives: c[6],
+            net: unzigzag(c[7]),
+            undo_net: unzigzag(c[8]),
+            sent: c[9],
+            sent_bytes: c[10],
+            received: c[11],
+            received_bytes: c[12],
+            controls: c[13],
+            failed: c[14],
+        }
+    }
+
+    /// Changes the operations through `f`.
+    pub fn update(&mut self, f: impl FnOnce(&mut OpSummary)) {
+        let mut s = self.summary();
+        f(&mut s);
+        self.first_ns = s.first_ns;
+        self.last_ns = s.last_ns;
+        let c = [
+            s.created,
+            s.opened,
+            s.attached,
+            s.detached,
+            s.sem_ops,
+            s.takes,
+            s.gives,
+            zigzag(s.net),
+            zigzag(s.undo_net),
+            s.sent,
+            s.sent_bytes,
+            s.received,
+            s.received_bytes,
+            s.controls,
+            s.failed,
+        ];
+        match &mut self.counts {
+            Counts::Wide(w) => **w = c,
+            Counts::Narrow(n) => match narrow(c) {
+                Some(bytes) => *n = bytes,
+                None => self.counts = Counts::Wide(Box::new(c)),
+            },
+        }
+    }
+}
+
+/// What a story keeps once it outgrows its common size: the latest entries once its head is
+/// full, how many were dropped in between, and how many processes' operations were dropped.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Tail {
     pub entries: VecDeque<Entry>,
     /// Entries dropped between `head` and `entries`.
     pub omitted: u64,
+    /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
+    pub procs_dropped: u64,
 }
 
 /// The story of one object.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Story {
-    pub head: Vec<Entry>,
-    /// Made when the head is full: most objects never get there, and every live object carries
-    /// a story.
+    /// The first entries, reallocated one entry larger at each push (a boxed slice: no capacity
+    /// field; most objects have one to three entries).
+    pub head: Box<[Entry]>,
+    /// Made when the head is full or operations are dropped: most objects never get there, and
+    /// every live object carries a story.
     pub tail: Option<Box<Tail>>,
     pub procs: SmallMap<ProcOps>,
-    /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
-    pub procs_dropped: u64,
     pub cast: SmallMap<Character>,
     /// Where in the code it was created.
     pub create_site: Option<Arc<CallSite>>,
@@ -294,12 +403,15 @@ impl Story {
             process: key,
             what,
         };
+        if self.head.is_empty() {
+            self.head = Box::new([e]);
+            return;
+        }
         if self.head.len() < HEAD {
-            if self.head.len() == self.head.capacity() {
-                // 1, 2, 4, ... entries: most objects have a handful.
-                self.head.reserve_exact(self.head.len().max(1));
-            }
-            self.head.push(e);
+            let mut head = std::mem::take(&mut self.head).into_vec();
+            head.reserve_exact(1);
+            head.push(e);
+            self.head = head.into_boxed_slice();
             return;
         }
         let tail = self.tail.get_or_insert_default();
@@ -313,6 +425,11 @@ impl Story {
     /// Entries dropped between the head and the tail.
     pub fn omitted(&self) -> u64 {
         self.tail.as_ref().map_or(0, |t| t.omitted)
+    }
+
+    /// Processes whose operations were dropped.
+    pub fn procs_dropped(&self) -> u64 {
+        self.tail.as_ref().map_or(0, |t| t.procs_dropped)
     }
 
     /// The entries kept, in time order (finding entries carry the time their condition started,
@@ -331,24 +448,19 @@ impl Story {
             if let Some(old) = self
                 .procs
                 .iter()
-                .min_by_key(|(_, o)| o.ops.last_ns)
+                .min_by_key(|(_, o)| o.last_ns)
                 .map(|(k, _)| *k)
             {
                 self.procs.remove(&old);
-                self.procs_dropped = self.procs_dropped.saturating_add(1);
+                let tail = self.tail.get_or_insert_default();
+                tail.procs_dropped = tail.procs_dropped.saturating_add(1);
             }
         }
         if let Some(p) = p {
             remember(&mut self.cast, key, p);
         }
-        let o = self.procs.get_or_insert_with(key, || ProcOps {
-            ops: OpSummary {
-                first_ns: now,
-                ..OpSummary::default()
-            },
-            attach_site: None,
-        });
-        o.ops.last_ns = o.ops.last_ns.max(now);
+        let o = self.procs.get_or_insert_with(key, || ProcOps::new(now));
+        o.last_ns = o.last_ns.max(now);
         o
     }
 
@@ -372,8 +484,8 @@ impl Story {
                 // A munmap or mremap that split a range adds one; nothing was attached.
                 _ => return,
             };
-            let o = &mut self.ops(key, p, now).ops;
-            o.attached = o.attached.saturating_add(n);
+            self.ops(key, p, now)
+                .update(|o| o.attached = o.attached.saturating_add(n));
             self.push(
                 now,
                 Some((key, p)),
@@ -396,8 +508,8 @@ impl Story {
             Cause::Snapshot => (DetachHow::Snapshot, None, None),
             Cause::Fork | Cause::Unknown => (DetachHow::Unknown, None, None),
         };
-        let o = &mut self.ops(key, p, now).ops;
-        o.detached = o.detached.saturating_add(n);
+        self.ops(key, p, now)
+            .update(|o| o.detached = o.detached.saturating_add(n));
         self.push(
             now,
             Some((key, p)),
@@ -431,9 +543,6 @@ impl Story {
         for (k, c) in self.cast.iter_mut() {
             if let Some(p) = lookup(*k) {
                 *c = Character::of(p);
-            } else {
-                // The model only forgets dead processes.
-                c.alive = false;
             }
         }
     }
@@ -486,13 +595,40 @@ mod tests {
     fn operations_are_bounded_per_object() {
         let mut s = Story::default();
         for pid in 0..200u32 {
-            s.ops(key(pid), None, u64::from(pid)).ops.sem_ops += 1;
+            s.ops(key(pid), None, u64::from(pid))
+                .update(|o| o.sem_ops += 1);
         }
         assert_eq!(s.procs.len(), MAX_PROCS);
-        assert_eq!(s.procs_dropped, 200 - MAX_PROCS as u64);
+        assert_eq!(s.procs_dropped(), 200 - MAX_PROCS as u64);
         // The quietest were dropped.
         assert!(s.procs.contains_key(&key(199)));
         assert!(!s.procs.contains_key(&key(0)));
+    }
+
+    #[test]
+    fn operations_widen_exactly() {
+        let mut o = ProcOps::new(5);
+        o.update(|s| {
+            s.created = 1;
+            s.net = -3;
+            s.undo_net = 2;
+        });
+        assert!(matches!(o.counts, Counts::Narrow(_)));
+        assert_eq!((o.summary().created, o.summary().net), (1, -3));
+        o.update(|s| {
+            s.sent_bytes = u64::MAX;
+            s.net = i64::MIN;
+            s.last_ns = 9;
+        });
+        assert!(matches!(o.counts, Counts::Wide(_)));
+        let s = o.summary();
+        assert_eq!((s.first_ns, s.last_ns, s.created), (5, 9, 1));
+        assert_eq!((s.sent_bytes, s.net, s.undo_net), (u64::MAX, i64::MIN, 2));
+        o.update(|s| s.sent_bytes = 0);
+        assert_eq!(o.summary().sent_bytes, 0, "stays wide, still exact");
+        for v in [0, 1, -1, 127, -128, i64::MAX, i64::MIN] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl Model {
                     values: &s.slots,
                     adjustments,
                     users: self.peers_view(&s.users),
-                    waiters: s.waiters.iter().map(|k| self.pref(*k)).collect(),
+                    waiters: s.rare.waiters.iter().map(|k| self.pref(*k)).collect(),
                 });
             }
             Body::Msg(s) => {
@@ -209,9 +209,10 @@ impl Model {
                     receivers: self.peers_view(&s.receivers),
                     users: self.peers_view(&s.users),
                     waiters: s
+                        .rare
                         .recv_waiters
                         .iter()
-                        .chain(s.send_waiters.iter())
+                        .chain(s.rare.send_waiters.iter())
                         .map(|k| self.pref(*k))
                         .collect(),
                 });
@@ -222,11 +223,11 @@ impl Model {
             status: o.status,
             mode: o.mode,
             owner_uid: o.owner_uid,
-            creator: o.creator.map(|k| self.pref(k)),
-            creator_pid: o.creator_pid,
-            created_ns: o.created_ns,
-            removed_ns: o.removed_ns,
-            destroyed_ns: o.destroyed_ns,
+            creator: o.creator.key().map(|k| self.pref(k)),
+            creator_pid: o.creator.pid(),
+            created_ns: o.times.created(),
+            removed_ns: o.times.removed(),
+            destroyed_ns: o.times.destroyed(),
             call_site: o.story.create_site.as_deref(),
             shm,
             sem,
