@@ -423,16 +423,12 @@ impl Model {
             if sent > 0 {
                 msg.senders
                     .touch(pkey, alive, slot.last_ns, sent, sent_bytes);
-                if let Some(r) = msg.rare.made() {
-                    r.send_waiters.remove(&pkey);
-                }
+                msg.not_waiting(true, &pkey);
             }
             if received > 0 {
                 msg.receivers
                     .touch(pkey, alive, slot.last_ns, received, received_bytes);
-                if let Some(r) = msg.rare.made() {
-                    r.recv_waiters.remove(&pkey);
-                }
+                msg.not_waiting(false, &pkey);
             }
             self.story_ops(okey, pkey, slot.last_ns, |o| {
                 o.sent = o.sent.saturating_add(sent);

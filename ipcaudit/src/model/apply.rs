@@ -278,7 +278,7 @@ impl Model {
         if is_create {
             let okey = self.new_object(c.ns, g.ty, id, cx);
             if let Some(o) = self.objects.get_mut(&okey) {
-                o.creator = super::object::Creator::new(Some(c.key), Some(c.key.pid));
+                o.creator = super::object::Creator::process(c.key);
                 o.owner_uid = Some(c.uid);
                 o.mode = u32::try_from(g.flags & 0o777).ok();
                 o.times.set_created(cx.now);
@@ -751,9 +751,7 @@ impl Model {
             s.messages = s.messages.saturating_add(1);
             s.bytes = s.bytes.saturating_add(size);
             s.senders.touch(c.key, c.alive, now, 1, size);
-            if let Some(r) = s.rare.made() {
-                r.send_waiters.remove(&c.key);
-            }
+            s.not_waiting(true, &c.key);
         }
         self.relate(c.key, okey);
         self.evaluate_object(okey, now, cx);
@@ -807,9 +805,7 @@ impl Model {
                 }
                 s.receivers.touch(c.key, c.alive, now, 1, n);
             }
-            if let Some(r) = s.rare.made() {
-                r.recv_waiters.remove(&c.key);
-            }
+            s.not_waiting(false, &c.key);
         }
         self.relate(c.key, okey);
         self.evaluate_object(okey, now, cx);

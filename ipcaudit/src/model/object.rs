@@ -439,6 +439,17 @@ impl Empty for MsgRare {
 }
 
 impl MsgState {
+    /// `key` no longer waits on the queue to send (`send`) or to receive.
+    pub fn not_waiting(&mut self, send: bool, key: &ProcessKey) {
+        if let Some(r) = self.rare.made() {
+            if send {
+                r.send_waiters.remove(key);
+            } else {
+                r.recv_waiters.remove(key);
+            }
+        }
+    }
+
     /// Remembers the pid (0: none) a snapshot gave as the queue's last sender (`send`) or
     /// receiver when it is not a known process.
     pub fn set_last_pid(&mut self, send: bool, pid: u32) {
@@ -489,17 +500,22 @@ impl Creator {
     /// The process `key` when known, else the pid when known.
     pub fn new(key: Option<ProcessKey>, pid: Option<u32>) -> Self {
         match (key, pid) {
-            (Some(k), _) => Self {
-                start_ticks: k.start_ticks,
-                pid: k.pid,
-                known: CreatorKnown::Process,
-            },
+            (Some(k), _) => Self::process(k),
             (None, Some(pid)) => Self {
                 start_ticks: 0,
                 pid,
                 known: CreatorKnown::Pid,
             },
             (None, None) => Self::default(),
+        }
+    }
+
+    /// A known creating process.
+    pub fn process(k: ProcessKey) -> Self {
+        Self {
+            start_ticks: k.start_ticks,
+            pid: k.pid,
+            known: CreatorKnown::Process,
         }
     }
 
@@ -744,10 +760,8 @@ impl Object {
                 s.senders.died(key);
                 s.receivers.died(key);
                 s.users.died(key);
-                if let Some(r) = s.rare.made() {
-                    r.recv_waiters.remove(&key);
-                    r.send_waiters.remove(&key);
-                }
+                s.not_waiting(false, &key);
+                s.not_waiting(true, &key);
             }
         }
     }

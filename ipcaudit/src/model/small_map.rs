@@ -42,26 +42,9 @@ impl<V> SmallMap<V> {
         self.0.is_empty()
     }
 
-    /// Changes the entries through a vector of exactly their number (one reallocation).
-    fn edit<R>(&mut self, f: impl FnOnce(&mut Vec<(ProcessKey, V)>) -> R) -> R {
-        let mut v = std::mem::take(&mut self.0).into_vec();
-        let r = f(&mut v);
-        self.0 = v.into_boxed_slice();
-        r
-    }
-
     /// Inserts `(key, value)` at `i`.
     fn insert_at(&mut self, i: usize, key: ProcessKey, value: V) {
-        if self.0.is_empty() {
-            // The common case, without a reallocation.
-            self.0 = Box::new([(key, value)]);
-            return;
-        }
-        self.edit(|v| {
-            // Exactly one more: the common story has one or two processes.
-            v.reserve_exact(1);
-            v.insert(i, (key, value));
-        });
+        insert_exact(&mut self.0, i, (key, value));
     }
 
     /// Inserts or replaces.
@@ -90,11 +73,11 @@ impl<V> SmallMap<V> {
 
     pub fn remove(&mut self, key: &ProcessKey) -> Option<V> {
         let i = self.find(key).ok()?;
-        if self.0.len() == 1 {
-            // The common case, without a reallocation.
-            return std::mem::take(&mut self.0).into_vec().pop().map(|(_, v)| v);
-        }
-        Some(self.edit(|v| v.remove(i).1))
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        let (_, value) = v.remove(i);
+        // Shrunk to exactly the rest (freed when none is left).
+        self.0 = v.into_boxed_slice();
+        Some(value)
     }
 
     /// In key order.
@@ -109,6 +92,16 @@ impl<V> SmallMap<V> {
     pub fn keys(&self) -> impl Iterator<Item = &ProcessKey> {
         self.0.iter().map(|(k, _)| k)
     }
+}
+
+/// Inserts `value` at `index` of a boxed slice, which becomes exactly one element longer:
+/// one allocation, no spare capacity (what the model keeps per object is mostly one to three
+/// entries long, and a boxed slice has no capacity field to carry).
+pub(crate) fn insert_exact<T>(slice: &mut Box<[T]>, index: usize, value: T) {
+    let mut v = std::mem::take(slice).into_vec();
+    v.reserve_exact(1);
+    v.insert(index, value);
+    *slice = v.into_boxed_slice();
 }
 
 #[cfg(test)]

@@ -403,15 +403,9 @@ impl Story {
             process: key,
             what,
         };
-        if self.head.is_empty() {
-            self.head = Box::new([e]);
-            return;
-        }
         if self.head.len() < HEAD {
-            let mut head = std::mem::take(&mut self.head).into_vec();
-            head.reserve_exact(1);
-            head.push(e);
-            self.head = head.into_boxed_slice();
+            let end = self.head.len();
+            super::small_map::insert_exact(&mut self.head, end, e);
             return;
         }
         let tail = self.tail.get_or_insert_default();
