@@ -363,10 +363,15 @@ impl Model {
             } else {
                 slot.last_ns
             };
-            sem.users.touch(pkey, alive, last, unsigned(diff.0[0]), 0);
+            sem.activity
+                .make()
+                .users
+                .touch(pkey, alive, last, unsigned(diff.0[0]), 0);
             if alive {
                 let reset = slot.first_ns < sem.reset_of(slot.semnum);
                 let adj = sem
+                    .activity
+                    .make()
                     .adjs
                     .entry(pkey)
                     .or_default()
@@ -421,12 +426,16 @@ impl Model {
             };
             let [_, sent, sent_bytes, received, received_bytes] = diff.0.map(unsigned);
             if sent > 0 {
-                msg.senders
+                msg.peers
+                    .make()
+                    .senders
                     .touch(pkey, alive, slot.last_ns, sent, sent_bytes);
                 msg.not_waiting(true, &pkey);
             }
             if received > 0 {
-                msg.receivers
+                msg.peers
+                    .make()
+                    .receivers
                     .touch(pkey, alive, slot.last_ns, received, received_bytes);
                 msg.not_waiting(false, &pkey);
             }

@@ -323,9 +323,9 @@ impl Model {
         }
         if let Some(o) = self.objects.get_mut(&okey) {
             if let Some(s) = o.sem_mut() {
-                s.users.touch(c.key, c.alive, now, 0, 0);
+                s.activity.make().users.touch(c.key, c.alive, now, 0, 0);
             } else if let Some(s) = o.msg_mut() {
-                s.users.touch(c.key, c.alive, now, 0, 0);
+                s.peers.make().users.touch(c.key, c.alive, now, 0, 0);
             }
         }
         if g.ty != IpcType::Shm {
@@ -566,7 +566,8 @@ impl Model {
                             slot.value = Some(v);
                         }
                         s.rare.make().reset_ns.insert(n, cx.now);
-                        for m in s.adjs.values_mut() {
+                        let adjs = s.activity.made().map(|a| &mut a.adjs);
+                        for m in adjs.into_iter().flat_map(|m| m.values_mut()) {
                             if let Some(a) = m.get_mut(&n) {
                                 a.net = 0;
                                 a.undo = 0;
@@ -579,7 +580,12 @@ impl Model {
                             slot.value = None;
                         }
                         s.rare.make().reset_all_ns = cx.now;
-                        for a in s.adjs.values_mut().flat_map(|m| m.values_mut()) {
+                        let adjs = s.activity.made().map(|a| &mut a.adjs);
+                        for a in adjs
+                            .into_iter()
+                            .flat_map(|m| m.values_mut())
+                            .flat_map(|m| m.values_mut())
+                        {
                             a.net = 0;
                             a.undo = 0;
                         }
@@ -669,7 +675,9 @@ impl Model {
         let Some(s) = self.objects.get_mut(&okey).and_then(|o| o.sem_mut()) else {
             return (Some(Action::SemOp), None);
         };
-        s.users
+        s.activity
+            .make()
+            .users
             .touch(c.key, c.alive, now, u64::from(result.is_ok()), 0);
         if result.is_ok() {
             let was_waiter = s.rare.made().is_some_and(|r| r.waiters.remove(&c.key));
@@ -697,7 +705,7 @@ impl Model {
                 valid.push(*op);
             }
             if !valid.is_empty() {
-                let m = s.adjs.entry(c.key).or_default();
+                let m = s.activity.make().adjs.entry(c.key).or_default();
                 for op in valid {
                     let a = m.entry(op.num).or_default();
                     if op.undo() {
@@ -750,7 +758,7 @@ impl Model {
         if let Some(s) = self.objects.get_mut(&okey).and_then(|o| o.msg_mut()) {
             s.messages = s.messages.saturating_add(1);
             s.bytes = s.bytes.saturating_add(size);
-            s.senders.touch(c.key, c.alive, now, 1, size);
+            s.peers.make().senders.touch(c.key, c.alive, now, 1, size);
             s.not_waiting(true, &c.key);
         }
         self.relate(c.key, okey);
@@ -803,7 +811,7 @@ impl Model {
                     // Possibly truncated: the message may have been bigger.
                     s.uncertain = true;
                 }
-                s.receivers.touch(c.key, c.alive, now, 1, n);
+                s.peers.make().receivers.touch(c.key, c.alive, now, 1, n);
             }
             s.not_waiting(false, &c.key);
         }

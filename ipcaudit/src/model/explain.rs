@@ -466,7 +466,7 @@ impl Model {
             }
             Body::Sem(s) => {
                 let mut adjs: Vec<(&ProcessKey, &BTreeMap<u16, super::object::SemAdj>)> =
-                    s.adjs.iter().collect();
+                    s.activity.adjs.iter().collect();
                 adjs.sort_by_key(|(k, _)| **k);
                 for (k, m) in adjs {
                     for (n, a) in m {
@@ -674,7 +674,7 @@ impl Model {
             }
             (Rule::OrphanedSemaphoreSet, Body::Sem(s)) => {
                 creator(&mut why);
-                everyone(&s.users, "used", &mut why);
+                everyone(&s.activity.users, "used", &mut why);
                 why.push("nobody waits on it".to_owned());
             }
             (Rule::StalledQueue, Body::Msg(s)) => {
@@ -682,11 +682,11 @@ impl Model {
                     "{} message(s), {} bytes waiting",
                     s.messages, s.bytes
                 ));
-                everyone(&s.receivers, "received from", &mut why);
+                everyone(&s.peers.receivers, "received from", &mut why);
             }
             (Rule::OrphanedQueue, Body::Msg(s)) => {
                 creator(&mut why);
-                everyone(&s.users, "opened", &mut why);
+                everyone(&s.peers.users, "opened", &mut why);
                 why.push("nobody waits on it".to_owned());
             }
             (Rule::WorldAccessible, _) => {

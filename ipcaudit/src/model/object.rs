@@ -249,20 +249,38 @@ pub struct SemAdj {
     pub gave: bool,
 }
 
-/// Semaphore set state.
+/// Semaphore set state: 48 bytes, what a set nobody operates on needs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SemState {
     pub nsems: Option<u32>,
-    pub slots: Vec<SemSlot>,
-    /// Per process, per semaphore number.
-    pub adjs: HashMap<ProcessKey, BTreeMap<u16, SemAdj>>,
-    /// Processes that opened or operated on the set.
-    pub users: Peers,
+    pub slots: Box<[SemSlot]>,
+    /// Who opened or operated on the set and what they hold (made at the first open or
+    /// operation).
+    pub activity: Rare<SemActivity>,
     /// Dead holders, waiters, resets.
     pub rare: Rare<SemRare>,
     /// The kernel's aggregated totals of this set consumed so far (boxed: a set nobody
     /// operates on has none, and every set carries the field).
     pub totals: Option<Box<super::aggregate::SetConsumed>>,
+}
+
+/// The processes around a set (behind [`Rare`]: a set only created or only seen in a snapshot
+/// has none, and these took 56 bytes inline).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SemActivity {
+    /// Per process, per semaphore number.
+    pub adjs: HashMap<ProcessKey, BTreeMap<u16, SemAdj>>,
+    /// Processes that opened or operated on the set.
+    pub users: Peers,
+}
+
+static SEM_ACTIVITY: std::sync::LazyLock<SemActivity> =
+    std::sync::LazyLock::new(SemActivity::default);
+
+impl Empty for SemActivity {
+    fn empty() -> &'static Self {
+        &SEM_ACTIVITY
+    }
 }
 
 /// What few semaphore sets need (behind [`Rare`]).
@@ -311,7 +329,9 @@ impl SemState {
             return None;
         }
         if self.slots.len() <= i {
-            self.slots.resize(i + 1, SemSlot::default());
+            let mut grown = std::mem::take(&mut self.slots).into_vec();
+            grown.resize(i + 1, SemSlot::default());
+            self.slots = grown.into_boxed_slice();
         }
         self.slots.get_mut(i)
     }
@@ -325,7 +345,8 @@ impl SemState {
 
     /// The units `key` holds on a semaphore (net negative non-undo adjustments), by number.
     pub fn holdings(&self, key: ProcessKey) -> impl Iterator<Item = (u16, SemAdj)> + '_ {
-        self.adjs
+        self.activity
+            .adjs
             .get(&key)
             .into_iter()
             .flatten()
@@ -341,10 +362,10 @@ impl SemState {
 
     /// Forgets adjustments that no longer matter for dead processes.
     pub fn prune_dead(&mut self) {
-        let adjs = &mut self.adjs;
-        let Some(rare) = self.rare.made() else {
+        let (Some(rare), Some(activity)) = (self.rare.made(), self.activity.made()) else {
             return;
         };
+        let adjs = &mut activity.adjs;
         rare.dead_adj.retain(|k| {
             let keep = adjs.get(k).is_some_and(|m| m.values().any(|a| a.net < 0));
             if !keep {
@@ -394,7 +415,7 @@ impl<T: Empty> Rare<T> {
     }
 }
 
-/// Message queue state.
+/// Message queue state: 48 bytes, what a queue nobody uses needs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MsgState {
     /// Messages queued (`qnum`), as far as events show.
@@ -404,14 +425,43 @@ pub(crate) struct MsgState {
     /// A receive found fewer messages or bytes than the model counted, or events were cut:
     /// the depth is a guess until the next reconcile.
     pub uncertain: bool,
-    pub senders: Peers,
-    pub receivers: Peers,
-    /// Processes that opened the queue.
-    pub users: Peers,
+    /// Who sent, received, opened (made at the first of these).
+    pub peers: Rare<MsgPeers>,
     /// Last sender and receiver by pid, waiters.
     pub rare: Rare<MsgRare>,
     /// The kernel's aggregated totals of this queue consumed so far (boxed, as a set's).
     pub totals: Option<Box<super::aggregate::QueueConsumed>>,
+}
+
+/// The processes around a queue (behind [`Rare`]: 72 bytes inline in every queue before).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MsgPeers {
+    pub senders: Peers,
+    pub receivers: Peers,
+    /// Processes that opened the queue.
+    pub users: Peers,
+}
+
+static MSG_PEERS: std::sync::LazyLock<MsgPeers> = std::sync::LazyLock::new(MsgPeers::default);
+
+impl Empty for MsgPeers {
+    fn empty() -> &'static Self {
+        &MSG_PEERS
+    }
+}
+
+impl MsgPeers {
+    fn died(&mut self, key: ProcessKey) {
+        self.senders.died(key);
+        self.receivers.died(key);
+        self.users.died(key);
+    }
+
+    fn revive(&mut self, key: ProcessKey) {
+        self.senders.revive(key);
+        self.receivers.revive(key);
+        self.users.revive(key);
+    }
 }
 
 /// What few queues need (behind [`Rare`]).
@@ -699,14 +749,15 @@ impl Object {
                 out.extend(s.attachers.iter().map(|(k, _)| *k));
             }
             Body::Sem(s) => {
-                out.extend(s.adjs.keys());
-                out.extend(s.users.iter().map(|(k, _)| *k));
+                out.extend(s.activity.adjs.keys());
+                out.extend(s.activity.users.iter().map(|(k, _)| *k));
                 out.extend(s.rare.waiters.iter());
             }
             Body::Msg(s) => {
-                out.extend(s.senders.iter().map(|(k, _)| *k));
-                out.extend(s.receivers.iter().map(|(k, _)| *k));
-                out.extend(s.users.iter().map(|(k, _)| *k));
+                let p = &s.peers;
+                for peers in [&p.senders, &p.receivers, &p.users] {
+                    out.extend(peers.iter().map(|(k, _)| *k));
+                }
                 out.extend(s.rare.recv_waiters.iter());
                 out.extend(s.rare.send_waiters.iter());
             }
@@ -718,7 +769,6 @@ impl Object {
         match &mut self.body {
             Body::Shm(s) => s.attachers.died(key),
             Body::Sem(s) => {
-                s.users.died(key);
                 if let Some(r) = s.rare.made()
                     && r.waiters.remove(&key)
                     && r.waiters.is_empty()
@@ -729,8 +779,12 @@ impl Object {
                     }
                 }
                 // SEM_UNDO adjustments are given back by the kernel at exit.
+                let Some(activity) = s.activity.made() else {
+                    return;
+                };
+                activity.users.died(key);
                 let mut holds = false;
-                if let Some(m) = s.adjs.get_mut(&key) {
+                if let Some(m) = activity.adjs.get_mut(&key) {
                     for (num, adj) in m.iter_mut() {
                         if adj.undo != 0 {
                             let i = usize::from(*num);
@@ -746,7 +800,7 @@ impl Object {
                     m.retain(|_, a| a.net < 0);
                     holds = !m.is_empty();
                     if !holds {
-                        s.adjs.remove(&key);
+                        activity.adjs.remove(&key);
                     }
                 }
                 if holds {
@@ -757,9 +811,9 @@ impl Object {
                 }
             }
             Body::Msg(s) => {
-                s.senders.died(key);
-                s.receivers.died(key);
-                s.users.died(key);
+                if let Some(p) = s.peers.made() {
+                    p.died(key);
+                }
                 s.not_waiting(false, &key);
                 s.not_waiting(true, &key);
             }
@@ -771,15 +825,17 @@ impl Object {
         match &mut self.body {
             Body::Shm(s) => s.attachers.revive(key),
             Body::Sem(s) => {
-                s.users.revive(key);
+                if let Some(a) = s.activity.made() {
+                    a.users.revive(key);
+                }
                 if let Some(r) = s.rare.made() {
                     r.dead_adj.retain(|k| *k != key);
                 }
             }
             Body::Msg(s) => {
-                s.senders.revive(key);
-                s.receivers.revive(key);
-                s.users.revive(key);
+                if let Some(p) = s.peers.made() {
+                    p.revive(key);
+                }
             }
         }
     }
@@ -838,6 +894,6 @@ mod tests {
         s.rare.make().waiters.insert(key);
         assert_eq!((s.reset_of(3), s.reset_of(2)), (9, 0));
         assert!(s.rare.waiters.contains(&key));
-        assert!(std::mem::size_of::<SemState>() <= 112 && std::mem::size_of::<MsgState>() <= 112);
+        assert!(std::mem::size_of::<SemState>() <= 48 && std::mem::size_of::<MsgState>() <= 48);
     }
 }

@@ -423,7 +423,9 @@ impl Model {
                 s.nsems = Some(set.nsems);
                 let n = usize::try_from(set.nsems).unwrap_or(usize::MAX);
                 if s.slots.len() > n {
-                    s.slots.truncate(n);
+                    let mut kept = std::mem::take(&mut s.slots).into_vec();
+                    kept.truncate(n);
+                    s.slots = kept.into_boxed_slice();
                 }
             }
             self.sync_perm(k, set.perm.mode, set.perm.uid, d);
@@ -466,11 +468,11 @@ impl Model {
                     .map(|pi| (pi.key, pi.is_alive()));
                 if let Some(s) = self.objects.get_mut(&k).and_then(|o| o.msg_mut()) {
                     match sender {
-                        Some((pk, alive)) => s.senders.touch(pk, alive, secs_ns(q.stime), 0, 0),
+                        Some((pk, alive)) => s.peers.make().senders.touch(pk, alive, secs_ns(q.stime), 0, 0),
                         None => s.set_last_pid(true, q.lspid),
                     }
                     match receiver {
-                        Some((pk, alive)) => s.receivers.touch(pk, alive, secs_ns(q.rtime), 0, 0),
+                        Some((pk, alive)) => s.peers.make().receivers.touch(pk, alive, secs_ns(q.rtime), 0, 0),
                         None => s.set_last_pid(false, q.lrpid),
                     }
                 }
@@ -718,7 +720,7 @@ impl Model {
                 if self.started_before(pk, otime)
                     && let Some(s) = self.objects.get_mut(&k).and_then(|o| o.sem_mut())
                 {
-                    s.users.touch(pk, alive, secs_ns(otime), 0, 0);
+                    s.activity.make().users.touch(pk, alive, secs_ns(otime), 0, 0);
                     related.push(pk);
                 }
             }

@@ -411,20 +411,20 @@ impl Model {
                     .any(|k| s.holdings(*k).any(|(n, a)| s.stuck(n, &a)))
             }
             (Rule::OrphanedSemaphoreSet, Body::Sem(s)) => {
-                live && s.users.live.is_empty()
+                live && s.activity.users.live.is_empty()
                     && s.rare.waiters.is_empty()
                     && !s.slots.iter().any(|v| v.ncnt > 0 || v.zcnt > 0)
                     && !self.creator_alive(o)
             }
             (Rule::StalledQueue, Body::Msg(s)) => {
                 live && s.messages > 0
-                    && s.receivers.live.is_empty()
+                    && s.peers.receivers.live.is_empty()
                     && s.rare.recv_waiters.is_empty()
             }
             (Rule::OrphanedQueue, Body::Msg(s)) => {
-                live && s.users.live.is_empty()
-                    && s.senders.live.is_empty()
-                    && s.receivers.live.is_empty()
+                live && s.peers.users.live.is_empty()
+                    && s.peers.senders.live.is_empty()
+                    && s.peers.receivers.live.is_empty()
                     && s.rare.recv_waiters.is_empty()
                     && s.rare.send_waiters.is_empty()
                     && !self.creator_alive(o)
@@ -714,20 +714,20 @@ impl Model {
                     self.sem_held(s, &name, &mut f);
                 } else {
                     self.creator_evidence(o, &mut f.evidence);
-                    self.peers_evidence(&s.users, Role::User, &mut f.evidence);
+                    self.peers_evidence(&s.activity.users, Role::User, &mut f.evidence);
                     f.description =
                         format!("{name}: every known user is dead and nobody waits on it");
                 }
             }
             Body::Msg(s) => {
                 if rule == Rule::StalledQueue {
-                    if let Some(k) = s.senders.latest() {
+                    if let Some(k) = s.peers.senders.latest() {
                         f.evidence.push(self.evidence(k, Role::LastSender));
                     } else if let Some(pid) = s.rare.last_sender_pid {
                         f.evidence.push(pid_evidence(pid, Role::LastSender));
                     }
-                    self.peers_evidence(&s.receivers, Role::Reader, &mut f.evidence);
-                    if s.receivers.iter().next().is_none()
+                    self.peers_evidence(&s.peers.receivers, Role::Reader, &mut f.evidence);
+                    if s.peers.receivers.iter().next().is_none()
                         && let Some(pid) = s.rare.last_receiver_pid
                     {
                         f.evidence.push(pid_evidence(pid, Role::Reader));
@@ -738,9 +738,9 @@ impl Model {
                     );
                 } else {
                     self.creator_evidence(o, &mut f.evidence);
-                    self.peers_evidence(&s.users, Role::User, &mut f.evidence);
-                    self.peers_evidence(&s.senders, Role::LastSender, &mut f.evidence);
-                    self.peers_evidence(&s.receivers, Role::Reader, &mut f.evidence);
+                    self.peers_evidence(&s.peers.users, Role::User, &mut f.evidence);
+                    self.peers_evidence(&s.peers.senders, Role::LastSender, &mut f.evidence);
+                    self.peers_evidence(&s.peers.receivers, Role::Reader, &mut f.evidence);
                     f.description =
                         format!("{name}: every known user is dead and nobody waits on it");
                 }

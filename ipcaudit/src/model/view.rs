@@ -181,6 +181,7 @@ impl Model {
             }
             Body::Sem(s) => {
                 let mut adjustments: Vec<SemHoldingView<'_>> = s
+                    .activity
                     .adjs
                     .iter()
                     .flat_map(|(k, m)| {
@@ -196,7 +197,7 @@ impl Model {
                     nsems: s.nsems,
                     values: &s.slots,
                     adjustments,
-                    users: self.peers_view(&s.users),
+                    users: self.peers_view(&s.activity.users),
                     waiters: s.rare.waiters.iter().map(|k| self.pref(*k)).collect(),
                 });
             }
@@ -205,9 +206,9 @@ impl Model {
                     messages: s.messages,
                     bytes: s.bytes,
                     depth_uncertain: s.uncertain,
-                    senders: self.peers_view(&s.senders),
-                    receivers: self.peers_view(&s.receivers),
-                    users: self.peers_view(&s.users),
+                    senders: self.peers_view(&s.peers.senders),
+                    receivers: self.peers_view(&s.peers.receivers),
+                    users: self.peers_view(&s.peers.users),
                     waiters: s
                         .rare
                         .recv_waiters
