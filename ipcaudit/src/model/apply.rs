@@ -279,8 +279,8 @@ impl Model {
             let okey = self.new_object(c.ns, g.ty, id, cx);
             if let Some(o) = self.objects.get_mut(&okey) {
                 o.creator = super::object::Creator::process(c.key);
-                o.owner_uid = Some(c.uid);
-                o.mode = u32::try_from(g.flags & 0o777).ok();
+                o.set_owner_uid(c.uid);
+                o.set_mode(u32::try_from(g.flags & 0o777).ok());
                 o.times.set_created(cx.now);
                 if let Some(s) = o.shm_mut() {
                     s.size = g.dim;
@@ -309,7 +309,7 @@ impl Model {
             self.evaluate_limits(c.ns, g.ty, cx);
             k
         };
-        if self.objects.get(&okey).is_some_and(|o| o.ipc_key.is_none()) {
+        if self.objects.get(&okey).is_some_and(|o| o.ipc_key().is_none()) {
             self.set_ipc_key(okey, g.key, cx);
         }
         let now = cx.now;
@@ -526,12 +526,10 @@ impl Model {
         };
         match ty {
             IpcType::Shm => {
-                if let Some(m) = o.mode.as_mut() {
-                    match cmd {
-                        SHM_LOCK => *m |= SHM_LOCKED,
-                        SHM_UNLOCK => *m &= !SHM_LOCKED,
-                        _ => {}
-                    }
+                match cmd {
+                    SHM_LOCK => o.update_mode(|m| m | SHM_LOCKED),
+                    SHM_UNLOCK => o.update_mode(|m| m & !SHM_LOCKED),
+                    _ => {}
                 }
             }
             IpcType::Sem => {
@@ -623,9 +621,7 @@ impl Model {
         if let Some(o) = self.objects.get_mut(&okey) {
             o.status = ObjectStatus::RemovedPendingDestroy;
             o.times.set_removed(cx.now);
-            if let Some(m) = o.mode.as_mut() {
-                *m |= crate::snapshot::SHM_DEST;
-            }
+            o.update_mode(|m| m | crate::snapshot::SHM_DEST);
         }
         let now = cx.now;
         self.evaluate_object(okey, now, cx);

@@ -7,7 +7,7 @@ use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};
 
-use super::object::{Body, Object, ObjectKey, ObjectStatus};
+use super::object::{Body, Object, ObjectKey, ObjectStatus, ProgramName};
 use super::process::Process;
 use super::rules::{Rule, Subject};
 use super::shm::{self, Delta};
@@ -230,13 +230,13 @@ impl Model {
         let Some(o) = self.objects.get_mut(&okey) else {
             return;
         };
-        if let Some(old) = o.ipc_key
+        if let Some(old) = o.ipc_key()
             && old != 0
             && self.by_key.get(&(okey.ns, okey.ty, old)) == Some(&okey)
         {
             self.by_key.remove(&(okey.ns, okey.ty, old));
         }
-        o.ipc_key = Some(ipc_key);
+        o.set_ipc_key(ipc_key);
         if ipc_key != 0 && o.status == ObjectStatus::Live {
             // Keys are unique among live objects: one still holding it is gone.
             if let Some(prev) = self.by_key.insert((okey.ns, okey.ty, ipc_key), okey)
@@ -244,7 +244,7 @@ impl Model {
                 && self
                     .objects
                     .get(&prev)
-                    .is_some_and(|p| p.ipc_key == Some(ipc_key) && p.status == ObjectStatus::Live)
+                    .is_some_and(|p| p.ipc_key() == Some(ipc_key) && p.status == ObjectStatus::Live)
             {
                 self.destroy_object(prev, cx, false);
                 self.by_key.insert((okey.ns, okey.ty, ipc_key), okey);
@@ -254,7 +254,7 @@ impl Model {
 
     /// A removed segment keeps its key for display, but no get finds it by key any more.
     pub(crate) fn unindex_key(&mut self, okey: ObjectKey) {
-        if let Some(k) = self.objects.get(&okey).and_then(|o| o.ipc_key)
+        if let Some(k) = self.objects.get(&okey).and_then(|o| o.ipc_key())
             && self.by_key.get(&(okey.ns, okey.ty, k)) == Some(&okey)
         {
             self.by_key.remove(&(okey.ns, okey.ty, k));
@@ -309,7 +309,7 @@ impl Model {
         }
         o.story.push(cx.now, None, super::story::What::Destroy);
         let r = o.object_ref();
-        if let Some(k) = o.ipc_key
+        if let Some(k) = o.ipc_key()
             && self.by_key.get(&(okey.ns, okey.ty, k)) == Some(&okey)
         {
             self.by_key.remove(&(okey.ns, okey.ty, k));
@@ -450,11 +450,11 @@ impl Model {
     }
 
     /// The shared copy of program name `program` (made on first use; at most 4,096 kept).
-    fn program_name(&mut self, program: &str) -> std::sync::Arc<str> {
+    fn program_name(&mut self, program: &str) -> ProgramName {
         if let Some(s) = self.program_names.get(program) {
             return s.clone();
         }
-        let s: std::sync::Arc<str> = program.into();
+        let s = ProgramName::new(program);
         if self.program_names.len() < 4096 {
             self.program_names.insert(s.clone());
         }

@@ -50,7 +50,7 @@ impl Target {
         self.ty.is_none_or(|t| t == o.key.ty)
             && self.namespace.is_none_or(|n| n == o.key.ns)
             && self.id.is_none_or(|id| id == o.key.id)
-            && self.key.is_none_or(|k| o.ipc_key == Some(k))
+            && self.key.is_none_or(|k| o.ipc_key() == Some(k))
     }
 }
 
@@ -413,8 +413,8 @@ impl Model {
         Explanation {
             object: o.object_ref(),
             status: o.status,
-            mode: o.mode,
-            owner_uid: o.owner_uid,
+            mode: o.mode(),
+            owner_uid: o.owner_uid(),
             created_ns: o.times.created(),
             removed_ns: o.times.removed(),
             destroyed_ns: o.times.destroyed(),
@@ -690,7 +690,7 @@ impl Model {
                 why.push("nobody waits on it".to_owned());
             }
             (Rule::WorldAccessible, _) => {
-                let m = o.mode.unwrap_or(0) & 0o777;
+                let m = o.mode().unwrap_or(0) & 0o777;
                 why.push(format!(
                     "mode {m:03o}: others may {}",
                     match m & 0o006 {

@@ -315,7 +315,7 @@ pub struct Model {
     next_leak_seq: std::num::NonZeroU32,
     programs: HashMap<String, Program>,
     /// Program names objects share (`Object::created_by_program`).
-    program_names: HashSet<std::sync::Arc<str>>,
+    program_names: HashSet<object::ProgramName>,
     now_ns: u64,
     last_sweep_ns: u64,
     lost_events: u64,

@@ -529,9 +529,11 @@ pub(crate) enum Body {
 }
 
 /// An object's creator as the model knows it: a process, only a pid (a snapshot's `cpid` that
-/// is no known process), or nothing. 16 bytes where an `Option<ProcessKey>` and the pid as an
-/// `Option<u32>` took 32 (the pid of a known creator is its key's).
+/// is no known process), or nothing. 13 bytes where an `Option<ProcessKey>` and the pid as an
+/// `Option<u32>` took 32 (the pid of a known creator is its key's); packed, so that the object
+/// puts it beside its other small fields instead of padding it to 16.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C, packed)]
 pub(crate) struct Creator {
     start_ticks: u64,
     pid: u32,
@@ -583,51 +585,84 @@ impl Creator {
     }
 }
 
-/// When an object was created, removed and destroyed, as far as the model knows: 32 bytes
-/// where three `Option<u64>` took 48.
-#[derive(Clone, Copy, Debug, Default)]
+/// When an object was created, removed and destroyed, as far as the model knows: 24 bytes
+/// where three `Option<u64>` took 48. An unknown time is `u64::MAX` (a time that far off,
+/// year 2554, is kept one nanosecond earlier).
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Times {
     created: u64,
     removed: u64,
     destroyed: u64,
-    /// Which of them are known: [`Self::CREATED`] | [`Self::REMOVED`] | [`Self::DESTROYED`].
-    known: u8,
+}
+
+impl Default for Times {
+    fn default() -> Self {
+        Self {
+            created: Self::UNKNOWN,
+            removed: Self::UNKNOWN,
+            destroyed: Self::UNKNOWN,
+        }
+    }
 }
 
 impl Times {
-    const CREATED: u8 = 1;
-    const REMOVED: u8 = 2;
-    const DESTROYED: u8 = 4;
+    const UNKNOWN: u64 = u64::MAX;
 
-    fn get(self, bit: u8, v: u64) -> Option<u64> {
-        (self.known & bit != 0).then_some(v)
+    fn get(v: u64) -> Option<u64> {
+        (v != Self::UNKNOWN).then_some(v)
+    }
+
+    fn known(ns: u64) -> u64 {
+        ns.min(Self::UNKNOWN - 1)
     }
 
     pub fn created(self) -> Option<u64> {
-        self.get(Self::CREATED, self.created)
+        Self::get(self.created)
     }
 
     pub fn removed(self) -> Option<u64> {
-        self.get(Self::REMOVED, self.removed)
+        Self::get(self.removed)
     }
 
     pub fn destroyed(self) -> Option<u64> {
-        self.get(Self::DESTROYED, self.destroyed)
+        Self::get(self.destroyed)
     }
 
     pub fn set_created(&mut self, ns: u64) {
-        self.created = ns;
-        self.known |= Self::CREATED;
+        self.created = Self::known(ns);
     }
 
     pub fn set_removed(&mut self, ns: u64) {
-        self.removed = ns;
-        self.known |= Self::REMOVED;
+        self.removed = Self::known(ns);
     }
 
     pub fn set_destroyed(&mut self, ns: u64) {
-        self.destroyed = ns;
-        self.known |= Self::DESTROYED;
+        self.destroyed = Self::known(ns);
+    }
+}
+
+/// A program name shared by the objects its processes created: one pointer where an
+/// `Arc<str>` takes two (read only when an object is removed or explained).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ProgramName(std::sync::Arc<Box<str>>);
+
+impl ProgramName {
+    pub fn new(name: &str) -> Self {
+        Self(std::sync::Arc::new(name.into()))
+    }
+}
+
+impl std::ops::Deref for ProgramName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for ProgramName {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -635,20 +670,24 @@ impl Times {
 #[derive(Clone, Debug)]
 pub(crate) struct Object {
     pub key: ObjectKey,
-    /// The IPC key, if known.
-    pub ipc_key: Option<i32>,
+    /// The IPC key ([`Self::ipc_key`]).
+    ipc_key: i32,
     /// The creating process, or only its pid, if known.
     pub creator: Creator,
-    pub owner_uid: Option<u32>,
-    /// Permission bits, plus `SHM_DEST` / `SHM_LOCKED` for shm, if known.
-    pub mode: Option<u32>,
+    /// [`Self::owner_uid`].
+    owner_uid: u32,
+    /// [`Self::mode`].
+    mode: u32,
+    /// Which of `ipc_key`, `owner_uid`, `mode` are known (`KNOWN_*` bits): three `Option`s
+    /// took 24 bytes, these 13.
+    known: u8,
     pub times: Times,
     pub status: ObjectStatus,
     /// While `created_by_program` is still charged with creating it (`leaky-process`), until
     /// its removal: its creation's sequence number in the program's window.
     pub leak_seq: Option<std::num::NonZeroU32>,
     /// The program (exe or comm) that created it (for created-vs-removed counts per program).
-    pub created_by_program: Option<std::sync::Arc<str>>,
+    pub created_by_program: Option<ProgramName>,
     pub body: Body,
     /// What happened to it (`explain`, `report`).
     pub story: super::story::Story,
@@ -663,16 +702,67 @@ impl Object {
         };
         Self {
             key,
-            ipc_key: None,
+            ipc_key: 0,
             creator: Creator::default(),
-            owner_uid: None,
-            mode: None,
+            owner_uid: 0,
+            mode: 0,
+            known: 0,
             times: Times::default(),
             status: ObjectStatus::Live,
             leak_seq: None,
             created_by_program: None,
             body,
             story: super::story::Story::default(),
+        }
+    }
+
+    const KNOWN_IPC_KEY: u8 = 1;
+    const KNOWN_OWNER_UID: u8 = 2;
+    const KNOWN_MODE: u8 = 4;
+
+    fn known(&self, bit: u8, v: u32) -> Option<u32> {
+        (self.known & bit != 0).then_some(v)
+    }
+
+    /// The IPC key, if known.
+    pub fn ipc_key(&self) -> Option<i32> {
+        self.known(Self::KNOWN_IPC_KEY, self.ipc_key.cast_unsigned())
+            .map(u32::cast_signed)
+    }
+
+    pub fn owner_uid(&self) -> Option<u32> {
+        self.known(Self::KNOWN_OWNER_UID, self.owner_uid)
+    }
+
+    /// Permission bits, plus `SHM_DEST` / `SHM_LOCKED` for shm, if known.
+    pub fn mode(&self) -> Option<u32> {
+        self.known(Self::KNOWN_MODE, self.mode)
+    }
+
+    pub fn set_ipc_key(&mut self, key: i32) {
+        self.ipc_key = key;
+        self.known |= Self::KNOWN_IPC_KEY;
+    }
+
+    pub fn set_owner_uid(&mut self, uid: u32) {
+        self.owner_uid = uid;
+        self.known |= Self::KNOWN_OWNER_UID;
+    }
+
+    /// Sets the mode (`None`: unknown).
+    pub fn set_mode(&mut self, mode: Option<u32>) {
+        self.mode = mode.unwrap_or(0);
+        if mode.is_some() {
+            self.known |= Self::KNOWN_MODE;
+        } else {
+            self.known &= !Self::KNOWN_MODE;
+        }
+    }
+
+    /// Changes the mode through `f`, when it is known.
+    pub fn update_mode(&mut self, f: impl FnOnce(u32) -> u32) {
+        if self.known & Self::KNOWN_MODE != 0 {
+            self.mode = f(self.mode);
         }
     }
 
@@ -687,7 +777,7 @@ impl Object {
             ty: self.key.ty,
             id: self.key.id,
             generation: self.key.generation,
-            key: self.ipc_key,
+            key: self.ipc_key(),
             size,
             nsems,
         }
@@ -866,9 +956,10 @@ mod tests {
         t.set_destroyed(u64::MAX);
         assert_eq!(
             (t.created(), t.removed(), t.destroyed()),
-            (None, Some(0), Some(u64::MAX))
+            (None, Some(0), Some(u64::MAX - 1)),
+            "u64::MAX means unknown: a time that far off is kept 1 ns earlier"
         );
-        assert_eq!(std::mem::size_of::<Object>(), 192);
+        assert_eq!(std::mem::size_of::<Object>(), 160);
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl Model {
             return;
         };
         let object = o.object_ref();
-        if let Some(m) = o.mode
+        if let Some(m) = o.mode()
             && m & 0o777 != mode & 0o777
         {
             d.push(|| Difference::Mode {
@@ -306,8 +306,8 @@ impl Model {
                 kernel: mode & 0o777,
             });
         }
-        o.mode = Some(mode);
-        if let Some(u) = o.owner_uid
+        o.set_mode(Some(mode));
+        if let Some(u) = o.owner_uid()
             && u != uid
         {
             d.push(|| Difference::Owner {
@@ -316,7 +316,7 @@ impl Model {
                 kernel: uid,
             });
         }
-        o.owner_uid = Some(uid);
+        o.set_owner_uid(uid);
     }
 
     fn appeared(&mut self, k: ObjectKey, key: i32, d: &mut Diffs<'_>, cx: &mut Cx) {
@@ -347,7 +347,7 @@ impl Model {
                     .shm()
                     .is_some_and(|s| s.size.is_none_or(|z| z == seg.size));
                 let status_ok = removed || o.status != ObjectStatus::RemovedPendingDestroy;
-                let key_ok = removed || o.ipc_key.is_none_or(|k| k == seg.perm.key);
+                let key_ok = removed || o.ipc_key().is_none_or(|k| k == seg.perm.key);
                 size_ok && status_ok && key_ok
             };
             let (k, new) = self.match_object(ns, IpcType::Shm, seg.perm.id, same, d, cx);
@@ -396,7 +396,7 @@ impl Model {
                 }
             }
             self.sync_perm(k, seg.perm.mode, seg.perm.uid, d);
-            if self.objects.get(&k).is_some_and(|o| o.ipc_key.is_none()) {
+            if self.objects.get(&k).is_some_and(|o| o.ipc_key().is_none()) {
                 self.set_ipc_key(k, seg.perm.key, cx);
             }
         }
@@ -415,7 +415,7 @@ impl Model {
             let same = |o: &super::object::Object| {
                 o.sem()
                     .is_some_and(|s| s.nsems.is_none_or(|n| n == set.nsems))
-                    && o.ipc_key.is_none_or(|k| k == set.perm.key)
+                    && o.ipc_key().is_none_or(|k| k == set.perm.key)
             };
             let (k, new) = self.match_object(ns, IpcType::Sem, set.perm.id, same, d, cx);
             seen.insert(k);
@@ -432,7 +432,7 @@ impl Model {
             if new {
                 since.insert(k, activity(&[set.otime, set.ctime], snap.taken_ns));
                 self.appeared(k, set.perm.key, d, cx);
-            } else if self.objects.get(&k).is_some_and(|o| o.ipc_key.is_none()) {
+            } else if self.objects.get(&k).is_some_and(|o| o.ipc_key().is_none()) {
                 self.set_ipc_key(k, set.perm.key, cx);
             }
         }
@@ -450,7 +450,7 @@ impl Model {
         let ns = snap.ipc_ns;
         for q in &snap.msg {
             let same = |o: &super::object::Object| {
-                o.msg().is_some() && o.ipc_key.is_none_or(|k| k == q.perm.key)
+                o.msg().is_some() && o.ipc_key().is_none_or(|k| k == q.perm.key)
             };
             let (k, new) = self.match_object(ns, IpcType::Msg, q.perm.id, same, d, cx);
             seen.insert(k);
@@ -480,7 +480,7 @@ impl Model {
                     self.relate(pk, k);
                 }
                 self.appeared(k, q.perm.key, d, cx);
-            } else if self.objects.get(&k).is_some_and(|o| o.ipc_key.is_none()) {
+            } else if self.objects.get(&k).is_some_and(|o| o.ipc_key().is_none()) {
                 self.set_ipc_key(k, q.perm.key, cx);
             }
             if let Some(o) = self.objects.get_mut(&k) {

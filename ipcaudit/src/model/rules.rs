@@ -429,7 +429,7 @@ impl Model {
                     && s.rare.send_waiters.is_empty()
                     && !self.creator_alive(o)
             }
-            (Rule::WorldAccessible, _) => o.exists() && o.mode.is_some_and(|m| m & 0o007 != 0),
+            (Rule::WorldAccessible, _) => o.exists() && o.mode().is_some_and(|m| m & 0o007 != 0),
             _ => false,
         }
     }
@@ -682,7 +682,7 @@ impl Model {
             f.remedy = None;
             f.description = format!(
                 "{name} has mode {:03o}: every user can access it",
-                o.mode.unwrap_or(0) & 0o777
+                o.mode().unwrap_or(0) & 0o777
             );
             return f;
         }

@@ -222,8 +222,8 @@ impl Model {
         ObjectView {
             object: o.object_ref(),
             status: o.status,
-            mode: o.mode,
-            owner_uid: o.owner_uid,
+            mode: o.mode(),
+            owner_uid: o.owner_uid(),
             creator: o.creator.key().map(|k| self.pref(k)),
             creator_pid: o.creator.pid(),
             created_ns: o.times.created(),
