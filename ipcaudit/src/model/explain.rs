@@ -286,7 +286,6 @@ impl Model {
         let mut live: Vec<&Object> = self
             .objects
             .values()
-            .map(Box::as_ref)
             .filter(|o| t.matches(o))
             .collect();
         live.sort_by_key(|o| std::cmp::Reverse((o.exists(), o.key.generation)));
