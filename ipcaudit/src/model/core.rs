@@ -117,7 +117,7 @@ impl Model {
         p.exit_ns = Some(now);
         let mut delta = Delta::default();
         shm::clear(&mut p.vmas, &mut delta);
-        let related: Vec<ObjectKey> = p.related.iter().copied().collect();
+        let related: Vec<ObjectKey> = p.related.iter().collect();
         if self.live_by_pid.get(&key.pid) == Some(&key) {
             self.live_by_pid.remove(&key.pid);
         }
@@ -144,7 +144,7 @@ impl Model {
         p.alive = true;
         p.exit_code = None;
         p.exit_ns = None;
-        let related: Vec<ObjectKey> = p.related.iter().copied().collect();
+        let related: Vec<ObjectKey> = p.related.iter().collect();
         self.claim_pid(key, cx);
         self.posix_process_revived(key);
         for okey in related {

@@ -62,6 +62,7 @@ mod object;
 mod posix;
 mod process;
 mod reconcile;
+mod related;
 mod rules;
 mod shm;
 mod small_map;
