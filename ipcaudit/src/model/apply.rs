@@ -3,7 +3,7 @@
 use crate::event::{Action, Event, EventKind, IpcType, ProcessKey, SemOp, SysResult};
 use crate::snapshot::SHM_LOCKED;
 
-use super::object::{ObjectKey, ObjectRef, ObjectStatus};
+use super::object::{Object, ObjectKey, ObjectRef, ObjectStatus};
 use super::process::Process;
 use super::shm::{self, Delta, Remap, Vma};
 use super::story::{Cause, What};
@@ -234,7 +234,7 @@ impl Model {
     }
 
     pub(crate) fn object_ref(&self, k: ObjectKey) -> Option<ObjectRef> {
-        self.objects.get(&k).map(|o| o.object_ref())
+        self.objects.get(&k).map(Object::object_ref)
     }
 
     /// Runs a change of one process's mappings and applies its consequences. Returns the first

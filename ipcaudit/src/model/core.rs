@@ -7,7 +7,7 @@ use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};
 
-use super::object::{Body, Object, ObjectKey, ObjectStatus, ProgramName};
+use super::object::{Body, ObjectKey, ObjectStatus, ProgramName};
 use super::process::Process;
 use super::rules::{Rule, Subject};
 use super::shm::{self, Delta};
@@ -117,7 +117,7 @@ impl Model {
         p.exit_ns = Some(now);
         let mut delta = Delta::default();
         shm::clear(&mut p.vmas, &mut delta);
-        let related: Vec<ObjectKey> = p.related.iter().copied().collect();
+        let related: Vec<ObjectKey> = p.related.iter().collect();
         if self.live_by_pid.get(&key.pid) == Some(&key) {
             self.live_by_pid.remove(&key.pid);
         }
@@ -144,7 +144,7 @@ impl Model {
         p.alive = true;
         p.exit_code = None;
         p.exit_ns = None;
-        let related: Vec<ObjectKey> = p.related.iter().copied().collect();
+        let related: Vec<ObjectKey> = p.related.iter().collect();
         self.claim_pid(key, cx);
         self.posix_process_revived(key);
         for okey in related {
@@ -166,26 +166,15 @@ impl Model {
 
     /// The key of the latest object with this id (destroyed or not).
     pub(crate) fn latest(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectKey> {
-        let generation = *self.by_id.get(&(ns, ty, id))?;
-        Some(ObjectKey {
-            ns,
-            ty,
-            id,
-            generation,
-        })
-    }
-
-    /// Forgets `okey` as the latest object of its id (when it is).
-    fn unindex_id(&mut self, okey: ObjectKey) {
-        if self.latest(okey.ns, okey.ty, okey.id) == Some(okey) {
-            self.by_id.remove(&(okey.ns, okey.ty, okey.id));
-        }
+        self.objects.latest(ns, ty, id).map(|o| o.key)
     }
 
     /// The current object with this id, unless destroyed.
     pub(crate) fn lookup(&self, ns: u32, ty: IpcType, id: i32) -> Option<ObjectKey> {
-        let key = self.latest(ns, ty, id)?;
-        self.objects.get(&key).filter(|o| o.exists()).map(|o| o.key)
+        self.objects
+            .latest(ns, ty, id)
+            .filter(|o| o.exists())
+            .map(|o| o.key)
     }
 
     /// The current object with this id; one the model never saw is created with unknown
@@ -213,16 +202,7 @@ impl Model {
         if let Some(old) = self.lookup(ns, ty, id) {
             self.destroy_object(old, cx, false);
         }
-        let key = ObjectKey {
-            ns,
-            ty,
-            id,
-            generation: self.next_generation,
-        };
-        self.next_generation = self.next_generation.wrapping_add(1);
-        self.objects.insert(key, Box::new(Object::new(key)));
-        self.by_id.insert((ns, ty, id), key.generation);
-        key
+        self.objects.create(ns, ty, id)
     }
 
     /// Sets the IPC key of an object (and the key index).
@@ -562,7 +542,6 @@ impl Model {
                 };
                 let processes = &self.processes;
                 o.story.refresh_cast(|k| processes.get(&k));
-                self.unindex_id(okey);
                 refs.clear();
                 o.referenced(&mut refs);
                 for pk in &refs {
@@ -611,7 +590,6 @@ impl Model {
             };
             let processes = &self.processes;
             o.story.refresh_cast(|k| processes.get(&k));
-            self.unindex_id(okey);
             refs.clear();
             o.referenced(&mut refs);
             for pk in &refs {

@@ -283,12 +283,7 @@ impl Model {
     /// Objects that match `t`: live ones (latest generation first) then archived ones (newest
     /// first).
     fn candidates(&self, t: &Target) -> Vec<&Object> {
-        let mut live: Vec<&Object> = self
-            .objects
-            .values()
-            .map(Box::as_ref)
-            .filter(|o| t.matches(o))
-            .collect();
+        let mut live: Vec<&Object> = self.objects.values().filter(|o| t.matches(o)).collect();
         live.sort_by_key(|o| std::cmp::Reverse((o.exists(), o.key.generation)));
         let archived = self
             .archive

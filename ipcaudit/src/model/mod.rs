@@ -62,10 +62,12 @@ mod object;
 mod posix;
 mod process;
 mod reconcile;
+mod related;
 mod rules;
 mod shm;
 mod small_map;
 mod story;
+mod table;
 mod view;
 
 #[cfg(test)]
@@ -292,14 +294,10 @@ pub struct Model {
     cfg: ModelConfig,
     /// Hashed, not ordered: every event looks objects up several times, and a B-tree's key
     /// comparisons were the largest share of the model's time. What lists objects sorts them
-    /// ([`Model::objects_in_order`]).
-    objects: HashMap<ObjectKey, Box<Object>>,
-    /// Latest generation per (ns, type, id) (the generation alone: the rest of the object's key
-    /// is the map's key; 16 bytes an entry instead of 28). Read through [`Model::latest`].
-    by_id: HashMap<(u32, IpcType, i32), u32>,
+    /// ([`Model::objects_in_order`]). Also finds the latest object of an id ([`Model::latest`]).
+    objects: table::ObjectTable,
     /// Live objects by (ns, type, IPC key), private keys excluded.
     by_key: HashMap<(u32, IpcType, i32), ObjectKey>,
-    next_generation: u32,
     processes: HashMap<ProcessKey, Process>,
     /// Live processes by pid.
     live_by_pid: HashMap<u32, ProcessKey>,
@@ -342,10 +340,8 @@ impl Model {
     pub fn new(cfg: ModelConfig) -> Self {
         Self {
             cfg,
-            objects: HashMap::default(),
-            by_id: HashMap::default(),
+            objects: table::ObjectTable::default(),
             by_key: HashMap::default(),
-            next_generation: 0,
             processes: HashMap::default(),
             live_by_pid: HashMap::default(),
             next_attach: 0,
@@ -430,7 +426,7 @@ impl Model {
 
     /// The objects the model holds, in key order (namespace, type, id, generation).
     pub(crate) fn objects_in_order(&self) -> Vec<&Object> {
-        let mut objects: Vec<&Object> = self.objects.values().map(Box::as_ref).collect();
+        let mut objects: Vec<&Object> = self.objects.values().collect();
         objects.sort_unstable_by_key(|o| o.key);
         objects
     }

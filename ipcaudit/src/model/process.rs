@@ -1,12 +1,11 @@
 //! What the model knows about one process (keyed by pid + start time, so PID reuse never merges
 //! two processes).
 
-use super::HashSet;
 use std::sync::Arc;
 
 use crate::event::{ProcessDetails, ProcessKey};
 
-use super::object::ObjectKey;
+use super::related::Related;
 use super::shm::VmaMap;
 
 #[derive(Clone, Debug)]
@@ -29,7 +28,7 @@ pub(crate) struct Process {
     pub vmas: VmaMap,
     /// Objects that refer to this process (creator, attacher, user, sender, reader, waiter):
     /// the ones to re-evaluate when it dies.
-    pub related: HashSet<ObjectKey>,
+    pub related: Related,
     /// Its kernel usage slots' totals consumed so far (aggregation; `aggregate.rs`).
     pub usage: Vec<(super::aggregate::SlotId, super::aggregate::SlotCounts)>,
     /// Executable, command line, parent chain, unit, container (`Model::describe_process`).
@@ -49,7 +48,7 @@ impl Process {
             exit_ns: None,
             ns,
             vmas: VmaMap::new(),
-            related: HashSet::default(),
+            related: Related::default(),
             usage: Vec::new(),
             details: None,
         }

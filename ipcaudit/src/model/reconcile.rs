@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::event::{IpcType, ProcessKey};
 use crate::snapshot::{Blocked, ProcessInfo, SHM_DEST, Snapshot};
 
-use super::object::{Body, ObjectKey, ObjectRef, ObjectStatus};
+use super::object::{Body, Object, ObjectKey, ObjectRef, ObjectStatus};
 use super::process::Process;
 use super::shm::{Delta, Vma};
 use super::{Cx, FindingChange, Model, NS_PER_SEC};
@@ -158,7 +158,7 @@ impl Model {
         let absent: Vec<ObjectKey> = self
             .ns_objects(ns)
             .filter(|k| !listed.contains(&(k.ty, k.id)))
-            .filter(|k| self.objects.get(k).is_some_and(|o| o.exists()))
+            .filter(|k| self.objects.get(k).is_some_and(Object::exists))
             .collect();
         self.vanish(absent, &mut d, cx);
         let mut since: HashMap<ObjectKey, u64> = HashMap::default();
@@ -168,7 +168,7 @@ impl Model {
         self.sync_msg(snap, &pids, &mut d, &mut since, &mut seen, cx);
         let vanished: Vec<ObjectKey> = self
             .ns_objects(ns)
-            .filter(|k| !seen.contains(k) && self.objects.get(k).is_some_and(|o| o.exists()))
+            .filter(|k| !seen.contains(k) && self.objects.get(k).is_some_and(Object::exists))
             .collect();
         self.vanish(vanished, &mut d, cx);
         self.sync_mappings(snap, &mut d, cx);
@@ -277,7 +277,7 @@ impl Model {
     ) -> (ObjectKey, bool) {
         let cur = self.lookup(ns, ty, id);
         if let Some(k) = cur
-            && self.objects.get(&k).is_some_and(|o| same(o))
+            && self.objects.get(&k).is_some_and(same)
         {
             return (k, false);
         }
@@ -570,7 +570,7 @@ impl Model {
                 };
                 let (model, kern) = (ranges(&have), ranges(&want));
                 if model != kern
-                    && let Some(object) = self.objects.get(ok).map(|o| o.object_ref())
+                    && let Some(object) = self.objects.get(ok).map(Object::object_ref)
                 {
                     d.push(|| Difference::Mappings {
                         object,
@@ -788,7 +788,7 @@ impl Model {
         }
         let keys: Vec<ObjectKey> = self
             .ns_objects(ns)
-            .filter(|k| self.objects.get(k).is_some_and(|o| o.exists()))
+            .filter(|k| self.objects.get(k).is_some_and(Object::exists))
             .collect();
         for k in keys {
             self.account(k, true);
