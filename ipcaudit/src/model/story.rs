@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{CallSite, ProcessDetails, ProcessKey};
+use crate::event::{CallSite, ProcessKey};
 
-use super::process::Process;
+use super::process::{Character, Process};
 use super::rules::{Rule, Severity};
 use super::small_map::SmallMap;
 
@@ -139,6 +139,211 @@ pub struct Entry {
     pub what: What,
 }
 
+/// What a [`Kept`] entry says (the rest of a [`What`] is in its other fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Create,
+    Appear,
+    Open,
+    Remove,
+    Destroy,
+    Attach(AttachHow),
+    Detach(DetachHow),
+    Raised(Rule, Severity),
+    Cleared(Rule),
+}
+
+/// [`Small::flags`]: the entry names a process.
+const PROCESS: u8 = 1;
+/// [`Small::flags`]: `word` is an address.
+const ADDRESS: u8 = 2;
+/// [`Small::flags`]: `word` is an exit code.
+const EXIT_CODE: u8 = 4;
+
+/// An entry in 32 bytes instead of 80, when its values fit (they nearly always do: a
+/// process's start time in ticks fits in 32 bits for 497 days of uptime, and an attach or
+/// detach moves a few ranges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Small {
+    time_ns: u64,
+    /// The address of an attach or detach, or the exit code of a detach by exit (`flags`
+    /// says which, if any).
+    word: u64,
+    pid: u32,
+    start_ticks: u32,
+    ranges: u16,
+    left: u16,
+    kind: Kind,
+    flags: u8,
+}
+
+impl Small {
+    /// `e` in 32 bytes, if it fits (a call site or a ctl command's name never does).
+    fn pack(e: &Entry) -> Option<Self> {
+        let mut s = Self {
+            time_ns: e.time_ns,
+            ..SMALL_NONE
+        };
+        if let Some(k) = e.process {
+            s.pid = k.pid;
+            s.start_ticks = u32::try_from(k.start_ticks).ok()?;
+            s.flags |= PROCESS;
+        }
+        s.kind = match &e.what {
+            What::Create => Kind::Create,
+            What::Appear => Kind::Appear,
+            What::Open => Kind::Open,
+            What::Remove => Kind::Remove,
+            What::Destroy => Kind::Destroy,
+            What::FindingRaised { rule, severity } => Kind::Raised(*rule, *severity),
+            What::FindingCleared { rule } => Kind::Cleared(*rule),
+            What::Attach {
+                address,
+                how,
+                ranges,
+                call_site: None,
+            } => {
+                s.set_word(*address, ADDRESS);
+                s.ranges = u16::try_from(*ranges).ok()?;
+                Kind::Attach(*how)
+            }
+            What::Detach {
+                address,
+                how,
+                ranges,
+                left,
+                exit_code,
+            } => {
+                match (address, exit_code) {
+                    (Some(_), Some(_)) => return None,
+                    (_, None) => s.set_word(*address, ADDRESS),
+                    (None, Some(c)) => s.set_word(Some(u64::from(*c)), EXIT_CODE),
+                }
+                s.ranges = u16::try_from(*ranges).ok()?;
+                s.left = u16::try_from(*left).ok()?;
+                Kind::Detach(*how)
+            }
+            What::Attach { .. } | What::Control { .. } => return None,
+        };
+        Some(s)
+    }
+
+    fn set_word(&mut self, word: Option<u64>, flag: u8) {
+        if let Some(w) = word {
+            self.word = w;
+            self.flags |= flag;
+        }
+    }
+
+    /// `word`, if `flag` says it holds that.
+    fn word(&self, flag: u8) -> Option<u64> {
+        (self.flags & flag != 0).then_some(self.word)
+    }
+
+    fn process(&self) -> Option<ProcessKey> {
+        (self.flags & PROCESS != 0).then_some(ProcessKey {
+            pid: self.pid,
+            start_ticks: u64::from(self.start_ticks),
+        })
+    }
+
+    fn entry(&self) -> Entry {
+        let what = match self.kind {
+            Kind::Create => What::Create,
+            Kind::Appear => What::Appear,
+            Kind::Open => What::Open,
+            Kind::Remove => What::Remove,
+            Kind::Destroy => What::Destroy,
+            Kind::Raised(rule, severity) => What::FindingRaised { rule, severity },
+            Kind::Cleared(rule) => What::FindingCleared { rule },
+            Kind::Attach(how) => What::Attach {
+                address: self.word(ADDRESS),
+                how,
+                ranges: u64::from(self.ranges),
+                call_site: None,
+            },
+            Kind::Detach(how) => What::Detach {
+                address: self.word(ADDRESS),
+                how,
+                ranges: u64::from(self.ranges),
+                left: u64::from(self.left),
+                exit_code: self
+                    .word(EXIT_CODE)
+                    .and_then(|c| u32::try_from(c).ok()),
+            },
+        };
+        Entry {
+            time_ns: self.time_ns,
+            process: self.process(),
+            what,
+        }
+    }
+}
+
+/// An entry as a story keeps it: [`Small`] when it fits, boxed otherwise (a ctl command, an
+/// attach given its call site): 32 bytes instead of the 80 of an [`Entry`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kept {
+    Small(Small),
+    Big(Box<Entry>),
+}
+
+impl Kept {
+    fn new(e: Entry) -> Self {
+        Small::pack(&e).map_or_else(|| Self::Big(Box::new(e)), Self::Small)
+    }
+
+    fn entry(&self) -> Entry {
+        match self {
+            Self::Small(s) => s.entry(),
+            Self::Big(e) => Entry::clone(e),
+        }
+    }
+
+    /// If this is `process`'s shmat at `address`: whether it has its call site.
+    fn shmat_at(&self, process: ProcessKey, address: u64) -> Option<bool> {
+        match self {
+            Self::Small(s) => (s.process() == Some(process)
+                && s.kind == Kind::Attach(AttachHow::Shmat)
+                && s.word(ADDRESS) == Some(address))
+            .then_some(false),
+            Self::Big(e) => match &e.what {
+                What::Attach {
+                    address: Some(a),
+                    how: AttachHow::Shmat,
+                    call_site,
+                    ..
+                } if *a == address && e.process == Some(process) => Some(call_site.is_some()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Gives this attach entry its call site (boxed: few attaches get one).
+    fn set_call_site(&mut self, site: Arc<CallSite>) {
+        let mut e = match std::mem::replace(self, Self::Small(SMALL_NONE)) {
+            Self::Small(s) => Box::new(s.entry()),
+            Self::Big(e) => e,
+        };
+        if let What::Attach { call_site, .. } = &mut e.what {
+            *call_site = Some(site);
+        }
+        *self = Self::Big(e);
+    }
+}
+
+/// A placeholder while an entry is rewritten.
+const SMALL_NONE: Small = Small {
+    time_ns: 0,
+    word: 0,
+    pid: 0,
+    start_ticks: 0,
+    ranges: 0,
+    left: 0,
+    kind: Kind::Create,
+    flags: 0,
+};
+
 /// A process's operations on one object, summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpSummary {
@@ -197,48 +402,6 @@ fn is_zero(v: &u64) -> bool {
 )]
 fn is_zero_i(v: &i64) -> bool {
     *v == 0
-}
-
-/// A process as a story remembers it (the model may forget the process itself). Whether it is
-/// alive is not kept: the model only forgets dead processes, so a story's character is read
-/// only for a dead one (48 bytes, with the key 64: mimalloc's class below 80).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Character {
-    /// The process's own names, shared.
-    pub comm: Arc<str>,
-    pub exe: Option<Arc<str>>,
-    pub details: Option<Arc<ProcessDetails>>,
-    pub exit_code: Option<u32>,
-}
-
-impl Character {
-    pub fn of(p: &Process) -> Self {
-        Self {
-            comm: p.comm.clone(),
-            exe: p.exe.clone(),
-            details: p.details.clone(),
-            exit_code: p.exit_code,
-        }
-    }
-
-    /// Remembers `p` as it is now, in place: no allocation (this runs on every story entry, on
-    /// the collector's hot path).
-    fn refresh(&mut self, p: &Process) {
-        self.comm.clone_from(&p.comm);
-        self.exe.clone_from(&p.exe);
-        self.details.clone_from(&p.details);
-        self.exit_code = p.exit_code;
-    }
-}
-
-/// Remembers process `key` as `p` is now.
-fn remember(cast: &mut SmallMap<Character>, key: ProcessKey, p: &Process) {
-    match cast.get_mut(&key) {
-        Some(c) => c.refresh(p),
-        None => {
-            cast.insert(key, Character::of(p));
-        }
-    }
 }
 
 /// The counters of an [`OpSummary`] (signed ones zigzag-encoded), in field order.
@@ -360,7 +523,7 @@ impl ProcOps {
 /// full, how many were dropped in between, and how many processes' operations were dropped.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Tail {
-    pub entries: VecDeque<Entry>,
+    entries: VecDeque<Kept>,
     /// Entries dropped between `head` and `entries`.
     pub omitted: u64,
     /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
@@ -372,12 +535,14 @@ pub(crate) struct Tail {
 pub(crate) struct Story {
     /// The first entries, reallocated one entry larger at each push (a boxed slice: no capacity
     /// field; most objects have one to three entries).
-    pub head: Box<[Entry]>,
+    head: Box<[Kept]>,
     /// Made when the head is full or operations are dropped: most objects never get there, and
     /// every live object carries a story.
     pub tail: Option<Box<Tail>>,
     pub procs: SmallMap<ProcOps>,
-    pub cast: SmallMap<Character>,
+    /// What it remembers of each process it names, as the process was at its last entry
+    /// here (shared with the process until its names change; `None`: unknown to the model).
+    cast: SmallMap<Option<Arc<Character>>>,
     /// Where in the code it was created.
     pub create_site: Option<Arc<CallSite>>,
 }
@@ -391,18 +556,14 @@ impl Story {
         what: What,
     ) {
         let key = process.map(|(k, p)| {
-            if let Some(p) = p {
-                remember(&mut self.cast, k, p);
-            } else {
-                self.cast.get_or_insert_with(k, Character::default);
-            }
+            self.remember(k, p);
             k
         });
-        let e = Entry {
+        let e = Kept::new(Entry {
             time_ns,
             process: key,
             what,
-        };
+        });
         if self.head.len() < HEAD {
             let end = self.head.len();
             super::small_map::insert_exact(&mut self.head, end, e);
@@ -428,11 +589,38 @@ impl Story {
 
     /// The entries kept, in time order (finding entries carry the time their condition started,
     /// so they may have been recorded later than entries that follow them).
-    pub fn entries(&self) -> Vec<&Entry> {
-        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
-        let mut all: Vec<&Entry> = self.head.iter().chain(tail).collect();
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self.kept().map(Kept::entry).collect();
         all.sort_by_key(|e| e.time_ns);
         all
+    }
+
+    /// The entries kept, in the order they were recorded.
+    fn kept(&self) -> impl DoubleEndedIterator<Item = &Kept> {
+        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
+        self.head.iter().chain(tail)
+    }
+
+    /// Remembers process `key` as `p` is now (no allocation: this runs on every entry, on the
+    /// collector's hot path); a process the model does not know is named all the same (its
+    /// names are filled in if it becomes known before the story is archived).
+    fn remember(&mut self, key: ProcessKey, p: Option<&Process>) {
+        let names = p.map(Process::names);
+        match self.cast.get_mut(&key) {
+            Some(c) => {
+                if let Some(n) = names
+                    && !c.as_ref().is_some_and(|c| Arc::ptr_eq(c, n))
+                {
+                    *c = Some(n.clone());
+                }
+            }
+            None => self.cast.insert(key, names.cloned()),
+        }
+    }
+
+    /// What the story remembers of process `key`, if it knew it.
+    pub fn character(&self, key: ProcessKey) -> Option<Arc<Character>> {
+        self.cast.get(&key).cloned().flatten()
     }
 
     /// The operations of process `key` (created on first use; bounded).
@@ -450,8 +638,8 @@ impl Story {
                 tail.procs_dropped = tail.procs_dropped.saturating_add(1);
             }
         }
-        if let Some(p) = p {
-            remember(&mut self.cast, key, p);
+        if p.is_some() {
+            self.remember(key, p);
         }
         let o = self.procs.get_or_insert_with(key, || ProcOps::new(now));
         o.last_ns = o.last_ns.max(now);
@@ -517,26 +705,30 @@ impl Story {
         );
     }
 
-    /// The latest attach entry of `process` at `address` (newest first), to give it its call
-    /// site.
-    pub fn attach_entry(&mut self, process: ProcessKey, address: u64) -> Option<&mut Entry> {
-        let matches = |e: &Entry| {
-            e.process == Some(process)
-                && matches!(e.what, What::Attach { address: Some(a), how: AttachHow::Shmat, .. } if a == address)
-        };
-        if let Some(t) = self.tail.as_deref_mut()
-            && let Some(e) = t.entries.iter_mut().rev().find(|e| matches(e))
-        {
-            return Some(e);
-        }
-        self.head.iter_mut().rev().find(|e| matches(e))
+    /// Gives the latest shmat entry of `process` at `address` its call site. Returns whether
+    /// there was one.
+    pub fn set_attach_site(&mut self, process: ProcessKey, address: u64, site: Arc<CallSite>) -> bool {
+        let tail = self.tail.iter_mut().flat_map(|t| t.entries.iter_mut());
+        let latest = self
+            .head
+            .iter_mut()
+            .chain(tail)
+            .rev()
+            .find(|k| k.shmat_at(process, address).is_some());
+        latest.map(|k| k.set_call_site(site)).is_some()
+    }
+
+    /// Whether `process`'s shmat at `address` waits for its call site.
+    pub fn awaits_attach_site(&self, process: ProcessKey, address: u64) -> bool {
+        self.kept()
+            .any(|k| k.shmat_at(process, address) == Some(false))
     }
 
     /// Refreshes what the story remembers of its processes (before the model forgets them).
     pub fn refresh_cast<'a>(&mut self, lookup: impl Fn(ProcessKey) -> Option<&'a Process>) {
         for (k, c) in self.cast.iter_mut() {
             if let Some(p) = lookup(*k) {
-                *c = Character::of(p);
+                *c = Some(p.names().clone());
             }
         }
     }
@@ -623,6 +815,138 @@ mod tests {
         for v in [0, 1, -1, 127, -128, i64::MAX, i64::MIN] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
+    }
+
+    /// Every kind of entry, with values that fit in a [`Small`] and values that do not.
+    fn sample_entries() -> Vec<Entry> {
+        let site = Arc::new(CallSite::default());
+        let big = ProcessKey {
+            pid: 3,
+            start_ticks: u64::from(u32::MAX) + 1,
+        };
+        let mut whats = vec![
+            What::Create,
+            What::Appear,
+            What::Open,
+            What::Remove,
+            What::Destroy,
+            What::Control {
+                command: "SETVAL #0 = 1".into(),
+            },
+            What::FindingRaised {
+                rule: Rule::StalledQueue,
+                severity: Severity::Critical,
+            },
+            What::FindingCleared {
+                rule: Rule::NearLimit,
+            },
+        ];
+        for how in [AttachHow::Shmat, AttachHow::Fork, AttachHow::Snapshot] {
+            for (address, ranges) in [(None, 1), (Some(u64::MAX), 65_535), (Some(0), 65_536)] {
+                for call_site in [None, Some(site.clone())] {
+                    whats.push(What::Attach {
+                        address,
+                        how,
+                        ranges,
+                        call_site,
+                    });
+                }
+            }
+        }
+        for how in [DetachHow::Shmdt, DetachHow::Exit, DetachHow::Unknown] {
+            for (address, exit_code) in [(None, None), (Some(7), None), (None, Some(u32::MAX))]
+                .into_iter()
+                .chain([(Some(1), Some(2))])
+            {
+                for (ranges, left) in [(1, 0), (65_535, 65_535), (1, 65_536), (u64::MAX, 0)] {
+                    whats.push(What::Detach {
+                        address,
+                        how,
+                        ranges,
+                        left,
+                        exit_code,
+                    });
+                }
+            }
+        }
+        let mut all = Vec::new();
+        for (i, what) in whats.into_iter().enumerate() {
+            for process in [None, Some(key(u32::MAX)), Some(big)] {
+                all.push(Entry {
+                    time_ns: u64::MAX - i as u64,
+                    process,
+                    what: what.clone(),
+                });
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn kept_entries_are_exact() {
+        assert_eq!(std::mem::size_of::<Kept>(), 32);
+        let mut small = 0;
+        for e in sample_entries() {
+            let k = Kept::new(e.clone());
+            small += usize::from(matches!(k, Kept::Small(_)));
+            assert_eq!(k.entry(), e);
+        }
+        assert!(small > 50, "most of them fit: {small}");
+    }
+
+    #[test]
+    fn attach_sites_go_to_the_latest_shmat() {
+        let mut s = Story::default();
+        let attach = |address| What::Attach {
+            address: Some(address),
+            how: AttachHow::Shmat,
+            ranges: 1,
+            call_site: None,
+        };
+        for t in 0..200 {
+            s.push(t, Some((key(1), None)), attach(t % 2));
+        }
+        assert!(s.awaits_attach_site(key(1), 1));
+        assert!(!s.awaits_attach_site(key(2), 1));
+        assert!(!s.set_attach_site(key(1), 5, Arc::new(CallSite::default())));
+        assert!(s.set_attach_site(key(1), 1, Arc::new(CallSite::default())));
+        let sited: Vec<u64> = s
+            .entries()
+            .iter()
+            .filter(|e| matches!(e.what, What::Attach { call_site: Some(_), .. }))
+            .map(|e| e.time_ns)
+            .collect();
+        assert_eq!(sited, [199]);
+        // A head entry when the tail has none.
+        let mut s = Story::default();
+        s.push(1, Some((key(1), None)), attach(9));
+        s.push(2, Some((key(1), None)), attach(8));
+        assert!(s.set_attach_site(key(1), 9, Arc::new(CallSite::default())));
+        assert!(!s.awaits_attach_site(key(1), 9));
+        assert!(s.awaits_attach_site(key(1), 8));
+    }
+
+    #[test]
+    fn the_cast_keeps_each_process_as_at_its_last_entry() {
+        let mut p = Process::new(key(1), "before", 0, 0);
+        let mut a = Story::default();
+        let mut b = Story::default();
+        a.push(1, Some((key(1), Some(&p))), What::Open);
+        b.push(1, Some((key(1), Some(&p))), What::Open);
+        assert!(Arc::ptr_eq(&a.character(key(1)).unwrap(), p.names()), "shared");
+        p.names_mut().comm = "after".into();
+        p.names_mut().exit_code = Some(9);
+        b.push(2, Some((key(1), Some(&p))), What::Open);
+        assert_eq!(&*a.character(key(1)).unwrap().comm, "before");
+        assert_eq!(a.character(key(1)).unwrap().exit_code, None);
+        assert_eq!(&*b.character(key(1)).unwrap().comm, "after");
+        // Unknown to the model: named, not described, until the story is refreshed.
+        a.push(3, Some((key(2), None)), What::Open);
+        assert!(a.character(key(2)).is_none());
+        let q = Process::new(key(2), "late", 0, 0);
+        a.refresh_cast(|k| (k == key(2)).then_some(&q));
+        assert_eq!(&*a.character(key(2)).unwrap().comm, "late");
+        assert_eq!(&*a.character(key(1)).unwrap().comm, "before");
     }
 
     #[test]
