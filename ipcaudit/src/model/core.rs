@@ -1,7 +1,6 @@
 //! State changes shared by events and snapshots: processes living and dying, objects appearing
 //! and going, attachment counts, bookkeeping for the rules, forgetting.
 
-
 use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};

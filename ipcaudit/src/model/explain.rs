@@ -14,8 +14,8 @@ use thiserror::Error;
 use crate::event::{CallSite, IpcType, ProcessDetails, ProcessKey};
 
 use super::object::{Body, Object, ObjectRef, ObjectStatus};
-use super::rules::{FindingKey, Rule, Severity};
 use super::process::Character;
+use super::rules::{FindingKey, Rule, Severity};
 use super::story::{Entry, OpSummary};
 use super::{Model, NS_PER_SEC};
 

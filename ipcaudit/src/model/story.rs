@@ -267,9 +267,7 @@ impl Small {
                 how,
                 ranges: u64::from(self.ranges),
                 left: u64::from(self.left),
-                exit_code: self
-                    .word(EXIT_CODE)
-                    .and_then(|c| u32::try_from(c).ok()),
+                exit_code: self.word(EXIT_CODE).and_then(|c| u32::try_from(c).ok()),
             },
         };
         Entry {
@@ -707,7 +705,12 @@ impl Story {
 
     /// Gives the latest shmat entry of `process` at `address` its call site. Returns whether
     /// there was one.
-    pub fn set_attach_site(&mut self, process: ProcessKey, address: u64, site: Arc<CallSite>) -> bool {
+    pub fn set_attach_site(
+        &mut self,
+        process: ProcessKey,
+        address: u64,
+        site: Arc<CallSite>,
+    ) -> bool {
         let tail = self.tail.iter_mut().flat_map(|t| t.entries.iter_mut());
         let latest = self
             .head
@@ -913,7 +916,15 @@ mod tests {
         let sited: Vec<u64> = s
             .entries()
             .iter()
-            .filter(|e| matches!(e.what, What::Attach { call_site: Some(_), .. }))
+            .filter(|e| {
+                matches!(
+                    e.what,
+                    What::Attach {
+                        call_site: Some(_),
+                        ..
+                    }
+                )
+            })
             .map(|e| e.time_ns)
             .collect();
         assert_eq!(sited, [199]);
@@ -933,7 +944,10 @@ mod tests {
         let mut b = Story::default();
         a.push(1, Some((key(1), Some(&p))), What::Open);
         b.push(1, Some((key(1), Some(&p))), What::Open);
-        assert!(Arc::ptr_eq(&a.character(key(1)).unwrap(), p.names()), "shared");
+        assert!(
+            Arc::ptr_eq(&a.character(key(1)).unwrap(), p.names()),
+            "shared"
+        );
         p.names_mut().comm = "after".into();
         p.names_mut().exit_code = Some(9);
         b.push(2, Some((key(1), Some(&p))), What::Open);
