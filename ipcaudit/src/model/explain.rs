@@ -382,7 +382,8 @@ impl Model {
     }
 
     fn explanation(&self, o: &Object) -> Explanation {
-        let timeline: Vec<Entry> = o.story.entries();
+        let created = o.times.created().map(|t| (t, o.creator.key()));
+        let timeline: Vec<Entry> = o.story.entries(created);
         let mut keys: Vec<ProcessKey> = Vec::new();
         keys.extend(o.creator.key());
         keys.extend(timeline.iter().filter_map(|e| e.process));
@@ -426,7 +427,7 @@ impl Model {
             program,
             people,
             timeline,
-            omitted: o.story.omitted(),
+            omitted: o.story.omitted(created.is_some()),
             operations,
             operations_omitted: o.story.procs_dropped(),
             holders,

@@ -546,7 +546,10 @@ pub(crate) struct Story {
 }
 
 impl Story {
-    /// Appends an entry (the process, if any, is remembered as it is now).
+    /// Appends an entry (the process, if any, is remembered as it is now). A `Create` entry is
+    /// not stored: it comes first, from the creator at the created time, which the object keeps
+    /// anyway, and [`Self::entries`] puts it back (most sets and queues have no other entry, so
+    /// their story allocates nothing for entries).
     pub fn push(
         &mut self,
         time_ns: u64,
@@ -557,6 +560,9 @@ impl Story {
             self.remember(k, p);
             k
         });
+        if what == What::Create {
+            return;
+        }
         let e = Kept::new(Entry {
             time_ns,
             process: key,
@@ -575,9 +581,21 @@ impl Story {
         }
     }
 
-    /// Entries dropped between the head and the tail.
-    pub fn omitted(&self) -> u64 {
-        self.tail.as_ref().map_or(0, |t| t.omitted)
+    /// Entries dropped between the head and the tail (`created`: whether the object has its
+    /// `Create` entry).
+    pub fn omitted(&self, created: bool) -> u64 {
+        let stored = self.tail.as_ref().map_or(0, |t| t.omitted);
+        stored.saturating_add(u64::from(self.crowded(created)))
+    }
+
+    /// Whether the implied `Create` entry crowds the head's last entry out: the head keeps
+    /// [`HEAD`] entries with it, so that one belongs to the tail, and is dropped with the
+    /// omitted ones once the tail is full (otherwise it is the tail's first: in the same place
+    /// in [`Self::kept`]'s order).
+    fn crowded(&self, created: bool) -> bool {
+        created
+            && self.head.len() == HEAD
+            && self.tail.as_ref().is_some_and(|t| t.entries.len() == TAIL)
     }
 
     /// Processes whose operations were dropped.
@@ -586,9 +604,18 @@ impl Story {
     }
 
     /// The entries kept, in time order (finding entries carry the time their condition started,
-    /// so they may have been recorded later than entries that follow them).
-    pub fn entries(&self) -> Vec<Entry> {
-        let mut all: Vec<Entry> = self.kept().map(Kept::entry).collect();
+    /// so they may have been recorded later than entries that follow them). `created`: the
+    /// object's created time and creator if the model saw it created, for its `Create` entry.
+    pub fn entries(&self, created: Option<(u64, Option<ProcessKey>)>) -> Vec<Entry> {
+        let create = created.map(|(time_ns, process)| Entry {
+            time_ns,
+            process,
+            what: What::Create,
+        });
+        let crowded = usize::from(self.crowded(created.is_some()));
+        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
+        let kept = self.head[..self.head.len() - crowded].iter().chain(tail);
+        let mut all: Vec<Entry> = create.into_iter().chain(kept.map(Kept::entry)).collect();
         all.sort_by_key(|e| e.time_ns);
         all
     }
@@ -754,13 +781,37 @@ mod tests {
         for t in 0..1000u64 {
             s.push(t, Some((key(1), None)), What::Open);
         }
-        let e = s.entries();
+        let e = s.entries(None);
         assert_eq!(e.len(), HEAD + TAIL);
-        assert_eq!(s.omitted(), 1000 - (HEAD + TAIL) as u64);
+        assert_eq!(s.omitted(false), 1000 - (HEAD + TAIL) as u64);
         assert_eq!(e[0].time_ns, 0);
         assert_eq!(e[HEAD - 1].time_ns, HEAD as u64 - 1);
         assert_eq!(e[HEAD].time_ns, 1000 - TAIL as u64);
         assert_eq!(e.last().unwrap().time_ns, 999);
+    }
+
+    #[test]
+    fn the_create_entry_is_implied() {
+        // What the head and the tail kept when the Create entry was stored: the first HEAD
+        // entries, the last TAIL of the others, the rest omitted.
+        for n in [0u64, 1, 30, 31, 32, 33, 126, 127, 128, 129, 1000] {
+            let mut s = Story::default();
+            s.push(0, Some((key(1), None)), What::Create);
+            for t in 1..=n {
+                s.push(t, Some((key(2), None)), What::Open);
+            }
+            let all: Vec<u64> = (0..=n).collect();
+            let head = &all[..all.len().min(HEAD)];
+            let rest = &all[head.len()..];
+            let tail = &rest[rest.len().saturating_sub(TAIL)..];
+            let expected: Vec<u64> = head.iter().chain(tail).copied().collect();
+            let e = s.entries(Some((0, Some(key(1)))));
+            assert_eq!(e.iter().map(|e| e.time_ns).collect::<Vec<_>>(), expected);
+            assert_eq!(e[0].what, What::Create);
+            assert_eq!(e[0].process, Some(key(1)));
+            assert_eq!(s.omitted(true), (rest.len() - tail.len()) as u64, "{n}");
+            assert!(s.character(key(1)).is_none() && s.cast.contains_key(&key(1)));
+        }
     }
 
     #[test]
@@ -776,7 +827,11 @@ mod tests {
                 severity: Severity::Warning,
             },
         );
-        let times: Vec<u64> = s.entries().iter().map(|e| e.time_ns).collect();
+        let times: Vec<u64> = s
+            .entries(Some((10, None)))
+            .iter()
+            .map(|e| e.time_ns)
+            .collect();
         assert_eq!(times, [10, 20, 30]);
     }
 
@@ -914,7 +969,7 @@ mod tests {
         assert!(!s.set_attach_site(key(1), 5, Arc::new(CallSite::default())));
         assert!(s.set_attach_site(key(1), 1, Arc::new(CallSite::default())));
         let sited: Vec<u64> = s
-            .entries()
+            .entries(None)
             .iter()
             .filter(|e| {
                 matches!(
