@@ -387,7 +387,7 @@ impl Model {
         let mut keys: Vec<ProcessKey> = Vec::new();
         keys.extend(o.creator.key());
         keys.extend(timeline.iter().filter_map(|e| e.process));
-        keys.extend(o.story.procs.keys().copied());
+        keys.extend(o.story.operations().map(|(k, _)| *k));
         let holders = self.holders(o);
         keys.extend(holders.iter().filter_map(|h| h.process));
         let mut seen = std::collections::HashSet::new();
@@ -395,8 +395,7 @@ impl Model {
         let people: Vec<Person> = keys.iter().map(|k| self.person(o, *k)).collect();
         let mut operations: Vec<Operations> = o
             .story
-            .procs
-            .iter()
+            .operations()
             .map(|(k, p)| Operations {
                 process: *k,
                 ops: p.summary(),
@@ -753,7 +752,7 @@ impl Model {
                 if !o.story.set_attach_site(process, addr, site.clone()) {
                     return None;
                 }
-                if let Some(p) = o.story.procs.get_mut(&process) {
+                if let Some(p) = o.story.operations_of_mut(process) {
                     p.attach_site = Some(site);
                 }
             }

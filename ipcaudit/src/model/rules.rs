@@ -600,7 +600,7 @@ impl Model {
                 }
                 Role::Attacher | Role::Holder => e
                     .entity
-                    .and_then(|k| o.story.procs.get(&k))
+                    .and_then(|k| o.story.operations_of(k))
                     .and_then(|p| p.attach_site.clone()),
                 _ => None,
             };

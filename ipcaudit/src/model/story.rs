@@ -528,6 +528,20 @@ pub(crate) struct Tail {
     pub procs_dropped: u64,
 }
 
+/// A process in one object's story.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Member {
+    /// What the story remembers of the process, as it was at its last entry here (shared with
+    /// the process until its names change; [`UNKNOWN`] if the model did not know it then;
+    /// `None`: only its operations are summed, and it was unknown whenever they were).
+    names: Option<Arc<Character>>,
+    /// Its operations on the object (bounded: [`MAX_PROCS`]).
+    ops: Option<ProcOps>,
+}
+
+/// What a story remembers of a process the model did not know: nothing, shared.
+static UNKNOWN: std::sync::LazyLock<Arc<Character>> = std::sync::LazyLock::new(Arc::default);
+
 /// The story of one object.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Story {
@@ -537,10 +551,9 @@ pub(crate) struct Story {
     /// Made when the head is full or operations are dropped: most objects never get there, and
     /// every live object carries a story.
     pub tail: Option<Box<Tail>>,
-    pub procs: SmallMap<ProcOps>,
-    /// What it remembers of each process it names, as the process was at its last entry
-    /// here (shared with the process until its names change; `None`: unknown to the model).
-    cast: SmallMap<Option<Arc<Character>>>,
+    /// Its processes: the ones it names and the ones whose operations it sums (mostly the
+    /// same: one map, one allocation).
+    members: SmallMap<Member>,
     /// Where in the code it was created.
     pub create_site: Option<Arc<CallSite>>,
 }
@@ -630,45 +643,74 @@ impl Story {
     /// collector's hot path); a process the model does not know is named all the same (its
     /// names are filled in if it becomes known before the story is archived).
     fn remember(&mut self, key: ProcessKey, p: Option<&Process>) {
-        let names = p.map(Process::names);
-        match self.cast.get_mut(&key) {
-            Some(c) => {
-                if let Some(n) = names
-                    && !c.as_ref().is_some_and(|c| Arc::ptr_eq(c, n))
-                {
-                    *c = Some(n.clone());
+        let m = self.members.get_or_insert_with(key, Member::default);
+        match p {
+            Some(p) => {
+                if !m.names.as_ref().is_some_and(|n| Arc::ptr_eq(n, p.names())) {
+                    m.names = Some(p.names().clone());
                 }
             }
-            None => self.cast.insert(key, names.cloned()),
+            None => {
+                m.names.get_or_insert_with(|| UNKNOWN.clone());
+            }
         }
     }
 
-    /// What the story remembers of process `key`, if it knew it.
+    /// What the story remembers of process `key`, if it names it.
     pub fn character(&self, key: ProcessKey) -> Option<Arc<Character>> {
-        self.cast.get(&key).cloned().flatten()
+        self.members.get(&key).and_then(|m| m.names.clone())
+    }
+
+    /// The processes whose operations are summed, with them, in key order.
+    pub fn operations(&self) -> impl Iterator<Item = (&ProcessKey, &ProcOps)> {
+        self.members
+            .iter()
+            .filter_map(|(k, m)| m.ops.as_ref().map(|o| (k, o)))
+    }
+
+    /// The operations of process `key`, if they are summed.
+    pub fn operations_of(&self, key: ProcessKey) -> Option<&ProcOps> {
+        self.members.get(&key).and_then(|m| m.ops.as_ref())
+    }
+
+    pub fn operations_of_mut(&mut self, key: ProcessKey) -> Option<&mut ProcOps> {
+        self.members.get_mut(&key).and_then(|m| m.ops.as_mut())
     }
 
     /// The operations of process `key` (created on first use; bounded).
     pub fn ops(&mut self, key: ProcessKey, p: Option<&Process>, now: u64) -> &mut ProcOps {
-        if !self.procs.contains_key(&key) && self.procs.len() >= MAX_PROCS {
-            // Forget the process that has been quiet the longest.
-            if let Some(old) = self
-                .procs
-                .iter()
-                .min_by_key(|(_, o)| o.last_ns)
-                .map(|(k, _)| *k)
-            {
-                self.procs.remove(&old);
-                let tail = self.tail.get_or_insert_default();
-                tail.procs_dropped = tail.procs_dropped.saturating_add(1);
-            }
+        if self.members.len() >= MAX_PROCS
+            && self.operations_of(key).is_none()
+            && self.operations().count() >= MAX_PROCS
+        {
+            self.drop_quietest();
         }
         if p.is_some() {
             self.remember(key, p);
         }
-        let o = self.procs.get_or_insert_with(key, || ProcOps::new(now));
+        let m = self.members.get_or_insert_with(key, Member::default);
+        let o = m.ops.get_or_insert_with(|| ProcOps::new(now));
         o.last_ns = o.last_ns.max(now);
         o
+    }
+
+    /// Forgets the operations of the process that has been quiet the longest.
+    fn drop_quietest(&mut self) {
+        let Some(old) = self
+            .operations()
+            .min_by_key(|(_, o)| o.last_ns)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        if let Some(m) = self.members.get_mut(&old) {
+            m.ops = None;
+            if m.names.is_none() {
+                self.members.remove(&old);
+            }
+        }
+        let tail = self.tail.get_or_insert_default();
+        tail.procs_dropped = tail.procs_dropped.saturating_add(1);
     }
 
     /// Process `key`'s mapped ranges of the segment changed by `d` (it has `left` now), because
@@ -756,9 +798,11 @@ impl Story {
 
     /// Refreshes what the story remembers of its processes (before the model forgets them).
     pub fn refresh_cast<'a>(&mut self, lookup: impl Fn(ProcessKey) -> Option<&'a Process>) {
-        for (k, c) in self.cast.iter_mut() {
-            if let Some(p) = lookup(*k) {
-                *c = Some(p.names().clone());
+        for (k, m) in self.members.iter_mut() {
+            if let Some(names) = &mut m.names
+                && let Some(p) = lookup(*k)
+            {
+                names.clone_from(p.names());
             }
         }
     }
@@ -810,7 +854,7 @@ mod tests {
             assert_eq!(e[0].what, What::Create);
             assert_eq!(e[0].process, Some(key(1)));
             assert_eq!(s.omitted(true), (rest.len() - tail.len()) as u64, "{n}");
-            assert!(s.character(key(1)).is_none() && s.cast.contains_key(&key(1)));
+            assert!(Arc::ptr_eq(&s.character(key(1)).unwrap(), &UNKNOWN));
         }
     }
 
@@ -842,11 +886,25 @@ mod tests {
             s.ops(key(pid), None, u64::from(pid))
                 .update(|o| o.sem_ops += 1);
         }
-        assert_eq!(s.procs.len(), MAX_PROCS);
+        assert_eq!(s.operations().count(), MAX_PROCS);
         assert_eq!(s.procs_dropped(), 200 - MAX_PROCS as u64);
         // The quietest were dropped.
-        assert!(s.procs.contains_key(&key(199)));
-        assert!(!s.procs.contains_key(&key(0)));
+        assert!(s.operations_of(key(199)).is_some());
+        assert!(
+            s.members.get(&key(0)).is_none(),
+            "neither named nor counted"
+        );
+        // Named processes stay named.
+        let mut s = Story::default();
+        for pid in 0..200u32 {
+            s.push(u64::from(pid), Some((key(pid), None)), What::Open);
+            s.ops(key(pid), None, u64::from(pid))
+                .update(|o| o.sem_ops += 1);
+        }
+        assert_eq!(s.operations().count(), MAX_PROCS);
+        assert!(s.operations_of(key(0)).is_none() && s.character(key(0)).is_some());
+        assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 64);
+        assert_eq!(std::mem::size_of::<Story>(), 48);
     }
 
     #[test]
@@ -1011,9 +1069,14 @@ mod tests {
         assert_eq!(&*b.character(key(1)).unwrap().comm, "after");
         // Unknown to the model: named, not described, until the story is refreshed.
         a.push(3, Some((key(2), None)), What::Open);
-        assert!(a.character(key(2)).is_none());
+        assert_eq!(*a.character(key(2)).unwrap(), Character::default());
+        // Only counted while unknown: neither named nor refreshed.
+        a.ops(key(3), None, 4);
+        assert!(a.character(key(3)).is_none());
         let q = Process::new(key(2), "late", 0, 0);
-        a.refresh_cast(|k| (k == key(2)).then_some(&q));
+        let r = Process::new(key(3), "counted", 0, 0);
+        a.refresh_cast(|k| [&q, &r].into_iter().find(|p| p.key == k));
+        assert!(a.character(key(3)).is_none());
         assert_eq!(&*a.character(key(2)).unwrap().comm, "late");
         assert_eq!(&*a.character(key(1)).unwrap().comm, "before");
     }
