@@ -1052,33 +1052,33 @@ mod tests {
 
     #[test]
     fn the_cast_keeps_each_process_as_at_its_last_entry() {
-        let mut p = Process::new(key(1), "before", 0, 0);
-        let mut a = Story::default();
-        let mut b = Story::default();
-        a.push(1, Some((key(1), Some(&p))), What::Open);
-        b.push(1, Some((key(1), Some(&p))), What::Open);
+        let mut proc1 = Process::new(key(1), "before", 0, 0);
+        let mut first = Story::default();
+        let mut second = Story::default();
+        first.push(1, Some((key(1), Some(&proc1))), What::Open);
+        second.push(1, Some((key(1), Some(&proc1))), What::Open);
         assert!(
-            Arc::ptr_eq(&a.character(key(1)).unwrap(), p.names()),
+            Arc::ptr_eq(&first.character(key(1)).unwrap(), proc1.names()),
             "shared"
         );
-        p.names_mut().comm = "after".into();
-        p.names_mut().exit_code = Some(9);
-        b.push(2, Some((key(1), Some(&p))), What::Open);
-        assert_eq!(&*a.character(key(1)).unwrap().comm, "before");
-        assert_eq!(a.character(key(1)).unwrap().exit_code, None);
-        assert_eq!(&*b.character(key(1)).unwrap().comm, "after");
+        proc1.names_mut().comm = "after".into();
+        proc1.names_mut().exit_code = Some(9);
+        second.push(2, Some((key(1), Some(&proc1))), What::Open);
+        assert_eq!(&*first.character(key(1)).unwrap().comm, "before");
+        assert_eq!(first.character(key(1)).unwrap().exit_code, None);
+        assert_eq!(&*second.character(key(1)).unwrap().comm, "after");
         // Unknown to the model: named, not described, until the story is refreshed.
-        a.push(3, Some((key(2), None)), What::Open);
-        assert_eq!(*a.character(key(2)).unwrap(), Character::default());
+        first.push(3, Some((key(2), None)), What::Open);
+        assert_eq!(*first.character(key(2)).unwrap(), Character::default());
         // Only counted while unknown: neither named nor refreshed.
-        a.ops(key(3), None, 4);
-        assert!(a.character(key(3)).is_none());
-        let q = Process::new(key(2), "late", 0, 0);
-        let r = Process::new(key(3), "counted", 0, 0);
-        a.refresh_cast(|k| [&q, &r].into_iter().find(|p| p.key == k));
-        assert!(a.character(key(3)).is_none());
-        assert_eq!(&*a.character(key(2)).unwrap().comm, "late");
-        assert_eq!(&*a.character(key(1)).unwrap().comm, "before");
+        first.ops(key(3), None, 4);
+        assert!(first.character(key(3)).is_none());
+        let late = Process::new(key(2), "late", 0, 0);
+        let counted = Process::new(key(3), "counted", 0, 0);
+        first.refresh_cast(|k| [&late, &counted].into_iter().find(|p| p.key == k));
+        assert!(first.character(key(3)).is_none());
+        assert_eq!(&*first.character(key(2)).unwrap().comm, "late");
+        assert_eq!(&*first.character(key(1)).unwrap().comm, "before");
     }
 
     #[test]
