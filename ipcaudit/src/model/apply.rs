@@ -225,7 +225,7 @@ impl Model {
     /// Exec: a new program (charged by `leaky-process` from now on); every attachment goes.
     fn on_exec(&mut self, c: Caller, filename: &str, cx: &mut Cx) {
         if let Some(p) = self.processes.get_mut(&c.key) {
-            p.exe = Some(filename.into());
+            p.names_mut().exe = Some(filename.into());
         }
         cx.cause = Cause::Exec;
         self.with_vmas(c.key, cx, |map, _, d| shm::clear(map, d));
@@ -824,18 +824,18 @@ impl Model {
             return;
         }
         let (exe, pvmas) = match self.processes.get(&parent) {
-            Some(p) => (p.exe.clone(), p.vmas.clone()),
+            Some(p) => (p.exe().cloned(), p.vmas.clone()),
             None => (None, shm::VmaMap::new()),
         };
         if let Some(p) = self.processes.get_mut(&child) {
             p.parent.get_or_insert(parent);
-            if p.exe.is_none() {
-                p.exe = exe;
+            if p.exe().is_none() && exe.is_some() {
+                p.names_mut().exe = exe;
             }
         } else {
             let mut p = Process::new(child, &ev.task.comm, ev.task.uid, ev.ipc_ns);
             p.parent = Some(parent);
-            p.exe = exe;
+            p.names_mut().exe = exe;
             self.add_process(p, cx);
         }
         // The child inherits every attachment (each vma is copied: nattch grows by as many).

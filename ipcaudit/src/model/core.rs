@@ -1,8 +1,6 @@
 //! State changes shared by events and snapshots: processes living and dying, objects appearing
 //! and going, attachment counts, bookkeeping for the rules, forgetting.
 
-use std::sync::Arc;
-
 use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};
@@ -53,8 +51,8 @@ impl Model {
         cx: &mut Cx,
     ) -> bool {
         if let Some(p) = self.processes.get_mut(&key) {
-            if *p.comm != *comm && !comm.is_empty() {
-                p.comm = comm.into();
+            if p.comm() != comm && !comm.is_empty() {
+                p.names_mut().comm = comm.into();
             }
             p.uid = uid;
             if ns != 0 {
@@ -71,10 +69,7 @@ impl Model {
         let key = p.key;
         let alive = p.alive;
         if let Some(d) = self.pending_details.remove(&key) {
-            if p.exe.is_none() {
-                p.exe = d.executable.as_deref().map(Arc::from);
-            }
-            p.details = Some(d);
+            p.describe(d);
         }
         self.processes.insert(key, p);
         if alive {
@@ -107,13 +102,15 @@ impl Model {
             return;
         };
         if !p.alive {
-            if p.exit_code.is_none() {
-                p.exit_code = code;
+            if p.exit_code().is_none() && code.is_some() {
+                p.names_mut().exit_code = code;
             }
             return;
         }
         p.alive = false;
-        p.exit_code = code;
+        if p.exit_code() != code {
+            p.names_mut().exit_code = code;
+        }
         p.exit_ns = Some(now);
         let mut delta = Delta::default();
         shm::clear(&mut p.vmas, &mut delta);
@@ -142,7 +139,9 @@ impl Model {
             return;
         }
         p.alive = true;
-        p.exit_code = None;
+        if p.exit_code().is_some() {
+            p.names_mut().exit_code = None;
+        }
         p.exit_ns = None;
         let related: Vec<ObjectKey> = p.related.iter().collect();
         self.claim_pid(key, cx);

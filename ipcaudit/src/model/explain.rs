@@ -14,8 +14,9 @@ use thiserror::Error;
 use crate::event::{CallSite, IpcType, ProcessDetails, ProcessKey};
 
 use super::object::{Body, Object, ObjectRef, ObjectStatus};
+use super::process::Character;
 use super::rules::{FindingKey, Rule, Severity};
-use super::story::{Character, Entry, OpSummary, What};
+use super::story::{Entry, OpSummary};
 use super::{Model, NS_PER_SEC};
 
 /// Which object to explain: by id or by IPC key, optionally narrowed by type and namespace.
@@ -240,12 +241,12 @@ fn is_leak(rule: Rule) -> bool {
 
 impl Model {
     /// What `o`'s story knows of process `key`, and whether it is alive.
-    fn character(&self, o: &Object, key: ProcessKey) -> (Character, bool) {
+    fn character(&self, o: &Object, key: ProcessKey) -> (Arc<Character>, bool) {
         if let Some(p) = self.processes.get(&key) {
-            return (Character::of(p), p.alive);
+            return (p.names().clone(), p.alive);
         }
         // Only dead processes are forgotten.
-        (o.story.cast.get(&key).cloned().unwrap_or_default(), false)
+        (o.story.character(key).unwrap_or_default(), false)
     }
 
     fn person(&self, o: &Object, key: ProcessKey) -> Person {
@@ -376,11 +377,12 @@ impl Model {
     }
 
     fn explanation(&self, o: &Object) -> Explanation {
-        let timeline: Vec<Entry> = o.story.entries().into_iter().cloned().collect();
+        let created = o.times.created().map(|t| (t, o.creator.key()));
+        let timeline: Vec<Entry> = o.story.entries(created);
         let mut keys: Vec<ProcessKey> = Vec::new();
         keys.extend(o.creator.key());
         keys.extend(timeline.iter().filter_map(|e| e.process));
-        keys.extend(o.story.procs.keys().copied());
+        keys.extend(o.story.operations().map(|(k, _)| *k));
         let holders = self.holders(o);
         keys.extend(holders.iter().filter_map(|h| h.process));
         let mut seen = std::collections::HashSet::new();
@@ -388,8 +390,7 @@ impl Model {
         let people: Vec<Person> = keys.iter().map(|k| self.person(o, *k)).collect();
         let mut operations: Vec<Operations> = o
             .story
-            .procs
-            .iter()
+            .operations()
             .map(|(k, p)| Operations {
                 process: *k,
                 ops: p.summary(),
@@ -420,7 +421,7 @@ impl Model {
             program,
             people,
             timeline,
-            omitted: o.story.omitted(),
+            omitted: o.story.omitted(created.is_some()),
             operations,
             operations_omitted: o.story.procs_dropped(),
             holders,
@@ -717,18 +718,7 @@ impl Model {
         };
         match attach {
             None => o.creator.key() == Some(process) && o.story.create_site.is_none(),
-            Some(addr) => o.story.entries().iter().any(|e| {
-                e.process == Some(process)
-                    && matches!(
-                        &e.what,
-                        What::Attach {
-                            address: Some(a),
-                            how: super::story::AttachHow::Shmat,
-                            call_site: None,
-                            ..
-                        } if *a == addr
-                    )
-            }),
+            Some(addr) => o.story.awaits_attach_site(process, addr),
         }
     }
 
@@ -754,11 +744,10 @@ impl Model {
                 o.story.create_site = Some(site);
             }
             Some(addr) => {
-                let e = o.story.attach_entry(process, addr)?;
-                if let What::Attach { call_site, .. } = &mut e.what {
-                    *call_site = Some(site.clone());
+                if !o.story.set_attach_site(process, addr, site.clone()) {
+                    return None;
                 }
-                if let Some(p) = o.story.procs.get_mut(&process) {
+                if let Some(p) = o.story.operations_of_mut(process) {
                     p.attach_site = Some(site);
                 }
             }

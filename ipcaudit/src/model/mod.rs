@@ -481,10 +481,7 @@ impl Model {
     /// process the model does not know yet gets it when it appears.
     pub fn describe_process(&mut self, key: ProcessKey, details: Arc<ProcessDetails>) {
         if let Some(p) = self.processes.get_mut(&key) {
-            if p.exe.is_none() {
-                p.exe = details.executable.as_deref().map(Arc::from);
-            }
-            p.details = Some(details);
+            p.describe(details);
         } else {
             if self.pending_details.len() >= 4096 {
                 self.pending_details.clear();

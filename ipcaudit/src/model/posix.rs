@@ -648,7 +648,7 @@ impl Model {
         let p = self.processes.get(&key);
         ProcessEvidence {
             pid: key.pid,
-            name: p.map(|p| p.comm.to_string()).unwrap_or_default(),
+            name: p.map(|p| p.comm().to_owned()).unwrap_or_default(),
             entity: Some(key),
             alive: p.is_some_and(|p| p.alive),
             role,

@@ -217,8 +217,8 @@ impl Model {
             in_snap.insert(pi.key);
             let alive = pi.is_alive();
             if let Some(p) = self.processes.get_mut(&pi.key) {
-                if !pi.comm.is_empty() && *p.comm != *pi.comm {
-                    p.comm = pi.comm.as_str().into();
+                if !pi.comm.is_empty() && p.comm() != pi.comm {
+                    p.names_mut().comm = pi.comm.as_str().into();
                 }
                 p.uid = pi.uid;
                 if pi.ipc_ns != 0 {

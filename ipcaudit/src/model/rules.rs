@@ -574,7 +574,7 @@ impl Model {
         let p = self.processes.get(&key);
         ProcessEvidence {
             pid: key.pid,
-            name: p.map(|p| p.comm.to_string()).unwrap_or_default(),
+            name: p.map(|p| p.comm().to_owned()).unwrap_or_default(),
             entity: Some(key),
             alive: p.is_some_and(|p| p.alive),
             role,
@@ -600,7 +600,7 @@ impl Model {
                 }
                 Role::Attacher | Role::Holder => e
                     .entity
-                    .and_then(|k| o.story.procs.get(&k))
+                    .and_then(|k| o.story.operations_of(k))
                     .and_then(|p| p.attach_site.clone()),
                 _ => None,
             };
@@ -899,7 +899,7 @@ fn pid_evidence(pid: u32, role: Role) -> ProcessEvidence {
 /// What the model knows about a process beyond its identity (its exec'd file when nothing was
 /// read from /proc).
 pub(crate) fn process_details(p: &super::process::Process) -> Arc<ProcessDetails> {
-    match (&p.details, &p.exe) {
+    match (p.details(), p.exe()) {
         (Some(d), _) => d.clone(),
         (None, Some(exe)) => Arc::new(ProcessDetails {
             executable: Some(exe.to_string()),

@@ -30,6 +30,7 @@ impl<V> SmallMap<V> {
         self.find(key).ok().map(|i| &mut self.0[i].1)
     }
 
+    #[cfg(test)]
     pub fn contains_key(&self, key: &ProcessKey) -> bool {
         self.find(key).is_ok()
     }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{CallSite, ProcessDetails, ProcessKey};
+use crate::event::{CallSite, ProcessKey};
 
-use super::process::Process;
+use super::process::{Character, Process};
 use super::rules::{Rule, Severity};
 use super::small_map::SmallMap;
 
@@ -139,6 +139,209 @@ pub struct Entry {
     pub what: What,
 }
 
+/// What a [`Kept`] entry says (the rest of a [`What`] is in its other fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Create,
+    Appear,
+    Open,
+    Remove,
+    Destroy,
+    Attach(AttachHow),
+    Detach(DetachHow),
+    Raised(Rule, Severity),
+    Cleared(Rule),
+}
+
+/// [`Small::flags`]: the entry names a process.
+const PROCESS: u8 = 1;
+/// [`Small::flags`]: `word` is an address.
+const ADDRESS: u8 = 2;
+/// [`Small::flags`]: `word` is an exit code.
+const EXIT_CODE: u8 = 4;
+
+/// An entry in 32 bytes instead of 80, when its values fit (they nearly always do: a
+/// process's start time in ticks fits in 32 bits for 497 days of uptime, and an attach or
+/// detach moves a few ranges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Small {
+    time_ns: u64,
+    /// The address of an attach or detach, or the exit code of a detach by exit (`flags`
+    /// says which, if any).
+    word: u64,
+    pid: u32,
+    start_ticks: u32,
+    ranges: u16,
+    left: u16,
+    kind: Kind,
+    flags: u8,
+}
+
+impl Small {
+    /// `e` in 32 bytes, if it fits (a call site or a ctl command's name never does).
+    fn pack(e: &Entry) -> Option<Self> {
+        let mut s = Self {
+            time_ns: e.time_ns,
+            ..SMALL_NONE
+        };
+        if let Some(k) = e.process {
+            s.pid = k.pid;
+            s.start_ticks = u32::try_from(k.start_ticks).ok()?;
+            s.flags |= PROCESS;
+        }
+        s.kind = match &e.what {
+            What::Create => Kind::Create,
+            What::Appear => Kind::Appear,
+            What::Open => Kind::Open,
+            What::Remove => Kind::Remove,
+            What::Destroy => Kind::Destroy,
+            What::FindingRaised { rule, severity } => Kind::Raised(*rule, *severity),
+            What::FindingCleared { rule } => Kind::Cleared(*rule),
+            What::Attach {
+                address,
+                how,
+                ranges,
+                call_site: None,
+            } => {
+                s.set_word(*address, ADDRESS);
+                s.ranges = u16::try_from(*ranges).ok()?;
+                Kind::Attach(*how)
+            }
+            What::Detach {
+                address,
+                how,
+                ranges,
+                left,
+                exit_code,
+            } => {
+                match (address, exit_code) {
+                    (Some(_), Some(_)) => return None,
+                    (_, None) => s.set_word(*address, ADDRESS),
+                    (None, Some(c)) => s.set_word(Some(u64::from(*c)), EXIT_CODE),
+                }
+                s.ranges = u16::try_from(*ranges).ok()?;
+                s.left = u16::try_from(*left).ok()?;
+                Kind::Detach(*how)
+            }
+            What::Attach { .. } | What::Control { .. } => return None,
+        };
+        Some(s)
+    }
+
+    fn set_word(&mut self, word: Option<u64>, flag: u8) {
+        if let Some(w) = word {
+            self.word = w;
+            self.flags |= flag;
+        }
+    }
+
+    /// `word`, if `flag` says it holds that.
+    fn word(&self, flag: u8) -> Option<u64> {
+        (self.flags & flag != 0).then_some(self.word)
+    }
+
+    fn process(&self) -> Option<ProcessKey> {
+        (self.flags & PROCESS != 0).then_some(ProcessKey {
+            pid: self.pid,
+            start_ticks: u64::from(self.start_ticks),
+        })
+    }
+
+    fn entry(&self) -> Entry {
+        let what = match self.kind {
+            Kind::Create => What::Create,
+            Kind::Appear => What::Appear,
+            Kind::Open => What::Open,
+            Kind::Remove => What::Remove,
+            Kind::Destroy => What::Destroy,
+            Kind::Raised(rule, severity) => What::FindingRaised { rule, severity },
+            Kind::Cleared(rule) => What::FindingCleared { rule },
+            Kind::Attach(how) => What::Attach {
+                address: self.word(ADDRESS),
+                how,
+                ranges: u64::from(self.ranges),
+                call_site: None,
+            },
+            Kind::Detach(how) => What::Detach {
+                address: self.word(ADDRESS),
+                how,
+                ranges: u64::from(self.ranges),
+                left: u64::from(self.left),
+                exit_code: self.word(EXIT_CODE).and_then(|c| u32::try_from(c).ok()),
+            },
+        };
+        Entry {
+            time_ns: self.time_ns,
+            process: self.process(),
+            what,
+        }
+    }
+}
+
+/// An entry as a story keeps it: [`Small`] when it fits, boxed otherwise (a ctl command, an
+/// attach given its call site): 32 bytes instead of the 80 of an [`Entry`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kept {
+    Small(Small),
+    Big(Box<Entry>),
+}
+
+impl Kept {
+    fn new(e: Entry) -> Self {
+        Small::pack(&e).map_or_else(|| Self::Big(Box::new(e)), Self::Small)
+    }
+
+    fn entry(&self) -> Entry {
+        match self {
+            Self::Small(s) => s.entry(),
+            Self::Big(e) => Entry::clone(e),
+        }
+    }
+
+    /// If this is `process`'s shmat at `address`: whether it has its call site.
+    fn shmat_at(&self, process: ProcessKey, address: u64) -> Option<bool> {
+        match self {
+            Self::Small(s) => (s.process() == Some(process)
+                && s.kind == Kind::Attach(AttachHow::Shmat)
+                && s.word(ADDRESS) == Some(address))
+            .then_some(false),
+            Self::Big(e) => match &e.what {
+                What::Attach {
+                    address: Some(a),
+                    how: AttachHow::Shmat,
+                    call_site,
+                    ..
+                } if *a == address && e.process == Some(process) => Some(call_site.is_some()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Gives this attach entry its call site (boxed: few attaches get one).
+    fn set_call_site(&mut self, site: Arc<CallSite>) {
+        let mut e = match std::mem::replace(self, Self::Small(SMALL_NONE)) {
+            Self::Small(s) => Box::new(s.entry()),
+            Self::Big(e) => e,
+        };
+        if let What::Attach { call_site, .. } = &mut e.what {
+            *call_site = Some(site);
+        }
+        *self = Self::Big(e);
+    }
+}
+
+/// A placeholder while an entry is rewritten.
+const SMALL_NONE: Small = Small {
+    time_ns: 0,
+    word: 0,
+    pid: 0,
+    start_ticks: 0,
+    ranges: 0,
+    left: 0,
+    kind: Kind::Create,
+    flags: 0,
+};
+
 /// A process's operations on one object, summed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpSummary {
@@ -197,48 +400,6 @@ fn is_zero(v: &u64) -> bool {
 )]
 fn is_zero_i(v: &i64) -> bool {
     *v == 0
-}
-
-/// A process as a story remembers it (the model may forget the process itself). Whether it is
-/// alive is not kept: the model only forgets dead processes, so a story's character is read
-/// only for a dead one (48 bytes, with the key 64: mimalloc's class below 80).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Character {
-    /// The process's own names, shared.
-    pub comm: Arc<str>,
-    pub exe: Option<Arc<str>>,
-    pub details: Option<Arc<ProcessDetails>>,
-    pub exit_code: Option<u32>,
-}
-
-impl Character {
-    pub fn of(p: &Process) -> Self {
-        Self {
-            comm: p.comm.clone(),
-            exe: p.exe.clone(),
-            details: p.details.clone(),
-            exit_code: p.exit_code,
-        }
-    }
-
-    /// Remembers `p` as it is now, in place: no allocation (this runs on every story entry, on
-    /// the collector's hot path).
-    fn refresh(&mut self, p: &Process) {
-        self.comm.clone_from(&p.comm);
-        self.exe.clone_from(&p.exe);
-        self.details.clone_from(&p.details);
-        self.exit_code = p.exit_code;
-    }
-}
-
-/// Remembers process `key` as `p` is now.
-fn remember(cast: &mut SmallMap<Character>, key: ProcessKey, p: &Process) {
-    match cast.get_mut(&key) {
-        Some(c) => c.refresh(p),
-        None => {
-            cast.insert(key, Character::of(p));
-        }
-    }
 }
 
 /// The counters of an [`OpSummary`] (signed ones zigzag-encoded), in field order.
@@ -360,30 +521,48 @@ impl ProcOps {
 /// full, how many were dropped in between, and how many processes' operations were dropped.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Tail {
-    pub entries: VecDeque<Entry>,
+    entries: VecDeque<Kept>,
     /// Entries dropped between `head` and `entries`.
     pub omitted: u64,
     /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
     pub procs_dropped: u64,
 }
 
+/// A process in one object's story.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Member {
+    /// What the story remembers of the process, as it was at its last entry here (shared with
+    /// the process until its names change; [`UNKNOWN`] if the model did not know it then;
+    /// `None`: only its operations are summed, and it was unknown whenever they were).
+    names: Option<Arc<Character>>,
+    /// Its operations on the object (bounded: [`MAX_PROCS`]).
+    ops: Option<ProcOps>,
+}
+
+/// What a story remembers of a process the model did not know: nothing, shared.
+static UNKNOWN: std::sync::LazyLock<Arc<Character>> = std::sync::LazyLock::new(Arc::default);
+
 /// The story of one object.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Story {
     /// The first entries, reallocated one entry larger at each push (a boxed slice: no capacity
     /// field; most objects have one to three entries).
-    pub head: Box<[Entry]>,
+    head: Box<[Kept]>,
     /// Made when the head is full or operations are dropped: most objects never get there, and
     /// every live object carries a story.
     pub tail: Option<Box<Tail>>,
-    pub procs: SmallMap<ProcOps>,
-    pub cast: SmallMap<Character>,
+    /// Its processes: the ones it names and the ones whose operations it sums (mostly the
+    /// same: one map, one allocation).
+    members: SmallMap<Member>,
     /// Where in the code it was created.
     pub create_site: Option<Arc<CallSite>>,
 }
 
 impl Story {
-    /// Appends an entry (the process, if any, is remembered as it is now).
+    /// Appends an entry (the process, if any, is remembered as it is now). A `Create` entry is
+    /// not stored: it comes first, from the creator at the created time, which the object keeps
+    /// anyway, and [`Self::entries`] puts it back (most sets and queues have no other entry, so
+    /// their story allocates nothing for entries).
     pub fn push(
         &mut self,
         time_ns: u64,
@@ -391,18 +570,17 @@ impl Story {
         what: What,
     ) {
         let key = process.map(|(k, p)| {
-            if let Some(p) = p {
-                remember(&mut self.cast, k, p);
-            } else {
-                self.cast.get_or_insert_with(k, Character::default);
-            }
+            self.remember(k, p);
             k
         });
-        let e = Entry {
+        if what == What::Create {
+            return;
+        }
+        let e = Kept::new(Entry {
             time_ns,
             process: key,
             what,
-        };
+        });
         if self.head.len() < HEAD {
             let end = self.head.len();
             super::small_map::insert_exact(&mut self.head, end, e);
@@ -416,9 +594,21 @@ impl Story {
         }
     }
 
-    /// Entries dropped between the head and the tail.
-    pub fn omitted(&self) -> u64 {
-        self.tail.as_ref().map_or(0, |t| t.omitted)
+    /// Entries dropped between the head and the tail (`created`: whether the object has its
+    /// `Create` entry).
+    pub fn omitted(&self, created: bool) -> u64 {
+        let stored = self.tail.as_ref().map_or(0, |t| t.omitted);
+        stored.saturating_add(u64::from(self.crowded(created)))
+    }
+
+    /// Whether the implied `Create` entry crowds the head's last entry out: the head keeps
+    /// [`HEAD`] entries with it, so that one belongs to the tail, and is dropped with the
+    /// omitted ones once the tail is full (otherwise it is the tail's first: in the same place
+    /// in [`Self::kept`]'s order).
+    fn crowded(&self, created: bool) -> bool {
+        created
+            && self.head.len() == HEAD
+            && self.tail.as_ref().is_some_and(|t| t.entries.len() == TAIL)
     }
 
     /// Processes whose operations were dropped.
@@ -427,35 +617,100 @@ impl Story {
     }
 
     /// The entries kept, in time order (finding entries carry the time their condition started,
-    /// so they may have been recorded later than entries that follow them).
-    pub fn entries(&self) -> Vec<&Entry> {
+    /// so they may have been recorded later than entries that follow them). `created`: the
+    /// object's created time and creator if the model saw it created, for its `Create` entry.
+    pub fn entries(&self, created: Option<(u64, Option<ProcessKey>)>) -> Vec<Entry> {
+        let create = created.map(|(time_ns, process)| Entry {
+            time_ns,
+            process,
+            what: What::Create,
+        });
+        let crowded = usize::from(self.crowded(created.is_some()));
         let tail = self.tail.iter().flat_map(|t| t.entries.iter());
-        let mut all: Vec<&Entry> = self.head.iter().chain(tail).collect();
+        let kept = self.head[..self.head.len() - crowded].iter().chain(tail);
+        let mut all: Vec<Entry> = create.into_iter().chain(kept.map(Kept::entry)).collect();
         all.sort_by_key(|e| e.time_ns);
         all
     }
 
-    /// The operations of process `key` (created on first use; bounded).
-    pub fn ops(&mut self, key: ProcessKey, p: Option<&Process>, now: u64) -> &mut ProcOps {
-        if !self.procs.contains_key(&key) && self.procs.len() >= MAX_PROCS {
-            // Forget the process that has been quiet the longest.
-            if let Some(old) = self
-                .procs
-                .iter()
-                .min_by_key(|(_, o)| o.last_ns)
-                .map(|(k, _)| *k)
-            {
-                self.procs.remove(&old);
-                let tail = self.tail.get_or_insert_default();
-                tail.procs_dropped = tail.procs_dropped.saturating_add(1);
+    /// The entries kept, in the order they were recorded.
+    fn kept(&self) -> impl DoubleEndedIterator<Item = &Kept> {
+        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
+        self.head.iter().chain(tail)
+    }
+
+    /// Remembers process `key` as `p` is now (no allocation: this runs on every entry, on the
+    /// collector's hot path); a process the model does not know is named all the same (its
+    /// names are filled in if it becomes known before the story is archived).
+    fn remember(&mut self, key: ProcessKey, p: Option<&Process>) {
+        let m = self.members.get_or_insert_with(key, Member::default);
+        match p {
+            Some(p) => {
+                if !m.names.as_ref().is_some_and(|n| Arc::ptr_eq(n, p.names())) {
+                    m.names = Some(p.names().clone());
+                }
+            }
+            None => {
+                m.names.get_or_insert_with(|| UNKNOWN.clone());
             }
         }
-        if let Some(p) = p {
-            remember(&mut self.cast, key, p);
+    }
+
+    /// What the story remembers of process `key`, if it names it.
+    pub fn character(&self, key: ProcessKey) -> Option<Arc<Character>> {
+        self.members.get(&key).and_then(|m| m.names.clone())
+    }
+
+    /// The processes whose operations are summed, with them, in key order.
+    pub fn operations(&self) -> impl Iterator<Item = (&ProcessKey, &ProcOps)> {
+        self.members
+            .iter()
+            .filter_map(|(k, m)| m.ops.as_ref().map(|o| (k, o)))
+    }
+
+    /// The operations of process `key`, if they are summed.
+    pub fn operations_of(&self, key: ProcessKey) -> Option<&ProcOps> {
+        self.members.get(&key).and_then(|m| m.ops.as_ref())
+    }
+
+    pub fn operations_of_mut(&mut self, key: ProcessKey) -> Option<&mut ProcOps> {
+        self.members.get_mut(&key).and_then(|m| m.ops.as_mut())
+    }
+
+    /// The operations of process `key` (created on first use; bounded).
+    pub fn ops(&mut self, key: ProcessKey, p: Option<&Process>, now: u64) -> &mut ProcOps {
+        if self.members.len() >= MAX_PROCS
+            && self.operations_of(key).is_none()
+            && self.operations().count() >= MAX_PROCS
+        {
+            self.drop_quietest();
         }
-        let o = self.procs.get_or_insert_with(key, || ProcOps::new(now));
+        if p.is_some() {
+            self.remember(key, p);
+        }
+        let m = self.members.get_or_insert_with(key, Member::default);
+        let o = m.ops.get_or_insert_with(|| ProcOps::new(now));
         o.last_ns = o.last_ns.max(now);
         o
+    }
+
+    /// Forgets the operations of the process that has been quiet the longest.
+    fn drop_quietest(&mut self) {
+        let Some(old) = self
+            .operations()
+            .min_by_key(|(_, o)| o.last_ns)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        if let Some(m) = self.members.get_mut(&old) {
+            m.ops = None;
+            if m.names.is_none() {
+                self.members.remove(&old);
+            }
+        }
+        let tail = self.tail.get_or_insert_default();
+        tail.procs_dropped = tail.procs_dropped.saturating_add(1);
     }
 
     /// Process `key`'s mapped ranges of the segment changed by `d` (it has `left` now), because
@@ -517,26 +772,37 @@ impl Story {
         );
     }
 
-    /// The latest attach entry of `process` at `address` (newest first), to give it its call
-    /// site.
-    pub fn attach_entry(&mut self, process: ProcessKey, address: u64) -> Option<&mut Entry> {
-        let matches = |e: &Entry| {
-            e.process == Some(process)
-                && matches!(e.what, What::Attach { address: Some(a), how: AttachHow::Shmat, .. } if a == address)
-        };
-        if let Some(t) = self.tail.as_deref_mut()
-            && let Some(e) = t.entries.iter_mut().rev().find(|e| matches(e))
-        {
-            return Some(e);
-        }
-        self.head.iter_mut().rev().find(|e| matches(e))
+    /// Gives the latest shmat entry of `process` at `address` its call site. Returns whether
+    /// there was one.
+    pub fn set_attach_site(
+        &mut self,
+        process: ProcessKey,
+        address: u64,
+        site: Arc<CallSite>,
+    ) -> bool {
+        let tail = self.tail.iter_mut().flat_map(|t| t.entries.iter_mut());
+        let latest = self
+            .head
+            .iter_mut()
+            .chain(tail)
+            .rev()
+            .find(|k| k.shmat_at(process, address).is_some());
+        latest.map(|k| k.set_call_site(site)).is_some()
+    }
+
+    /// Whether `process`'s shmat at `address` waits for its call site.
+    pub fn awaits_attach_site(&self, process: ProcessKey, address: u64) -> bool {
+        self.kept()
+            .any(|k| k.shmat_at(process, address) == Some(false))
     }
 
     /// Refreshes what the story remembers of its processes (before the model forgets them).
     pub fn refresh_cast<'a>(&mut self, lookup: impl Fn(ProcessKey) -> Option<&'a Process>) {
-        for (k, c) in self.cast.iter_mut() {
-            if let Some(p) = lookup(*k) {
-                *c = Character::of(p);
+        for (k, m) in self.members.iter_mut() {
+            if let Some(names) = &mut m.names
+                && let Some(p) = lookup(*k)
+            {
+                names.clone_from(p.names());
             }
         }
     }
@@ -559,13 +825,37 @@ mod tests {
         for t in 0..1000u64 {
             s.push(t, Some((key(1), None)), What::Open);
         }
-        let e = s.entries();
+        let e = s.entries(None);
         assert_eq!(e.len(), HEAD + TAIL);
-        assert_eq!(s.omitted(), 1000 - (HEAD + TAIL) as u64);
+        assert_eq!(s.omitted(false), 1000 - (HEAD + TAIL) as u64);
         assert_eq!(e[0].time_ns, 0);
         assert_eq!(e[HEAD - 1].time_ns, HEAD as u64 - 1);
         assert_eq!(e[HEAD].time_ns, 1000 - TAIL as u64);
         assert_eq!(e.last().unwrap().time_ns, 999);
+    }
+
+    #[test]
+    fn the_create_entry_is_implied() {
+        // What the head and the tail kept when the Create entry was stored: the first HEAD
+        // entries, the last TAIL of the others, the rest omitted.
+        for n in [0u64, 1, 30, 31, 32, 33, 126, 127, 128, 129, 1000] {
+            let mut s = Story::default();
+            s.push(0, Some((key(1), None)), What::Create);
+            for t in 1..=n {
+                s.push(t, Some((key(2), None)), What::Open);
+            }
+            let all: Vec<u64> = (0..=n).collect();
+            let head = &all[..all.len().min(HEAD)];
+            let rest = &all[head.len()..];
+            let tail = &rest[rest.len().saturating_sub(TAIL)..];
+            let expected: Vec<u64> = head.iter().chain(tail).copied().collect();
+            let e = s.entries(Some((0, Some(key(1)))));
+            assert_eq!(e.iter().map(|e| e.time_ns).collect::<Vec<_>>(), expected);
+            assert_eq!(e[0].what, What::Create);
+            assert_eq!(e[0].process, Some(key(1)));
+            assert_eq!(s.omitted(true), (rest.len() - tail.len()) as u64, "{n}");
+            assert!(Arc::ptr_eq(&s.character(key(1)).unwrap(), &UNKNOWN));
+        }
     }
 
     #[test]
@@ -581,7 +871,11 @@ mod tests {
                 severity: Severity::Warning,
             },
         );
-        let times: Vec<u64> = s.entries().iter().map(|e| e.time_ns).collect();
+        let times: Vec<u64> = s
+            .entries(Some((10, None)))
+            .iter()
+            .map(|e| e.time_ns)
+            .collect();
         assert_eq!(times, [10, 20, 30]);
     }
 
@@ -592,11 +886,25 @@ mod tests {
             s.ops(key(pid), None, u64::from(pid))
                 .update(|o| o.sem_ops += 1);
         }
-        assert_eq!(s.procs.len(), MAX_PROCS);
+        assert_eq!(s.operations().count(), MAX_PROCS);
         assert_eq!(s.procs_dropped(), 200 - MAX_PROCS as u64);
         // The quietest were dropped.
-        assert!(s.procs.contains_key(&key(199)));
-        assert!(!s.procs.contains_key(&key(0)));
+        assert!(s.operations_of(key(199)).is_some());
+        assert!(
+            s.members.get(&key(0)).is_none(),
+            "neither named nor counted"
+        );
+        // Named processes stay named.
+        let mut s = Story::default();
+        for pid in 0..200u32 {
+            s.push(u64::from(pid), Some((key(pid), None)), What::Open);
+            s.ops(key(pid), None, u64::from(pid))
+                .update(|o| o.sem_ops += 1);
+        }
+        assert_eq!(s.operations().count(), MAX_PROCS);
+        assert!(s.operations_of(key(0)).is_none() && s.character(key(0)).is_some());
+        assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 64);
+        assert_eq!(std::mem::size_of::<Story>(), 48);
     }
 
     #[test]
@@ -623,6 +931,154 @@ mod tests {
         for v in [0, 1, -1, 127, -128, i64::MAX, i64::MIN] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
+    }
+
+    /// Every kind of entry, with values that fit in a [`Small`] and values that do not.
+    fn sample_entries() -> Vec<Entry> {
+        let site = Arc::new(CallSite::default());
+        let big = ProcessKey {
+            pid: 3,
+            start_ticks: u64::from(u32::MAX) + 1,
+        };
+        let mut whats = vec![
+            What::Create,
+            What::Appear,
+            What::Open,
+            What::Remove,
+            What::Destroy,
+            What::Control {
+                command: "SETVAL #0 = 1".into(),
+            },
+            What::FindingRaised {
+                rule: Rule::StalledQueue,
+                severity: Severity::Critical,
+            },
+            What::FindingCleared {
+                rule: Rule::NearLimit,
+            },
+        ];
+        for how in [AttachHow::Shmat, AttachHow::Fork, AttachHow::Snapshot] {
+            for (address, ranges) in [(None, 1), (Some(u64::MAX), 65_535), (Some(0), 65_536)] {
+                for call_site in [None, Some(site.clone())] {
+                    whats.push(What::Attach {
+                        address,
+                        how,
+                        ranges,
+                        call_site,
+                    });
+                }
+            }
+        }
+        for how in [DetachHow::Shmdt, DetachHow::Exit, DetachHow::Unknown] {
+            for (address, exit_code) in [(None, None), (Some(7), None), (None, Some(u32::MAX))]
+                .into_iter()
+                .chain([(Some(1), Some(2))])
+            {
+                for (ranges, left) in [(1, 0), (65_535, 65_535), (1, 65_536), (u64::MAX, 0)] {
+                    whats.push(What::Detach {
+                        address,
+                        how,
+                        ranges,
+                        left,
+                        exit_code,
+                    });
+                }
+            }
+        }
+        let mut all = Vec::new();
+        for (i, what) in whats.into_iter().enumerate() {
+            for process in [None, Some(key(u32::MAX)), Some(big)] {
+                all.push(Entry {
+                    time_ns: u64::MAX - i as u64,
+                    process,
+                    what: what.clone(),
+                });
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn kept_entries_are_exact() {
+        assert_eq!(std::mem::size_of::<Kept>(), 32);
+        let mut small = 0;
+        for e in sample_entries() {
+            let k = Kept::new(e.clone());
+            small += usize::from(matches!(k, Kept::Small(_)));
+            assert_eq!(k.entry(), e);
+        }
+        assert!(small > 50, "most of them fit: {small}");
+    }
+
+    #[test]
+    fn attach_sites_go_to_the_latest_shmat() {
+        let mut s = Story::default();
+        let attach = |address| What::Attach {
+            address: Some(address),
+            how: AttachHow::Shmat,
+            ranges: 1,
+            call_site: None,
+        };
+        for t in 0..200 {
+            s.push(t, Some((key(1), None)), attach(t % 2));
+        }
+        assert!(s.awaits_attach_site(key(1), 1));
+        assert!(!s.awaits_attach_site(key(2), 1));
+        assert!(!s.set_attach_site(key(1), 5, Arc::new(CallSite::default())));
+        assert!(s.set_attach_site(key(1), 1, Arc::new(CallSite::default())));
+        let sited: Vec<u64> = s
+            .entries(None)
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.what,
+                    What::Attach {
+                        call_site: Some(_),
+                        ..
+                    }
+                )
+            })
+            .map(|e| e.time_ns)
+            .collect();
+        assert_eq!(sited, [199]);
+        // A head entry when the tail has none.
+        let mut s = Story::default();
+        s.push(1, Some((key(1), None)), attach(9));
+        s.push(2, Some((key(1), None)), attach(8));
+        assert!(s.set_attach_site(key(1), 9, Arc::new(CallSite::default())));
+        assert!(!s.awaits_attach_site(key(1), 9));
+        assert!(s.awaits_attach_site(key(1), 8));
+    }
+
+    #[test]
+    fn the_cast_keeps_each_process_as_at_its_last_entry() {
+        let mut proc1 = Process::new(key(1), "before", 0, 0);
+        let mut first = Story::default();
+        let mut second = Story::default();
+        first.push(1, Some((key(1), Some(&proc1))), What::Open);
+        second.push(1, Some((key(1), Some(&proc1))), What::Open);
+        assert!(
+            Arc::ptr_eq(&first.character(key(1)).unwrap(), proc1.names()),
+            "shared"
+        );
+        proc1.names_mut().comm = "after".into();
+        proc1.names_mut().exit_code = Some(9);
+        second.push(2, Some((key(1), Some(&proc1))), What::Open);
+        assert_eq!(&*first.character(key(1)).unwrap().comm, "before");
+        assert_eq!(first.character(key(1)).unwrap().exit_code, None);
+        assert_eq!(&*second.character(key(1)).unwrap().comm, "after");
+        // Unknown to the model: named, not described, until the story is refreshed.
+        first.push(3, Some((key(2), None)), What::Open);
+        assert_eq!(*first.character(key(2)).unwrap(), Character::default());
+        // Only counted while unknown: neither named nor refreshed.
+        first.ops(key(3), None, 4);
+        assert!(first.character(key(3)).is_none());
+        let late = Process::new(key(2), "late", 0, 0);
+        let counted = Process::new(key(3), "counted", 0, 0);
+        first.refresh_cast(|k| [&late, &counted].into_iter().find(|p| p.key == k));
+        assert!(first.character(key(3)).is_none());
+        assert_eq!(&*first.character(key(2)).unwrap().comm, "late");
+        assert_eq!(&*first.character(key(1)).unwrap().comm, "before");
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Model {
         ProcessRef {
             pid: key.pid,
             entity: key,
-            name: p.map_or("", |p| &*p.comm),
+            name: p.map_or("", Process::comm),
             alive: p.is_some_and(|p| p.alive),
         }
     }
@@ -253,12 +253,12 @@ impl Model {
         ProcessView {
             entity: p.key,
             pid: p.key.pid,
-            comm: &p.comm,
+            comm: p.comm(),
             uid: p.uid,
             parent: p.parent,
-            exe: p.exe.as_deref(),
+            exe: p.exe().map(|e| &**e),
             alive: p.alive,
-            exit_code: p.exit_code,
+            exit_code: p.exit_code(),
             exit_ns: p.exit_ns,
             ipc_ns: p.ns,
             attachments,
