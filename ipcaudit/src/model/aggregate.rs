@@ -230,7 +230,7 @@ impl Model {
         let Some(okey) = self.counted_object(t.ns, IpcType::Sem, t.semid, t.first_ns) else {
             return;
         };
-        let Some(s) = self.objects.get_mut(&okey).and_then(|o| o.sem_mut()) else {
+        let Some((s, nsems)) = self.objects.get_mut(&okey).and_then(super::Object::sem_sized_mut) else {
             return;
         };
         let mut consumed = match s.totals.take() {
@@ -259,7 +259,7 @@ impl Model {
             if d == 0 || t.first_ns < s.reset_of(num) {
                 continue;
             }
-            if let Some(slot) = s.slot_mut(num)
+            if let Some(slot) = s.slot_mut(num, nsems)
                 && let Some(v) = slot.value
             {
                 let nv = i64::from(v).saturating_add(d);

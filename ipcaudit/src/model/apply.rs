@@ -284,8 +284,8 @@ impl Model {
                 o.times.set_created(cx.now);
                 if let Some(s) = o.shm_mut() {
                     s.size = g.dim;
-                } else if let Some(s) = o.sem_mut() {
-                    s.nsems = g.dim.and_then(|n| u32::try_from(n).ok());
+                } else if o.key.ty == IpcType::Sem {
+                    o.set_nsems(g.dim.and_then(|n| u32::try_from(n).ok()));
                 }
             }
             self.set_ipc_key(okey, g.key, cx);
@@ -533,34 +533,34 @@ impl Model {
                 }
             }
             IpcType::Sem => {
-                let Some(s) = o.sem_mut() else { return };
+                let Some((s, nsems)) = o.sem_sized_mut() else { return };
                 let num = u16::try_from(semnum).ok();
                 let val = i32::try_from(result).ok();
                 match (cmd, num) {
                     (GETVAL, Some(n)) => {
-                        if let Some(slot) = s.slot_mut(n) {
+                        if let Some(slot) = s.slot_mut(n, nsems) {
                             slot.value = val;
                         }
                     }
                     (GETNCNT, Some(n)) => {
-                        if let Some(slot) = s.slot_mut(n) {
+                        if let Some(slot) = s.slot_mut(n, nsems) {
                             slot.ncnt = u32::try_from(result).unwrap_or(0);
                         }
                     }
                     (GETZCNT, Some(n)) => {
-                        if let Some(slot) = s.slot_mut(n) {
+                        if let Some(slot) = s.slot_mut(n, nsems) {
                             slot.zcnt = u32::try_from(result).unwrap_or(0);
                         }
                     }
                     (GETPID, Some(n)) => {
-                        if let Some(slot) = s.slot_mut(n) {
+                        if let Some(slot) = s.slot_mut(n, nsems) {
                             slot.pid = u32::try_from(result).unwrap_or(0);
                         }
                     }
                     (SETVAL, Some(n)) => {
                         // union semun by value: the int in the low 32 bits.
                         let v = u32::try_from(arg & 0xffff_ffff).unwrap_or(0).cast_signed();
-                        if let Some(slot) = s.slot_mut(n) {
+                        if let Some(slot) = s.slot_mut(n, nsems) {
                             slot.value = Some(v);
                         }
                         s.rare.make().reset_ns.insert(n, cx.now);
@@ -668,7 +668,7 @@ impl Model {
                 *sum = sum.saturating_add(i64::from(op.op));
             }
         });
-        let Some(s) = self.objects.get_mut(&okey).and_then(|o| o.sem_mut()) else {
+        let Some((s, nsems)) = self.objects.get_mut(&okey).and_then(Object::sem_sized_mut) else {
             return (Some(Action::SemOp), None);
         };
         s.activity
@@ -679,7 +679,7 @@ impl Model {
             let was_waiter = s.rare.made().is_some_and(|r| r.waiters.remove(&c.key));
             let mut valid: Vec<SemOp> = Vec::with_capacity(ops.len());
             for op in ops {
-                let Some(slot) = s.slot_mut(op.num) else {
+                let Some(slot) = s.slot_mut(op.num, nsems) else {
                     continue;
                 };
                 if let Some(v) = slot.value {

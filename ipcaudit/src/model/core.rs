@@ -254,14 +254,14 @@ impl Model {
                 v.saturating_sub(by)
             };
         };
-        match &o.body {
+        match o.body() {
             Body::Shm(s) => {
                 upd(&mut n.shm_count, 1);
                 upd(&mut n.shm_pages, s.size.map_or(0, |b| b.div_ceil(page)));
             }
-            Body::Sem(s) => {
+            Body::Sem(_) => {
                 upd(&mut n.sem_sets, 1);
-                upd(&mut n.sem_total, s.nsems.map_or(0, u64::from));
+                upd(&mut n.sem_total, o.nsems().map_or(0, u64::from));
             }
             Body::Msg(_) => upd(&mut n.msg_count, 1),
         }

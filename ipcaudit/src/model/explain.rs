@@ -432,7 +432,7 @@ impl Model {
 
     fn holders(&self, o: &Object) -> Vec<HeldBy> {
         let mut out = Vec::new();
-        match &o.body {
+        match o.body() {
             Body::Shm(s) => {
                 let mut keys: Vec<&ProcessKey> = s.attached.keys().collect();
                 keys.sort();
@@ -633,7 +633,7 @@ impl Model {
                 why.push(format!("{role} by: {}", all.join(", ")));
             }
         };
-        match (rule, &o.body) {
+        match (rule, o.body()) {
             (Rule::OrphanedSegment, Body::Shm(s)) => {
                 why.push(format!("not attached (nattch {})", s.nattch()));
                 why.push("not removed (no IPC_RMID)".to_owned());

@@ -252,7 +252,6 @@ pub struct SemAdj {
 /// Semaphore set state: 48 bytes, what a set nobody operates on needs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SemState {
-    pub nsems: Option<u32>,
     pub slots: Box<[SemSlot]>,
     /// Who opened or operated on the set and what they hold (made at the first open or
     /// operation).
@@ -320,10 +319,10 @@ impl SemState {
             .max(self.rare.reset_all_ns)
     }
 
-    /// The slot of semaphore `num`, grown on demand (up to `nsems` when known).
-    pub fn slot_mut(&mut self, num: u16) -> Option<&mut SemSlot> {
+    /// The slot of semaphore `num`, grown on demand (up to the set's `nsems` when known).
+    pub fn slot_mut(&mut self, num: u16, nsems: Option<u32>) -> Option<&mut SemSlot> {
         let i = usize::from(num);
-        if let Some(n) = self.nsems
+        if let Some(n) = nsems
             && u64::from(num) >= u64::from(n)
         {
             return None;
@@ -519,13 +518,42 @@ impl MsgState {
     }
 }
 
-/// Per type state, boxed: each type's state is allocated at its own size (a segment's is 104
-/// bytes, a queue's 240), where an unboxed enum would cost every object its largest variant.
+/// Per type state. An object keeps it boxed and makes it at its first write
+/// ([`Object::body_mut`]): a set or queue that is only created (or only seen in a snapshot)
+/// has nothing to keep there, and reads of a state never made see the type's empty one
+/// ([`Object::body`]).
 #[derive(Clone, Debug)]
 pub(crate) enum Body {
-    Shm(Box<ShmState>),
-    Sem(Box<SemState>),
-    Msg(Box<MsgState>),
+    Shm(ShmState),
+    Sem(SemState),
+    Msg(MsgState),
+}
+
+static EMPTY_BODIES: std::sync::LazyLock<[Body; 3]> = std::sync::LazyLock::new(|| {
+    [
+        Body::new(IpcType::Shm),
+        Body::new(IpcType::Sem),
+        Body::new(IpcType::Msg),
+    ]
+});
+
+impl Body {
+    fn new(ty: IpcType) -> Self {
+        match ty {
+            IpcType::Shm => Self::Shm(ShmState::default()),
+            IpcType::Sem => Self::Sem(SemState::default()),
+            IpcType::Msg => Self::Msg(MsgState::default()),
+        }
+    }
+
+    fn empty(ty: IpcType) -> &'static Self {
+        let [shm, sem, msg] = &*EMPTY_BODIES;
+        match ty {
+            IpcType::Shm => shm,
+            IpcType::Sem => sem,
+            IpcType::Msg => msg,
+        }
+    }
 }
 
 /// An object's creator as the model knows it: a process, only a pid (a snapshot's `cpid` that
@@ -678,6 +706,8 @@ pub(crate) struct Object {
     owner_uid: u32,
     /// [`Self::mode`].
     mode: u32,
+    /// [`Self::nsems`].
+    nsems: u32,
     /// Which of `ipc_key`, `owner_uid`, `mode` are known (`KNOWN_*` bits): three `Option`s
     /// took 24 bytes, these 13.
     known: u8,
@@ -688,30 +718,27 @@ pub(crate) struct Object {
     pub leak_seq: Option<std::num::NonZeroU32>,
     /// The program (exe or comm) that created it (for created-vs-removed counts per program).
     pub created_by_program: Option<ProgramName>,
-    pub body: Body,
+    /// [`Self::body`].
+    body: Option<Box<Body>>,
     /// What happened to it (`explain`, `report`).
     pub story: super::story::Story,
 }
 
 impl Object {
     pub fn new(key: ObjectKey) -> Self {
-        let body = match key.ty {
-            IpcType::Shm => Body::Shm(Box::default()),
-            IpcType::Sem => Body::Sem(Box::default()),
-            IpcType::Msg => Body::Msg(Box::default()),
-        };
         Self {
             key,
             ipc_key: 0,
             creator: Creator::default(),
             owner_uid: 0,
             mode: 0,
+            nsems: 0,
             known: 0,
             times: Times::default(),
             status: ObjectStatus::Live,
             leak_seq: None,
             created_by_program: None,
-            body,
+            body: None,
             story: super::story::Story::default(),
         }
     }
@@ -719,6 +746,40 @@ impl Object {
     const KNOWN_IPC_KEY: u8 = 1;
     const KNOWN_OWNER_UID: u8 = 2;
     const KNOWN_MODE: u8 = 4;
+    const KNOWN_NSEMS: u8 = 8;
+
+    /// The type's state (its empty one when never written).
+    pub fn body(&self) -> &Body {
+        match &self.body {
+            Some(b) => b,
+            None => Body::empty(self.key.ty),
+        }
+    }
+
+    /// The type's state for a write: made on first use.
+    pub fn body_mut(&mut self) -> &mut Body {
+        let ty = self.key.ty;
+        self.body.get_or_insert_with(|| Box::new(Body::new(ty)))
+    }
+
+    /// The type's state for a change that only takes away: none when never written.
+    pub fn body_made(&mut self) -> Option<&mut Body> {
+        self.body.as_deref_mut()
+    }
+
+    /// Number of semaphores (sets), if known.
+    pub fn nsems(&self) -> Option<u32> {
+        self.known(Self::KNOWN_NSEMS, self.nsems)
+    }
+
+    pub fn set_nsems(&mut self, nsems: Option<u32>) {
+        self.nsems = nsems.unwrap_or(0);
+        if nsems.is_some() {
+            self.known |= Self::KNOWN_NSEMS;
+        } else {
+            self.known &= !Self::KNOWN_NSEMS;
+        }
+    }
 
     fn known(&self, bit: u8, v: u32) -> Option<u32> {
         (self.known & bit != 0).then_some(v)
@@ -767,9 +828,9 @@ impl Object {
     }
 
     pub fn object_ref(&self) -> ObjectRef {
-        let (size, nsems) = match &self.body {
+        let (size, nsems) = match self.body() {
             Body::Shm(s) => (s.size, None),
-            Body::Sem(s) => (None, s.nsems),
+            Body::Sem(_) => (None, self.nsems()),
             Body::Msg(_) => (None, None),
         };
         ObjectRef {
@@ -784,42 +845,60 @@ impl Object {
     }
 
     pub fn shm(&self) -> Option<&ShmState> {
-        match &self.body {
+        match self.body() {
             Body::Shm(s) => Some(s),
             _ => None,
         }
     }
 
+    /// For a write (the state is made when the object is a shm).
     pub fn shm_mut(&mut self) -> Option<&mut ShmState> {
-        match &mut self.body {
+        if self.key.ty != IpcType::Shm {
+            return None;
+        }
+        match self.body_mut() {
             Body::Shm(s) => Some(s),
             _ => None,
         }
     }
 
     pub fn sem(&self) -> Option<&SemState> {
-        match &self.body {
+        match self.body() {
             Body::Sem(s) => Some(s),
             _ => None,
         }
     }
 
+    /// For a write to a set's state, with the set's `nsems` (which bounds its slots).
+    pub fn sem_sized_mut(&mut self) -> Option<(&mut SemState, Option<u32>)> {
+        let nsems = self.nsems();
+        self.sem_mut().map(|s| (s, nsems))
+    }
+
+    /// For a write (the state is made when the object is a sem).
     pub fn sem_mut(&mut self) -> Option<&mut SemState> {
-        match &mut self.body {
+        if self.key.ty != IpcType::Sem {
+            return None;
+        }
+        match self.body_mut() {
             Body::Sem(s) => Some(s),
             _ => None,
         }
     }
 
     pub fn msg(&self) -> Option<&MsgState> {
-        match &self.body {
+        match self.body() {
             Body::Msg(s) => Some(s),
             _ => None,
         }
     }
 
+    /// For a write (the state is made when the object is a msg).
     pub fn msg_mut(&mut self) -> Option<&mut MsgState> {
-        match &mut self.body {
+        if self.key.ty != IpcType::Msg {
+            return None;
+        }
+        match self.body_mut() {
             Body::Msg(s) => Some(s),
             _ => None,
         }
@@ -833,7 +912,7 @@ impl Object {
     /// Every process this object refers to (for forgetting dead processes).
     pub fn referenced(&self, out: &mut Vec<ProcessKey>) {
         out.extend(self.creator.key());
-        match &self.body {
+        match self.body() {
             Body::Shm(s) => {
                 out.extend(s.attached.keys());
                 out.extend(s.attachers.iter().map(|(k, _)| *k));
@@ -856,7 +935,10 @@ impl Object {
 
     /// Forgets `key` as a user (revives / deaths are handled by the peers).
     pub fn process_died(&mut self, key: ProcessKey) {
-        match &mut self.body {
+        let Some(body) = self.body_made() else {
+            return;
+        };
+        match body {
             Body::Shm(s) => s.attachers.died(key),
             Body::Sem(s) => {
                 if let Some(r) = s.rare.made()
@@ -912,7 +994,10 @@ impl Object {
 
     /// Undoes [`Self::process_died`] for a process wrongly thought dead.
     pub fn process_revived(&mut self, key: ProcessKey) {
-        match &mut self.body {
+        let Some(body) = self.body_made() else {
+            return;
+        };
+        match body {
             Body::Shm(s) => s.attachers.revive(key),
             Body::Sem(s) => {
                 if let Some(a) = s.activity.made() {

@@ -413,14 +413,18 @@ impl Model {
         let ns = snap.ipc_ns;
         for set in &snap.sem {
             let same = |o: &super::object::Object| {
-                o.sem()
-                    .is_some_and(|s| s.nsems.is_none_or(|n| n == set.nsems))
+                o.sem().is_some()
+                    && o.nsems().is_none_or(|n| n == set.nsems)
                     && o.ipc_key().is_none_or(|k| k == set.perm.key)
             };
             let (k, new) = self.match_object(ns, IpcType::Sem, set.perm.id, same, d, cx);
             seen.insert(k);
-            if let Some(s) = self.objects.get_mut(&k).and_then(|o| o.sem_mut()) {
-                s.nsems = Some(set.nsems);
+            if let Some(o) = self.objects.get_mut(&k)
+                && o.key.ty == IpcType::Sem
+            {
+                o.set_nsems(Some(set.nsems));
+            }
+            if let Some(Body::Sem(s)) = self.objects.get_mut(&k).and_then(Object::body_made) {
                 let n = usize::try_from(set.nsems).unwrap_or(usize::MAX);
                 if s.slots.len() > n {
                     let mut kept = std::mem::take(&mut s.slots).into_vec();
@@ -685,13 +689,15 @@ impl Model {
                 continue;
             };
             let object = o.object_ref();
-            let Some(s) = o.sem_mut() else { continue };
-            if s.nsems.is_none() {
-                s.nsems = u32::try_from(vals.len()).ok();
+            if o.nsems().is_none() && o.key.ty == IpcType::Sem {
+                o.set_nsems(u32::try_from(vals.len()).ok());
             }
+            let Some((s, nsems)) = o.sem_sized_mut() else {
+                continue;
+            };
             for (i, v) in vals.iter().enumerate() {
                 let Ok(num) = u16::try_from(i) else { break };
-                let Some(slot) = s.slot_mut(num) else { break };
+                let Some(slot) = s.slot_mut(num, nsems) else { break };
                 if let Some(m) = slot.value
                     && m != v.value
                 {
@@ -735,7 +741,7 @@ impl Model {
         let ns = snap.ipc_ns;
         let keys: Vec<ObjectKey> = self.ns_objects(ns).collect();
         for k in &keys {
-            match self.objects.get_mut(k).map(|o| &mut o.body) {
+            match self.objects.get_mut(k).and_then(Object::body_made) {
                 Some(Body::Sem(s)) => {
                     if let Some(r) = s.rare.made() {
                         r.waiters.clear();
@@ -761,7 +767,7 @@ impl Model {
             let Some(k) = self.lookup(ns, ty, id) else {
                 continue;
             };
-            match (self.objects.get_mut(&k).map(|o| &mut o.body), w.on) {
+            match (self.objects.get_mut(&k).map(Object::body_mut), w.on) {
                 (Some(Body::Sem(s)), _) => {
                     s.rare.make().waiters.insert(pk);
                 }

@@ -396,7 +396,7 @@ impl Model {
     /// Whether `rule` holds for object `o`.
     pub(crate) fn object_condition(&self, rule: Rule, o: &Object) -> bool {
         let live = o.status == ObjectStatus::Live;
-        match (rule, &o.body) {
+        match (rule, o.body()) {
             (Rule::OrphanedSegment, Body::Shm(s)) => {
                 live && !s.attached_any() && s.attachers.live.is_empty() && !self.creator_alive(o)
             }
@@ -686,7 +686,7 @@ impl Model {
             );
             return f;
         }
-        match &o.body {
+        match o.body() {
             Body::Shm(s) => {
                 let bytes = s.size.map_or_else(String::new, |b| format!(" ({b} bytes)"));
                 if rule == Rule::RemovedSegmentStillAttached {

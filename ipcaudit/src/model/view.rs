@@ -154,7 +154,7 @@ impl Model {
 
     pub(crate) fn view<'a>(&'a self, o: &'a Object) -> ObjectView<'a> {
         let (mut shm, mut sem, mut msg) = (None, None, None);
-        match &o.body {
+        match o.body() {
             Body::Shm(s) => {
                 let mut holders: Vec<ProcessKey> = s.attached.keys().copied().collect();
                 holders.sort();
@@ -194,7 +194,7 @@ impl Model {
                     .collect();
                 adjustments.sort_by_key(|h| (h.adj.net >= 0, h.process.entity, h.semnum));
                 sem = Some(SemView {
-                    nsems: s.nsems,
+                    nsems: o.nsems(),
                     values: &s.slots,
                     adjustments,
                     users: self.peers_view(&s.activity.users),
