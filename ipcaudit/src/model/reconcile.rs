@@ -603,7 +603,7 @@ impl Model {
         }
         let mut delta = Delta::default();
         for (s, v) in have {
-            p.vmas.remove(s);
+            p.vmas.remove(*s);
             delta.add(v.object, -1);
         }
         for (s, v) in want {
