@@ -433,10 +433,13 @@ impl Model {
                 msg.not_waiting(true, &pkey);
             }
             if received > 0 {
-                msg.peers
-                    .make()
-                    .receivers
-                    .touch(pkey, alive, slot.last_ns, received, received_bytes);
+                msg.peers.make().receivers.touch(
+                    pkey,
+                    alive,
+                    slot.last_ns,
+                    received,
+                    received_bytes,
+                );
                 msg.not_waiting(false, &pkey);
             }
             self.story_ops(okey, pkey, slot.last_ns, |o| {

@@ -309,7 +309,11 @@ impl Model {
             self.evaluate_limits(c.ns, g.ty, cx);
             k
         };
-        if self.objects.get(&okey).is_some_and(|o| o.ipc_key().is_none()) {
+        if self
+            .objects
+            .get(&okey)
+            .is_some_and(|o| o.ipc_key().is_none())
+        {
             self.set_ipc_key(okey, g.key, cx);
         }
         let now = cx.now;
@@ -525,13 +529,11 @@ impl Model {
             return;
         };
         match ty {
-            IpcType::Shm => {
-                match cmd {
-                    SHM_LOCK => o.update_mode(|m| m | SHM_LOCKED),
-                    SHM_UNLOCK => o.update_mode(|m| m & !SHM_LOCKED),
-                    _ => {}
-                }
-            }
+            IpcType::Shm => match cmd {
+                SHM_LOCK => o.update_mode(|m| m | SHM_LOCKED),
+                SHM_UNLOCK => o.update_mode(|m| m & !SHM_LOCKED),
+                _ => {}
+            },
             IpcType::Sem => {
                 let Some((s, nsems)) = o.sem_sized_mut() else { return };
                 let num = u16::try_from(semnum).ok();

@@ -5,7 +5,7 @@ use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};
 
-use super::object::{Body, ObjectKey, ObjectStatus, ProgramName};
+use super::object::{Body, Object, ObjectKey, ObjectStatus, ProgramName};
 use super::process::Process;
 use super::rules::{Rule, Subject};
 use super::shm::{self, Delta};
@@ -233,7 +233,7 @@ impl Model {
 
     /// A removed segment keeps its key for display, but no get finds it by key any more.
     pub(crate) fn unindex_key(&mut self, okey: ObjectKey) {
-        if let Some(k) = self.objects.get(&okey).and_then(|o| o.ipc_key())
+        if let Some(k) = self.objects.get(&okey).and_then(Object::ipc_key)
             && self.by_key.get(&(okey.ns, okey.ty, k)) == Some(&okey)
         {
             self.by_key.remove(&(okey.ns, okey.ty, k));

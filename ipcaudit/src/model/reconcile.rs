@@ -472,11 +472,21 @@ impl Model {
                     .map(|pi| (pi.key, pi.is_alive()));
                 if let Some(s) = self.objects.get_mut(&k).and_then(|o| o.msg_mut()) {
                     match sender {
-                        Some((pk, alive)) => s.peers.make().senders.touch(pk, alive, secs_ns(q.stime), 0, 0),
+                        Some((pk, alive)) => {
+                            s.peers
+                                .make()
+                                .senders
+                                .touch(pk, alive, secs_ns(q.stime), 0, 0);
+                        }
                         None => s.set_last_pid(true, q.lspid),
                     }
                     match receiver {
-                        Some((pk, alive)) => s.peers.make().receivers.touch(pk, alive, secs_ns(q.rtime), 0, 0),
+                        Some((pk, alive)) => {
+                            s.peers
+                                .make()
+                                .receivers
+                                .touch(pk, alive, secs_ns(q.rtime), 0, 0);
+                        }
                         None => s.set_last_pid(false, q.lrpid),
                     }
                 }
@@ -607,7 +617,7 @@ impl Model {
         }
         let mut delta = Delta::default();
         for (s, v) in have {
-            p.vmas.remove(s);
+            p.vmas.remove(*s);
             delta.add(v.object, -1);
         }
         for (s, v) in want {
@@ -726,7 +736,10 @@ impl Model {
                 if self.started_before(pk, otime)
                     && let Some(s) = self.objects.get_mut(&k).and_then(|o| o.sem_mut())
                 {
-                    s.activity.make().users.touch(pk, alive, secs_ns(otime), 0, 0);
+                    s.activity
+                        .make()
+                        .users
+                        .touch(pk, alive, secs_ns(otime), 0, 0);
                     related.push(pk);
                 }
             }
