@@ -416,7 +416,7 @@ impl Model {
             destroyed_ns: o.times.destroyed(),
             creator: o.creator.key(),
             creator_pid: o.creator.pid(),
-            call_site: o.story.create_site.as_deref().cloned(),
+            call_site: o.story.create_site().map(Arc::as_ref).cloned(),
             service,
             program,
             people,
@@ -717,7 +717,7 @@ impl Model {
             return false;
         };
         match attach {
-            None => o.creator.key() == Some(process) && o.story.create_site.is_none(),
+            None => o.creator.key() == Some(process) && o.story.create_site().is_none(),
             Some(addr) => o.story.awaits_attach_site(process, addr),
         }
     }
@@ -738,10 +738,10 @@ impl Model {
         let site = Arc::new(site);
         match attach {
             None => {
-                if o.creator.key() != Some(process) || o.story.create_site.is_some() {
+                if o.creator.key() != Some(process) || o.story.create_site().is_some() {
                     return None;
                 }
-                o.story.create_site = Some(site);
+                o.story.set_create_site(site);
             }
             Some(addr) => {
                 if !o.story.set_attach_site(process, addr, site.clone()) {

@@ -596,7 +596,7 @@ impl Model {
         for e in &mut f.evidence {
             e.call_site = match e.role {
                 Role::Creator if e.entity.is_some() && e.entity == o.creator.key() => {
-                    o.story.create_site.clone()
+                    o.story.create_site().cloned()
                 }
                 Role::Attacher | Role::Holder => e
                     .entity

@@ -518,14 +518,45 @@ impl ProcOps {
 }
 
 /// What a story keeps once it outgrows its common size: the latest entries once its head is
-/// full, how many were dropped in between, and how many processes' operations were dropped.
+/// full, how many were dropped in between, how many processes' operations were dropped, and
+/// where in the code the object was created (known only with call-site capture).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Tail {
+struct Tail {
     entries: VecDeque<Kept>,
-    /// Entries dropped between `head` and `entries`.
-    pub omitted: u64,
+    /// Entries dropped between the head and `entries`.
+    omitted: u64,
     /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
-    pub procs_dropped: u64,
+    procs_dropped: u64,
+    create_site: Option<Arc<CallSite>>,
+}
+
+/// One slot of a story's head: an entry, or (always the last slot, once the story has one) its
+/// [`Tail`]. The tail rides in the head's allocation rather than in a field of its own, so that
+/// a story is two fat pointers (32 bytes, in every object) and costs nothing more while most
+/// objects never get a tail.
+#[derive(Clone, Debug)]
+enum Slot {
+    Kept(Kept),
+    Tail(Box<Tail>),
+}
+
+impl Slot {
+    /// The entries in this slot, in the order they were recorded.
+    fn kept(&self) -> impl DoubleEndedIterator<Item = &Kept> {
+        let (one, tail) = match self {
+            Self::Kept(k) => (Some(k), None),
+            Self::Tail(t) => (None, Some(&t.entries)),
+        };
+        one.into_iter().chain(tail.into_iter().flatten())
+    }
+
+    fn kept_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Kept> {
+        let (one, tail) = match self {
+            Self::Kept(k) => (Some(k), None),
+            Self::Tail(t) => (None, Some(&mut t.entries)),
+        };
+        one.into_iter().chain(tail.into_iter().flatten())
+    }
 }
 
 /// A process in one object's story.
@@ -546,16 +577,13 @@ static UNKNOWN: std::sync::LazyLock<Arc<Character>> = std::sync::LazyLock::new(A
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Story {
     /// The first entries, reallocated one entry larger at each push (a boxed slice: no capacity
-    /// field; most objects have one to three entries).
-    head: Box<[Kept]>,
-    /// Made when the head is full or operations are dropped: most objects never get there, and
-    /// every live object carries a story.
-    pub tail: Option<Box<Tail>>,
+    /// field; most objects have one to three entries), then the [`Tail`] if the story has one
+    /// (made when the head is full, operations are dropped or the created site is known: most
+    /// objects never get there, and every live object carries a story).
+    head: Box<[Slot]>,
     /// Its processes: the ones it names and the ones whose operations it sums (mostly the
     /// same: one map, one allocation).
     members: SmallMap<Member>,
-    /// Where in the code it was created.
-    pub create_site: Option<Arc<CallSite>>,
 }
 
 impl Story {
@@ -581,23 +609,44 @@ impl Story {
             process: key,
             what,
         });
-        if self.head.len() < HEAD {
-            let end = self.head.len();
-            super::small_map::insert_exact(&mut self.head, end, e);
+        let end = self.parts().0.len();
+        if end < HEAD {
+            super::small_map::insert_exact(&mut self.head, end, Slot::Kept(e));
             return;
         }
-        let tail = self.tail.get_or_insert_default();
-        tail.entries.push_back(e);
-        if tail.entries.len() > TAIL {
-            tail.entries.pop_front();
-            tail.omitted = tail.omitted.saturating_add(1);
+        self.with_tail(|tail| {
+            tail.entries.push_back(e);
+            if tail.entries.len() > TAIL {
+                tail.entries.pop_front();
+                tail.omitted = tail.omitted.saturating_add(1);
+            }
+        });
+    }
+
+    /// The head's entries and the tail, if any.
+    fn parts(&self) -> (&[Slot], Option<&Tail>) {
+        match &*self.head {
+            [head @ .., Slot::Tail(t)] => (head, Some(t)),
+            head => (head, None),
         }
+    }
+
+    /// Changes the tail through `f` (made if missing: appended to the head).
+    fn with_tail<R>(&mut self, f: impl FnOnce(&mut Tail) -> R) -> R {
+        if let Some(Slot::Tail(t)) = self.head.last_mut() {
+            return f(t);
+        }
+        let mut t = Box::default();
+        let r = f(&mut t);
+        let end = self.head.len();
+        super::small_map::insert_exact(&mut self.head, end, Slot::Tail(t));
+        r
     }
 
     /// Entries dropped between the head and the tail (`created`: whether the object has its
     /// `Create` entry).
     pub fn omitted(&self, created: bool) -> u64 {
-        let stored = self.tail.as_ref().map_or(0, |t| t.omitted);
+        let stored = self.parts().1.map_or(0, |t| t.omitted);
         stored.saturating_add(u64::from(self.crowded(created)))
     }
 
@@ -606,14 +655,22 @@ impl Story {
     /// omitted ones once the tail is full (otherwise it is the tail's first: in the same place
     /// in [`Self::kept`]'s order).
     fn crowded(&self, created: bool) -> bool {
-        created
-            && self.head.len() == HEAD
-            && self.tail.as_ref().is_some_and(|t| t.entries.len() == TAIL)
+        let (head, tail) = self.parts();
+        created && head.len() == HEAD && tail.is_some_and(|t| t.entries.len() == TAIL)
     }
 
     /// Processes whose operations were dropped.
     pub fn procs_dropped(&self) -> u64 {
-        self.tail.as_ref().map_or(0, |t| t.procs_dropped)
+        self.parts().1.map_or(0, |t| t.procs_dropped)
+    }
+
+    /// Where in the code the object was created, if known.
+    pub fn create_site(&self) -> Option<&Arc<CallSite>> {
+        self.parts().1.and_then(|t| t.create_site.as_ref())
+    }
+
+    pub fn set_create_site(&mut self, site: Arc<CallSite>) {
+        self.with_tail(|t| t.create_site = Some(site));
     }
 
     /// The entries kept, in time order (finding entries carry the time their condition started,
@@ -626,8 +683,12 @@ impl Story {
             what: What::Create,
         });
         let crowded = usize::from(self.crowded(created.is_some()));
-        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
-        let kept = self.head[..self.head.len() - crowded].iter().chain(tail);
+        let (head, tail) = self.parts();
+        let tail = tail.into_iter().flat_map(|t| t.entries.iter());
+        let kept = head[..head.len() - crowded]
+            .iter()
+            .flat_map(Slot::kept)
+            .chain(tail);
         let mut all: Vec<Entry> = create.into_iter().chain(kept.map(Kept::entry)).collect();
         all.sort_by_key(|e| e.time_ns);
         all
@@ -635,8 +696,7 @@ impl Story {
 
     /// The entries kept, in the order they were recorded.
     fn kept(&self) -> impl DoubleEndedIterator<Item = &Kept> {
-        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
-        self.head.iter().chain(tail)
+        self.head.iter().flat_map(Slot::kept)
     }
 
     /// Remembers process `key` as `p` is now (no allocation: this runs on every entry, on the
@@ -709,8 +769,7 @@ impl Story {
                 self.members.remove(&old);
             }
         }
-        let tail = self.tail.get_or_insert_default();
-        tail.procs_dropped = tail.procs_dropped.saturating_add(1);
+        self.with_tail(|t| t.procs_dropped = t.procs_dropped.saturating_add(1));
     }
 
     /// Process `key`'s mapped ranges of the segment changed by `d` (it has `left` now), because
@@ -780,11 +839,10 @@ impl Story {
         address: u64,
         site: Arc<CallSite>,
     ) -> bool {
-        let tail = self.tail.iter_mut().flat_map(|t| t.entries.iter_mut());
         let latest = self
             .head
             .iter_mut()
-            .chain(tail)
+            .flat_map(Slot::kept_mut)
             .rev()
             .find(|k| k.shmat_at(process, address).is_some());
         latest.map(|k| k.set_call_site(site)).is_some()
@@ -904,7 +962,8 @@ mod tests {
         assert_eq!(s.operations().count(), MAX_PROCS);
         assert!(s.operations_of(key(0)).is_none() && s.character(key(0)).is_some());
         assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 64);
-        assert_eq!(std::mem::size_of::<Story>(), 48);
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::size_of::<Story>(), 32);
     }
 
     #[test]
@@ -1048,6 +1107,40 @@ mod tests {
         assert!(s.set_attach_site(key(1), 9, Arc::new(CallSite::default())));
         assert!(!s.awaits_attach_site(key(1), 9));
         assert!(s.awaits_attach_site(key(1), 8));
+    }
+
+    #[test]
+    fn the_tail_follows_the_head_whenever_it_is_made() {
+        // Made by the created site (before, among or after the head's entries), by dropped
+        // operations, or by a full head: the same entries either way.
+        let site = Arc::new(CallSite::default());
+        let plain = |n: usize| {
+            let mut s = Story::default();
+            for t in 0..n as u64 {
+                s.push(t, Some((key(1), None)), What::Open);
+            }
+            s
+        };
+        for n in [0, 1, 2, 31, 32, 33, 200] {
+            for made_at in [0, 1, 5, 40] {
+                let mut s = Story::default();
+                for t in 0..n as u64 {
+                    if t == made_at {
+                        s.set_create_site(site.clone());
+                        for pid in (100..).take(MAX_PROCS + 1) {
+                            s.ops(key(pid), None, t);
+                        }
+                    }
+                    s.push(t, Some((key(1), None)), What::Open);
+                }
+                let made = made_at < n as u64;
+                assert_eq!(s.entries(None), plain(n).entries(None), "{n} {made_at}");
+                assert_eq!(s.omitted(true), plain(n).omitted(true));
+                assert_eq!(s.create_site().is_some(), made);
+                assert_eq!(s.procs_dropped(), u64::from(made));
+                assert_eq!(s.parts().0.len(), n.min(HEAD));
+            }
+        }
     }
 
     #[test]
