@@ -394,7 +394,7 @@ impl Model {
             .map(|(k, p)| Operations {
                 process: *k,
                 ops: p.summary(),
-                attach_site: p.attach_site.as_deref().cloned(),
+                attach_site: p.attach_site().map(Arc::as_ref).cloned(),
             })
             .collect();
         operations.sort_by_key(|op| (op.ops.first_ns, op.process));
@@ -748,7 +748,7 @@ impl Model {
                     return None;
                 }
                 if let Some(p) = o.story.operations_of_mut(process) {
-                    p.attach_site = Some(site);
+                    p.set_attach_site(site);
                 }
             }
         }

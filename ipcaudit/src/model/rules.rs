@@ -601,7 +601,7 @@ impl Model {
                 Role::Attacher | Role::Holder => e
                     .entity
                     .and_then(|k| o.story.operations_of(k))
-                    .and_then(|p| p.attach_site.clone()),
+                    .and_then(|p| p.attach_site().cloned()),
                 _ => None,
             };
         }

@@ -414,58 +414,140 @@ fn unzigzag(v: u64) -> i64 {
     (v >> 1).cast_signed() ^ -(v & 1).cast_signed()
 }
 
-/// The counters in a byte each, if they all fit.
-fn narrow(c: [u64; COUNTERS]) -> Option<[u8; COUNTERS]> {
-    let mut out = [0; COUNTERS];
-    for (o, v) in out.iter_mut().zip(c) {
-        *o = u8::try_from(v).ok()?;
-    }
-    Some(out)
+/// The counters in four bits each (the first in the lowest bits), if they all fit.
+fn narrow(c: &[u64; COUNTERS]) -> Option<u64> {
+    // Without a branch per counter: this runs at every operation.
+    let any = c.iter().fold(0, |any, &v| any | v);
+    (any < 16).then(|| c.iter().rev().fold(0, |packed, &v| packed << 4 | v))
 }
 
-/// A process's counters on one object: a byte each while they are small (most processes
-/// create, open or attach an object once or twice), widened for good to a boxed `[u64; 15]` the
-/// first time one does not fit. 16 bytes instead of 120 for every process of every object.
+/// `last_ns - first_ns` in 56 bits (2.3 years), if it fits.
+fn offset(first_ns: u64, last_ns: u64) -> Option<[u8; 7]> {
+    let d = last_ns.checked_sub(first_ns)?.to_le_bytes();
+    let (low, high) = d.split_at(7);
+    (high == [0]).then(|| low.try_into().ok()).flatten()
+}
+
+/// A process's counters on one object and the time of its latest operation there: four bits a
+/// counter and the time as an offset from the first operation's while they fit (most processes
+/// create, open or attach an object once or twice), widened for good to a boxed [`Wide`] the
+/// first time they do not, or when the process's attach site is known. 16 bytes instead of 136
+/// for every process of every object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Counts {
-    Narrow([u8; COUNTERS]),
-    Wide(Box<[u64; COUNTERS]>),
+    Narrow { counts: u64, since_first: [u8; 7] },
+    Wide(Box<Wide>),
 }
 
-impl Default for Counts {
-    fn default() -> Self {
-        Self::Narrow([0; COUNTERS])
-    }
+/// [`Counts`] at full width.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Wide {
+    counts: [u64; COUNTERS],
+    last_ns: u64,
+    /// Where the process last attached the segment from.
+    attach_site: Option<Arc<CallSite>>,
 }
 
 /// A process's dealings with one object.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ProcOps {
-    pub first_ns: u64,
-    pub last_ns: u64,
+    first_ns: u64,
     counts: Counts,
-    /// Where it last attached the segment from.
-    pub attach_site: Option<Arc<CallSite>>,
 }
 
 impl ProcOps {
     fn new(now: u64) -> Self {
         Self {
             first_ns: now,
-            last_ns: now,
-            ..Self::default()
+            counts: Counts::Narrow {
+                counts: 0,
+                since_first: [0; 7],
+            },
+        }
+    }
+
+    /// The time of its latest operation.
+    pub fn last_ns(&self) -> u64 {
+        match &self.counts {
+            Counts::Narrow { since_first, .. } => {
+                let mut d = [0; 8];
+                d[..7].copy_from_slice(since_first);
+                self.first_ns.saturating_add(u64::from_le_bytes(d))
+            }
+            Counts::Wide(w) => w.last_ns,
+        }
+    }
+
+    fn counters(&self) -> [u64; COUNTERS] {
+        match &self.counts {
+            Counts::Narrow { counts, .. } => std::array::from_fn(|i| counts >> (4 * i) & 15),
+            Counts::Wide(w) => w.counts,
+        }
+    }
+
+    /// Sets the counters and the latest time, widening them if they do not fit.
+    fn set(&mut self, c: [u64; COUNTERS], last_ns: u64) {
+        match &mut self.counts {
+            Counts::Wide(w) => {
+                w.counts = c;
+                w.last_ns = last_ns;
+            }
+            Counts::Narrow {
+                counts,
+                since_first,
+            } => match (narrow(&c), offset(self.first_ns, last_ns)) {
+                (Some(n), Some(d)) => (*counts, *since_first) = (n, d),
+                _ => {
+                    self.counts = Counts::Wide(Box::new(Wide {
+                        counts: c,
+                        last_ns,
+                        attach_site: None,
+                    }));
+                }
+            },
+        }
+    }
+
+    /// It operated at `now` (the latest time only grows).
+    fn touch(&mut self, now: u64) {
+        if now <= self.last_ns() {
+            return;
+        }
+        match (&mut self.counts, offset(self.first_ns, now)) {
+            (Counts::Narrow { since_first, .. }, Some(d)) => *since_first = d,
+            (Counts::Wide(w), _) => w.last_ns = now,
+            (Counts::Narrow { .. }, None) => self.set(self.counters(), now),
+        }
+    }
+
+    /// Where it last attached the segment from.
+    pub fn attach_site(&self) -> Option<&Arc<CallSite>> {
+        match &self.counts {
+            Counts::Narrow { .. } => None,
+            Counts::Wide(w) => w.attach_site.as_ref(),
+        }
+    }
+
+    /// Sets its attach site (widening its counters: few processes get one).
+    pub fn set_attach_site(&mut self, site: Arc<CallSite>) {
+        if let Counts::Narrow { .. } = self.counts {
+            self.counts = Counts::Wide(Box::new(Wide {
+                counts: self.counters(),
+                last_ns: self.last_ns(),
+                attach_site: None,
+            }));
+        }
+        if let Counts::Wide(w) = &mut self.counts {
+            w.attach_site = Some(site);
         }
     }
 
     /// The operations, summed.
     pub fn summary(&self) -> OpSummary {
-        let c = match &self.counts {
-            Counts::Narrow(n) => n.map(u64::from),
-            Counts::Wide(w) => **w,
-        };
+        let c = self.counters();
         OpSummary {
             first_ns: self.first_ns,
-            last_ns: self.last_ns,
+            last_ns: self.last_ns(),
             created: c[0],
             opened: c[1],
             attached: c[2],
@@ -489,7 +571,6 @@ impl ProcOps {
         let mut s = self.summary();
         f(&mut s);
         self.first_ns = s.first_ns;
-        self.last_ns = s.last_ns;
         let c = [
             s.created,
             s.opened,
@@ -507,13 +588,7 @@ impl ProcOps {
             s.controls,
             s.failed,
         ];
-        match &mut self.counts {
-            Counts::Wide(w) => **w = c,
-            Counts::Narrow(n) => match narrow(c) {
-                Some(bytes) => *n = bytes,
-                None => self.counts = Counts::Wide(Box::new(c)),
-            },
-        }
+        self.set(c, s.last_ns);
     }
 }
 
@@ -750,7 +825,7 @@ impl Story {
         }
         let m = self.members.get_or_insert_with(key, Member::default);
         let o = m.ops.get_or_insert_with(|| ProcOps::new(now));
-        o.last_ns = o.last_ns.max(now);
+        o.touch(now);
         o
     }
 
@@ -758,7 +833,7 @@ impl Story {
     fn drop_quietest(&mut self) {
         let Some(old) = self
             .operations()
-            .min_by_key(|(_, o)| o.last_ns)
+            .min_by_key(|(_, o)| o.last_ns())
             .map(|(k, _)| *k)
         else {
             return;
@@ -961,7 +1036,7 @@ mod tests {
         }
         assert_eq!(s.operations().count(), MAX_PROCS);
         assert!(s.operations_of(key(0)).is_none() && s.character(key(0)).is_some());
-        assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 64);
+        assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 48);
         assert_eq!(std::mem::size_of::<Slot>(), 32);
         assert_eq!(std::mem::size_of::<Story>(), 32);
     }
@@ -974,7 +1049,7 @@ mod tests {
             s.net = -3;
             s.undo_net = 2;
         });
-        assert!(matches!(o.counts, Counts::Narrow(_)));
+        assert!(matches!(o.counts, Counts::Narrow { .. }));
         assert_eq!((o.summary().created, o.summary().net), (1, -3));
         o.update(|s| {
             s.sent_bytes = u64::MAX;
@@ -987,6 +1062,30 @@ mod tests {
         assert_eq!((s.sent_bytes, s.net, s.undo_net), (u64::MAX, i64::MIN, 2));
         o.update(|s| s.sent_bytes = 0);
         assert_eq!(o.summary().sent_bytes, 0, "stays wide, still exact");
+        // At the edges of the narrow form: a counter of 15, a latest time 2^56 - 1 after the
+        // first; then one step past each, a latest time before the first, and an attach site.
+        let edge = |f: fn(&mut OpSummary)| {
+            let mut o = ProcOps::new(1 << 40);
+            let mut expected = o.summary();
+            o.update(f);
+            f(&mut expected);
+            assert_eq!(o.summary(), expected);
+            matches!(o.counts, Counts::Narrow { .. })
+        };
+        assert!(edge(|s| s.failed = 15));
+        assert!(edge(|s| s.last_ns += (1 << 56) - 1));
+        assert!(!edge(|s| s.failed = 16));
+        assert!(!edge(|s| s.last_ns += 1 << 56));
+        assert!(!edge(|s| s.last_ns -= 1));
+        let mut o = ProcOps::new(3);
+        o.update(|s| s.attached = 2);
+        o.touch(7);
+        o.touch(5);
+        let before = o.summary();
+        assert_eq!(before.last_ns, 7);
+        o.set_attach_site(Arc::new(CallSite::default()));
+        assert!(matches!(o.counts, Counts::Wide(_)) && o.attach_site().is_some());
+        assert_eq!(o.summary(), before);
         for v in [0, 1, -1, 127, -128, i64::MAX, i64::MIN] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
