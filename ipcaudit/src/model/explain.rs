@@ -394,7 +394,7 @@ impl Model {
             .map(|(k, p)| Operations {
                 process: *k,
                 ops: p.summary(),
-                attach_site: p.attach_site.as_deref().cloned(),
+                attach_site: p.attach_site().map(Arc::as_ref).cloned(),
             })
             .collect();
         operations.sort_by_key(|op| (op.ops.first_ns, op.process));
@@ -416,7 +416,7 @@ impl Model {
             destroyed_ns: o.times.destroyed(),
             creator: o.creator.key(),
             creator_pid: o.creator.pid(),
-            call_site: o.story.create_site.as_deref().cloned(),
+            call_site: o.story.create_site().map(Arc::as_ref).cloned(),
             service,
             program,
             people,
@@ -717,7 +717,7 @@ impl Model {
             return false;
         };
         match attach {
-            None => o.creator.key() == Some(process) && o.story.create_site.is_none(),
+            None => o.creator.key() == Some(process) && o.story.create_site().is_none(),
             Some(addr) => o.story.awaits_attach_site(process, addr),
         }
     }
@@ -738,17 +738,17 @@ impl Model {
         let site = Arc::new(site);
         match attach {
             None => {
-                if o.creator.key() != Some(process) || o.story.create_site.is_some() {
+                if o.creator.key() != Some(process) || o.story.create_site().is_some() {
                     return None;
                 }
-                o.story.create_site = Some(site);
+                o.story.set_create_site(site);
             }
             Some(addr) => {
                 if !o.story.set_attach_site(process, addr, site.clone()) {
                     return None;
                 }
                 if let Some(p) = o.story.operations_of_mut(process) {
-                    p.attach_site = Some(site);
+                    p.set_attach_site(site);
                 }
             }
         }

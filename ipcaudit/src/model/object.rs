@@ -1044,7 +1044,7 @@ mod tests {
             (None, Some(0), Some(u64::MAX - 1)),
             "u64::MAX means unknown: a time that far off is kept 1 ns earlier"
         );
-        assert_eq!(std::mem::size_of::<Object>(), 144, "a story is 48 bytes");
+        assert_eq!(std::mem::size_of::<Object>(), 128, "a story is 32 bytes");
     }
 
     #[test]

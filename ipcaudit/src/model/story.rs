@@ -414,58 +414,140 @@ fn unzigzag(v: u64) -> i64 {
     (v >> 1).cast_signed() ^ -(v & 1).cast_signed()
 }
 
-/// The counters in a byte each, if they all fit.
-fn narrow(c: [u64; COUNTERS]) -> Option<[u8; COUNTERS]> {
-    let mut out = [0; COUNTERS];
-    for (o, v) in out.iter_mut().zip(c) {
-        *o = u8::try_from(v).ok()?;
-    }
-    Some(out)
+/// The counters in four bits each (the first in the lowest bits), if they all fit.
+fn narrow(c: &[u64; COUNTERS]) -> Option<u64> {
+    // Without a branch per counter: this runs at every operation.
+    let any = c.iter().fold(0, |any, &v| any | v);
+    (any < 16).then(|| c.iter().rev().fold(0, |packed, &v| packed << 4 | v))
 }
 
-/// A process's counters on one object: a byte each while they are small (most processes
-/// create, open or attach an object once or twice), widened for good to a boxed `[u64; 15]` the
-/// first time one does not fit. 16 bytes instead of 120 for every process of every object.
+/// `last_ns - first_ns` in 56 bits (2.3 years), if it fits.
+fn offset(first_ns: u64, last_ns: u64) -> Option<[u8; 7]> {
+    let d = last_ns.checked_sub(first_ns)?.to_le_bytes();
+    let (low, high) = d.split_at(7);
+    (high == [0]).then(|| low.try_into().ok()).flatten()
+}
+
+/// A process's counters on one object and the time of its latest operation there: four bits a
+/// counter and the time as an offset from the first operation's while they fit (most processes
+/// create, open or attach an object once or twice), widened for good to a boxed [`Wide`] the
+/// first time they do not, or when the process's attach site is known. 16 bytes instead of 136
+/// for every process of every object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Counts {
-    Narrow([u8; COUNTERS]),
-    Wide(Box<[u64; COUNTERS]>),
+    Narrow { counts: u64, since_first: [u8; 7] },
+    Wide(Box<Wide>),
 }
 
-impl Default for Counts {
-    fn default() -> Self {
-        Self::Narrow([0; COUNTERS])
-    }
+/// [`Counts`] at full width.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Wide {
+    counts: [u64; COUNTERS],
+    last_ns: u64,
+    /// Where the process last attached the segment from.
+    attach_site: Option<Arc<CallSite>>,
 }
 
 /// A process's dealings with one object.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ProcOps {
-    pub first_ns: u64,
-    pub last_ns: u64,
+    first_ns: u64,
     counts: Counts,
-    /// Where it last attached the segment from.
-    pub attach_site: Option<Arc<CallSite>>,
 }
 
 impl ProcOps {
     fn new(now: u64) -> Self {
         Self {
             first_ns: now,
-            last_ns: now,
-            ..Self::default()
+            counts: Counts::Narrow {
+                counts: 0,
+                since_first: [0; 7],
+            },
+        }
+    }
+
+    /// The time of its latest operation.
+    pub fn last_ns(&self) -> u64 {
+        match &self.counts {
+            Counts::Narrow { since_first, .. } => {
+                let mut d = [0; 8];
+                d[..7].copy_from_slice(since_first);
+                self.first_ns.saturating_add(u64::from_le_bytes(d))
+            }
+            Counts::Wide(w) => w.last_ns,
+        }
+    }
+
+    fn counters(&self) -> [u64; COUNTERS] {
+        match &self.counts {
+            Counts::Narrow { counts, .. } => std::array::from_fn(|i| counts >> (4 * i) & 15),
+            Counts::Wide(w) => w.counts,
+        }
+    }
+
+    /// Sets the counters and the latest time, widening them if they do not fit.
+    fn set(&mut self, c: [u64; COUNTERS], last_ns: u64) {
+        match &mut self.counts {
+            Counts::Wide(w) => {
+                w.counts = c;
+                w.last_ns = last_ns;
+            }
+            Counts::Narrow {
+                counts,
+                since_first,
+            } => match (narrow(&c), offset(self.first_ns, last_ns)) {
+                (Some(n), Some(d)) => (*counts, *since_first) = (n, d),
+                _ => {
+                    self.counts = Counts::Wide(Box::new(Wide {
+                        counts: c,
+                        last_ns,
+                        attach_site: None,
+                    }));
+                }
+            },
+        }
+    }
+
+    /// It operated at `now` (the latest time only grows).
+    fn touch(&mut self, now: u64) {
+        if now <= self.last_ns() {
+            return;
+        }
+        match (&mut self.counts, offset(self.first_ns, now)) {
+            (Counts::Narrow { since_first, .. }, Some(d)) => *since_first = d,
+            (Counts::Wide(w), _) => w.last_ns = now,
+            (Counts::Narrow { .. }, None) => self.set(self.counters(), now),
+        }
+    }
+
+    /// Where it last attached the segment from.
+    pub fn attach_site(&self) -> Option<&Arc<CallSite>> {
+        match &self.counts {
+            Counts::Narrow { .. } => None,
+            Counts::Wide(w) => w.attach_site.as_ref(),
+        }
+    }
+
+    /// Sets its attach site (widening its counters: few processes get one).
+    pub fn set_attach_site(&mut self, site: Arc<CallSite>) {
+        if let Counts::Narrow { .. } = self.counts {
+            self.counts = Counts::Wide(Box::new(Wide {
+                counts: self.counters(),
+                last_ns: self.last_ns(),
+                attach_site: None,
+            }));
+        }
+        if let Counts::Wide(w) = &mut self.counts {
+            w.attach_site = Some(site);
         }
     }
 
     /// The operations, summed.
     pub fn summary(&self) -> OpSummary {
-        let c = match &self.counts {
-            Counts::Narrow(n) => n.map(u64::from),
-            Counts::Wide(w) => **w,
-        };
+        let c = self.counters();
         OpSummary {
             first_ns: self.first_ns,
-            last_ns: self.last_ns,
+            last_ns: self.last_ns(),
             created: c[0],
             opened: c[1],
             attached: c[2],
@@ -489,7 +571,6 @@ impl ProcOps {
         let mut s = self.summary();
         f(&mut s);
         self.first_ns = s.first_ns;
-        self.last_ns = s.last_ns;
         let c = [
             s.created,
             s.opened,
@@ -507,25 +588,50 @@ impl ProcOps {
             s.controls,
             s.failed,
         ];
-        match &mut self.counts {
-            Counts::Wide(w) => **w = c,
-            Counts::Narrow(n) => match narrow(c) {
-                Some(bytes) => *n = bytes,
-                None => self.counts = Counts::Wide(Box::new(c)),
-            },
-        }
+        self.set(c, s.last_ns);
     }
 }
 
 /// What a story keeps once it outgrows its common size: the latest entries once its head is
-/// full, how many were dropped in between, and how many processes' operations were dropped.
+/// full, how many were dropped in between, how many processes' operations were dropped, and
+/// where in the code the object was created (known only with call-site capture).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Tail {
+struct Tail {
     entries: VecDeque<Kept>,
-    /// Entries dropped between `head` and `entries`.
-    pub omitted: u64,
+    /// Entries dropped between the head and `entries`.
+    omitted: u64,
     /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
-    pub procs_dropped: u64,
+    procs_dropped: u64,
+    create_site: Option<Arc<CallSite>>,
+}
+
+/// One slot of a story's head: an entry, or (always the last slot, once the story has one) its
+/// [`Tail`]. The tail rides in the head's allocation rather than in a field of its own, so that
+/// a story is two fat pointers (32 bytes, in every object) and costs nothing more while most
+/// objects never get a tail.
+#[derive(Clone, Debug)]
+enum Slot {
+    Kept(Kept),
+    Tail(Box<Tail>),
+}
+
+impl Slot {
+    /// The entries in this slot, in the order they were recorded.
+    fn kept(&self) -> impl DoubleEndedIterator<Item = &Kept> {
+        let (one, tail) = match self {
+            Self::Kept(k) => (Some(k), None),
+            Self::Tail(t) => (None, Some(&t.entries)),
+        };
+        one.into_iter().chain(tail.into_iter().flatten())
+    }
+
+    fn kept_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut Kept> {
+        let (one, tail) = match self {
+            Self::Kept(k) => (Some(k), None),
+            Self::Tail(t) => (None, Some(&mut t.entries)),
+        };
+        one.into_iter().chain(tail.into_iter().flatten())
+    }
 }
 
 /// A process in one object's story.
@@ -546,16 +652,13 @@ static UNKNOWN: std::sync::LazyLock<Arc<Character>> = std::sync::LazyLock::new(A
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Story {
     /// The first entries, reallocated one entry larger at each push (a boxed slice: no capacity
-    /// field; most objects have one to three entries).
-    head: Box<[Kept]>,
-    /// Made when the head is full or operations are dropped: most objects never get there, and
-    /// every live object carries a story.
-    pub tail: Option<Box<Tail>>,
+    /// field; most objects have one to three entries), then the [`Tail`] if the story has one
+    /// (made when the head is full, operations are dropped or the created site is known: most
+    /// objects never get there, and every live object carries a story).
+    head: Box<[Slot]>,
     /// Its processes: the ones it names and the ones whose operations it sums (mostly the
     /// same: one map, one allocation).
     members: SmallMap<Member>,
-    /// Where in the code it was created.
-    pub create_site: Option<Arc<CallSite>>,
 }
 
 impl Story {
@@ -581,23 +684,44 @@ impl Story {
             process: key,
             what,
         });
-        if self.head.len() < HEAD {
-            let end = self.head.len();
-            super::small_map::insert_exact(&mut self.head, end, e);
+        let end = self.parts().0.len();
+        if end < HEAD {
+            super::small_map::insert_exact(&mut self.head, end, Slot::Kept(e));
             return;
         }
-        let tail = self.tail.get_or_insert_default();
-        tail.entries.push_back(e);
-        if tail.entries.len() > TAIL {
-            tail.entries.pop_front();
-            tail.omitted = tail.omitted.saturating_add(1);
+        self.with_tail(|tail| {
+            tail.entries.push_back(e);
+            if tail.entries.len() > TAIL {
+                tail.entries.pop_front();
+                tail.omitted = tail.omitted.saturating_add(1);
+            }
+        });
+    }
+
+    /// The head's entries and the tail, if any.
+    fn parts(&self) -> (&[Slot], Option<&Tail>) {
+        match &*self.head {
+            [head @ .., Slot::Tail(t)] => (head, Some(t)),
+            head => (head, None),
         }
+    }
+
+    /// Changes the tail through `f` (made if missing: appended to the head).
+    fn with_tail<R>(&mut self, f: impl FnOnce(&mut Tail) -> R) -> R {
+        if let Some(Slot::Tail(t)) = self.head.last_mut() {
+            return f(t);
+        }
+        let mut t = Box::default();
+        let r = f(&mut t);
+        let end = self.head.len();
+        super::small_map::insert_exact(&mut self.head, end, Slot::Tail(t));
+        r
     }
 
     /// Entries dropped between the head and the tail (`created`: whether the object has its
     /// `Create` entry).
     pub fn omitted(&self, created: bool) -> u64 {
-        let stored = self.tail.as_ref().map_or(0, |t| t.omitted);
+        let stored = self.parts().1.map_or(0, |t| t.omitted);
         stored.saturating_add(u64::from(self.crowded(created)))
     }
 
@@ -606,14 +730,22 @@ impl Story {
     /// omitted ones once the tail is full (otherwise it is the tail's first: in the same place
     /// in [`Self::kept`]'s order).
     fn crowded(&self, created: bool) -> bool {
-        created
-            && self.head.len() == HEAD
-            && self.tail.as_ref().is_some_and(|t| t.entries.len() == TAIL)
+        let (head, tail) = self.parts();
+        created && head.len() == HEAD && tail.is_some_and(|t| t.entries.len() == TAIL)
     }
 
     /// Processes whose operations were dropped.
     pub fn procs_dropped(&self) -> u64 {
-        self.tail.as_ref().map_or(0, |t| t.procs_dropped)
+        self.parts().1.map_or(0, |t| t.procs_dropped)
+    }
+
+    /// Where in the code the object was created, if known.
+    pub fn create_site(&self) -> Option<&Arc<CallSite>> {
+        self.parts().1.and_then(|t| t.create_site.as_ref())
+    }
+
+    pub fn set_create_site(&mut self, site: Arc<CallSite>) {
+        self.with_tail(|t| t.create_site = Some(site));
     }
 
     /// The entries kept, in time order (finding entries carry the time their condition started,
@@ -626,8 +758,12 @@ impl Story {
             what: What::Create,
         });
         let crowded = usize::from(self.crowded(created.is_some()));
-        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
-        let kept = self.head[..self.head.len() - crowded].iter().chain(tail);
+        let (head, tail) = self.parts();
+        let tail = tail.into_iter().flat_map(|t| t.entries.iter());
+        let kept = head[..head.len() - crowded]
+            .iter()
+            .flat_map(Slot::kept)
+            .chain(tail);
         let mut all: Vec<Entry> = create.into_iter().chain(kept.map(Kept::entry)).collect();
         all.sort_by_key(|e| e.time_ns);
         all
@@ -635,8 +771,7 @@ impl Story {
 
     /// The entries kept, in the order they were recorded.
     fn kept(&self) -> impl DoubleEndedIterator<Item = &Kept> {
-        let tail = self.tail.iter().flat_map(|t| t.entries.iter());
-        self.head.iter().chain(tail)
+        self.head.iter().flat_map(Slot::kept)
     }
 
     /// Remembers process `key` as `p` is now (no allocation: this runs on every entry, on the
@@ -690,7 +825,7 @@ impl Story {
         }
         let m = self.members.get_or_insert_with(key, Member::default);
         let o = m.ops.get_or_insert_with(|| ProcOps::new(now));
-        o.last_ns = o.last_ns.max(now);
+        o.touch(now);
         o
     }
 
@@ -698,7 +833,7 @@ impl Story {
     fn drop_quietest(&mut self) {
         let Some(old) = self
             .operations()
-            .min_by_key(|(_, o)| o.last_ns)
+            .min_by_key(|(_, o)| o.last_ns())
             .map(|(k, _)| *k)
         else {
             return;
@@ -709,8 +844,7 @@ impl Story {
                 self.members.remove(&old);
             }
         }
-        let tail = self.tail.get_or_insert_default();
-        tail.procs_dropped = tail.procs_dropped.saturating_add(1);
+        self.with_tail(|t| t.procs_dropped = t.procs_dropped.saturating_add(1));
     }
 
     /// Process `key`'s mapped ranges of the segment changed by `d` (it has `left` now), because
@@ -780,11 +914,10 @@ impl Story {
         address: u64,
         site: Arc<CallSite>,
     ) -> bool {
-        let tail = self.tail.iter_mut().flat_map(|t| t.entries.iter_mut());
         let latest = self
             .head
             .iter_mut()
-            .chain(tail)
+            .flat_map(Slot::kept_mut)
             .rev()
             .find(|k| k.shmat_at(process, address).is_some());
         latest.map(|k| k.set_call_site(site)).is_some()
@@ -903,8 +1036,9 @@ mod tests {
         }
         assert_eq!(s.operations().count(), MAX_PROCS);
         assert!(s.operations_of(key(0)).is_none() && s.character(key(0)).is_some());
-        assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 64);
-        assert_eq!(std::mem::size_of::<Story>(), 48);
+        assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 48);
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+        assert_eq!(std::mem::size_of::<Story>(), 32);
     }
 
     #[test]
@@ -915,7 +1049,7 @@ mod tests {
             s.net = -3;
             s.undo_net = 2;
         });
-        assert!(matches!(o.counts, Counts::Narrow(_)));
+        assert!(matches!(o.counts, Counts::Narrow { .. }));
         assert_eq!((o.summary().created, o.summary().net), (1, -3));
         o.update(|s| {
             s.sent_bytes = u64::MAX;
@@ -928,6 +1062,30 @@ mod tests {
         assert_eq!((s.sent_bytes, s.net, s.undo_net), (u64::MAX, i64::MIN, 2));
         o.update(|s| s.sent_bytes = 0);
         assert_eq!(o.summary().sent_bytes, 0, "stays wide, still exact");
+        // At the edges of the narrow form: a counter of 15, a latest time 2^56 - 1 after the
+        // first; then one step past each, a latest time before the first, and an attach site.
+        let edge = |f: fn(&mut OpSummary)| {
+            let mut o = ProcOps::new(1 << 40);
+            let mut expected = o.summary();
+            o.update(f);
+            f(&mut expected);
+            assert_eq!(o.summary(), expected);
+            matches!(o.counts, Counts::Narrow { .. })
+        };
+        assert!(edge(|s| s.failed = 15));
+        assert!(edge(|s| s.last_ns += (1 << 56) - 1));
+        assert!(!edge(|s| s.failed = 16));
+        assert!(!edge(|s| s.last_ns += 1 << 56));
+        assert!(!edge(|s| s.last_ns -= 1));
+        let mut o = ProcOps::new(3);
+        o.update(|s| s.attached = 2);
+        o.touch(7);
+        o.touch(5);
+        let before = o.summary();
+        assert_eq!(before.last_ns, 7);
+        o.set_attach_site(Arc::new(CallSite::default()));
+        assert!(matches!(o.counts, Counts::Wide(_)) && o.attach_site().is_some());
+        assert_eq!(o.summary(), before);
         for v in [0, 1, -1, 127, -128, i64::MAX, i64::MIN] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
@@ -1048,6 +1206,40 @@ mod tests {
         assert!(s.set_attach_site(key(1), 9, Arc::new(CallSite::default())));
         assert!(!s.awaits_attach_site(key(1), 9));
         assert!(s.awaits_attach_site(key(1), 8));
+    }
+
+    #[test]
+    fn the_tail_follows_the_head_whenever_it_is_made() {
+        // Made by the created site (before, among or after the head's entries), by dropped
+        // operations, or by a full head: the same entries either way.
+        let site = Arc::new(CallSite::default());
+        let plain = |n: usize| {
+            let mut s = Story::default();
+            for t in 0..n as u64 {
+                s.push(t, Some((key(1), None)), What::Open);
+            }
+            s
+        };
+        for n in [0, 1, 2, 31, 32, 33, 200] {
+            for made_at in [0, 1, 5, 40] {
+                let mut s = Story::default();
+                for t in 0..n as u64 {
+                    if t == made_at {
+                        s.set_create_site(site.clone());
+                        for pid in (100..).take(MAX_PROCS + 1) {
+                            s.ops(key(pid), None, t);
+                        }
+                    }
+                    s.push(t, Some((key(1), None)), What::Open);
+                }
+                let made = made_at < n as u64;
+                assert_eq!(s.entries(None), plain(n).entries(None), "{n} {made_at}");
+                assert_eq!(s.omitted(true), plain(n).omitted(true));
+                assert_eq!(s.create_site().is_some(), made);
+                assert_eq!(s.procs_dropped(), u64::from(made));
+                assert_eq!(s.parts().0.len(), n.min(HEAD));
+            }
+        }
     }
 
     #[test]
