@@ -230,7 +230,11 @@ impl Model {
         let Some(okey) = self.counted_object(t.ns, IpcType::Sem, t.semid, t.first_ns) else {
             return;
         };
-        let Some((s, nsems)) = self.objects.get_mut(&okey).and_then(super::Object::sem_sized_mut) else {
+        let Some((s, nsems)) = self
+            .objects
+            .get_mut(&okey)
+            .and_then(super::Object::sem_sized_mut)
+        else {
             return;
         };
         let mut consumed = match s.totals.take() {

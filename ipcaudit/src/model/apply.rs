@@ -535,7 +535,9 @@ impl Model {
                 _ => {}
             },
             IpcType::Sem => {
-                let Some((s, nsems)) = o.sem_sized_mut() else { return };
+                let Some((s, nsems)) = o.sem_sized_mut() else {
+                    return;
+                };
                 let num = u16::try_from(semnum).ok();
                 let val = i32::try_from(result).ok();
                 match (cmd, num) {

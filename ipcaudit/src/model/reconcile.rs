@@ -707,7 +707,9 @@ impl Model {
             };
             for (i, v) in vals.iter().enumerate() {
                 let Ok(num) = u16::try_from(i) else { break };
-                let Some(slot) = s.slot_mut(num, nsems) else { break };
+                let Some(slot) = s.slot_mut(num, nsems) else {
+                    break;
+                };
                 if let Some(m) = slot.value
                     && m != v.value
                 {
