@@ -197,7 +197,7 @@ pub(crate) struct ShmState {
     /// Mapped ranges (vmas) per process; the kernel's `shm_nattch` is their total. (A sorted
     /// vector: most segments have one or two attachers, which a hash map would give a table of
     /// its own, ~100 bytes more per segment.)
-    pub attached: SmallMap<u32>,
+    pub attached: Attached,
     /// Total of `attached`.
     pub vmas: u64,
     /// Attachments the kernel counted at the last reconcile that no known process maps
@@ -205,6 +205,72 @@ pub(crate) struct ShmState {
     pub external: i64,
     /// Every process that attached (live ones, and the most recent dead ones).
     pub attachers: Peers,
+}
+
+/// Mapped ranges per process: most segments have one attaching process, kept inline (a
+/// one-entry map took a 24-byte allocation of its own for every attached segment).
+#[derive(Clone, Debug)]
+pub(crate) enum Attached {
+    One(ProcessKey, u32),
+    Many(SmallMap<u32>),
+}
+
+impl Default for Attached {
+    fn default() -> Self {
+        Self::Many(SmallMap::default())
+    }
+}
+
+impl Attached {
+    /// The count of `key`, made with `make` when missing.
+    pub fn get_or_insert_with(&mut self, key: ProcessKey, make: impl FnOnce() -> u32) -> &mut u32 {
+        let mut make = Some(make);
+        let mut made = || make.take().map_or(0, |f| f());
+        match self {
+            Self::Many(m) if m.is_empty() => *self = Self::One(key, made()),
+            Self::One(k, v) if *k != key => {
+                let mut m = SmallMap::default();
+                m.insert(*k, *v);
+                *self = Self::Many(m);
+            }
+            Self::One(..) | Self::Many(_) => {}
+        }
+        match self {
+            Self::One(_, v) => v,
+            Self::Many(m) => m.get_or_insert_with(key, made),
+        }
+    }
+
+    pub fn remove(&mut self, key: &ProcessKey) {
+        match self {
+            Self::One(k, _) if k == key => self.clear(),
+            Self::Many(m) => {
+                m.remove(key);
+                let last = if m.len() == 1 {
+                    m.iter().next().map(|(k, v)| (*k, *v))
+                } else {
+                    None
+                };
+                if let Some((k, v)) = last {
+                    *self = Self::One(k, v);
+                }
+            }
+            Self::One(..) => {}
+        }
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// The processes, in key order.
+    pub fn keys(&self) -> impl Iterator<Item = &ProcessKey> {
+        let (one, many) = match self {
+            Self::One(k, _) => (Some(k), None),
+            Self::Many(m) => (None, Some(m.keys())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 impl ShmState {
@@ -1071,5 +1137,32 @@ mod tests {
         assert_eq!((s.reset_of(3), s.reset_of(2)), (9, 0));
         assert!(s.rare.waiters.contains(&key));
         assert!(std::mem::size_of::<SemState>() <= 48 && std::mem::size_of::<MsgState>() <= 48);
+    }
+
+    #[test]
+    fn attached_keeps_one_process_inline_and_many_in_order() {
+        let k = |pid| ProcessKey {
+            pid,
+            start_ticks: 1,
+        };
+        let mut a = Attached::default();
+        assert_eq!(a.keys().count(), 0);
+        *a.get_or_insert_with(k(5), || 2) += 1;
+        assert!(matches!(a, Attached::One(_, 3)), "one process: inline");
+        *a.get_or_insert_with(k(5), || 9) += 1;
+        *a.get_or_insert_with(k(1), || 7) += 0;
+        *a.get_or_insert_with(k(9), || 4) += 0;
+        assert_eq!(a.keys().map(|k| k.pid).collect::<Vec<_>>(), [1, 5, 9]);
+        assert_eq!(*a.get_or_insert_with(k(5), || 0), 4);
+        a.remove(&k(1));
+        a.remove(&k(2));
+        a.remove(&k(9));
+        assert!(
+            matches!(a, Attached::One(_, 4)),
+            "back to one: inline again"
+        );
+        a.remove(&k(5));
+        assert_eq!(a.keys().count(), 0);
+        assert_eq!(std::mem::size_of::<ShmState>(), 80);
     }
 }

@@ -68,6 +68,7 @@ impl<V> SmallMap<V> {
         &mut self.0[i].1
     }
 
+    #[cfg(test)]
     pub fn clear(&mut self) {
         self.0 = Box::default();
     }
