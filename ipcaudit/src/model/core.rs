@@ -418,12 +418,7 @@ impl Model {
         let Some(p) = self.programs.get_mut(program.as_str()) else {
             return;
         };
-        p.push(super::Creation {
-            time_ns: cx.now,
-            seq,
-            removed: false,
-            creator: pkey,
-        });
+        p.push(cx.now, seq, pkey);
         let now = cx.now;
         self.evaluate_program(&program, now, cx);
     }
@@ -475,7 +470,7 @@ impl Model {
             if self
                 .programs
                 .get(&program)
-                .is_some_and(|p| p.window.is_empty())
+                .is_some_and(super::Program::is_empty)
             {
                 self.programs.remove(&program);
             }

@@ -58,6 +58,7 @@ mod aggregate;
 mod apply;
 mod core;
 mod explain;
+mod leaky;
 mod object;
 mod posix;
 mod process;
@@ -112,6 +113,7 @@ pub use view::{
     SemHoldingView, SemView, ShmView,
 };
 
+use leaky::Program;
 use object::Object;
 use process::Process;
 use rules::FindingKey;
@@ -190,74 +192,6 @@ pub(crate) struct Namespace {
     pub sem_sets: u64,
     pub sem_total: u64,
     pub msg_count: u64,
-}
-
-/// Objects a program created recently and did not remove (for `leaky-process`).
-///
-/// One entry per creation in the window, found again at removal by the sequence number the
-/// object carries ([`Object::leak_seq`]): 32 bytes a creation, where a window of (time, object)
-/// and a map of the unremoved ones to their creator took about 100 (two tables at 30k objects).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Program {
-    /// Creations in the window, oldest first, in increasing sequence (wrapping).
-    pub window: VecDeque<Creation>,
-    /// How many of them are not removed yet.
-    pub unremoved: usize,
-}
-
-/// One creation in a program's window.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Creation {
-    pub time_ns: u64,
-    /// From [`Model::next_leak_seq`].
-    pub seq: std::num::NonZeroU32,
-    pub removed: bool,
-    pub creator: ProcessKey,
-}
-
-impl Program {
-    /// Appends a creation (sequence numbers come from one counter: increasing).
-    pub fn push(&mut self, c: Creation) {
-        self.window.push_back(c);
-        self.unremoved += 1;
-    }
-
-    /// The creator of each creation not removed yet.
-    pub fn unremoved_creators(&self) -> impl Iterator<Item = ProcessKey> + '_ {
-        self.window.iter().filter(|c| !c.removed).map(|c| c.creator)
-    }
-
-    /// Marks creation `seq` removed; false when it is not in the window (any more).
-    pub fn remove(&mut self, seq: std::num::NonZeroU32) -> bool {
-        let Some(front) = self.window.front().map(|c| c.seq.get()) else {
-            return false;
-        };
-        // Distances from the front increase along the window, whatever the counter wrapped.
-        let at = seq.get().wrapping_sub(front);
-        let Ok(i) = self
-            .window
-            .binary_search_by_key(&at, |c| c.seq.get().wrapping_sub(front))
-        else {
-            return false;
-        };
-        match self.window.get_mut(i) {
-            Some(c) if !c.removed => {
-                c.removed = true;
-                self.unremoved -= 1;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Drops the oldest creation.
-    pub fn pop_front(&mut self) {
-        if let Some(c) = self.window.pop_front()
-            && !c.removed
-        {
-            self.unremoved -= 1;
-        }
-    }
 }
 
 /// What one call produces besides its return value.
@@ -493,46 +427,5 @@ impl Model {
     /// The newest time the model has seen.
     pub fn now_ns(&self) -> u64 {
         self.now_ns
-    }
-}
-#[cfg(test)]
-mod program_tests {
-    use super::*;
-    use std::num::NonZeroU32;
-
-    fn creation(seq: u32, pid: u32) -> Creation {
-        Creation {
-            time_ns: u64::from(seq),
-            seq: NonZeroU32::new(seq).unwrap(),
-            removed: false,
-            creator: ProcessKey {
-                pid,
-                start_ticks: 1,
-            },
-        }
-    }
-
-    #[test]
-    fn a_window_finds_its_creations_across_the_counter_s_wrap() {
-        assert_eq!(std::mem::size_of::<Creation>(), 32);
-        let mut p = Program::default();
-        for (seq, pid) in [(u32::MAX - 1, 1), (u32::MAX, 2), (1, 3), (2, 4)] {
-            p.push(creation(seq, pid));
-        }
-        assert_eq!(p.unremoved, 4);
-        let seq = |v| NonZeroU32::new(v).unwrap();
-        assert!(p.remove(seq(1)));
-        assert!(!p.remove(seq(1)), "once");
-        assert!(!p.remove(seq(7)), "not in the window");
-        assert!(p.remove(seq(u32::MAX)));
-        assert_eq!(p.unremoved, 2);
-        let creators: Vec<u32> = p.unremoved_creators().map(|k| k.pid).collect();
-        assert_eq!(creators, [1, 4]);
-        p.pop_front();
-        p.pop_front();
-        assert_eq!(p.unremoved, 1);
-        assert!(!p.remove(seq(u32::MAX - 1)), "slid out");
-        assert!(p.remove(seq(2)));
-        assert_eq!(p.unremoved, 0);
     }
 }

@@ -794,9 +794,9 @@ impl Model {
         let count = self.leaky_count(program);
         let mut evidence: Vec<ProcessEvidence> = Vec::new();
         if let Some(p) = self.programs.get(program) {
+            // Each creator once, in the table's order: sorted for a stable evidence list.
             let mut creators: Vec<ProcessKey> = p.unremoved_creators().collect();
-            creators.sort();
-            creators.dedup();
+            creators.sort_unstable();
             for k in creators.into_iter().take(super::object::DEAD_KEPT) {
                 evidence.push(self.evidence(k, Role::Creator));
             }
@@ -824,19 +824,16 @@ impl Model {
     // ----- leaky-process -----
 
     pub(crate) fn leaky_count(&self, program: &str) -> u64 {
-        self.programs.get(program).map_or(0, |p| p.unremoved as u64)
+        self.programs
+            .get(program)
+            .map_or(0, |p| p.unremoved() as u64)
     }
 
     /// Drops creations older than the window.
     pub(crate) fn slide_window(&mut self, program: &str, now: u64) {
         let window = self.cfg.leaky_window_ns;
         if let Some(p) = self.programs.get_mut(program) {
-            while let Some(c) = p.window.front() {
-                if c.time_ns.saturating_add(window) >= now {
-                    break;
-                }
-                p.pop_front();
-            }
+            p.slide(now, window);
         }
     }
 
