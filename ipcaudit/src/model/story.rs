@@ -603,6 +603,10 @@ struct Tail {
     /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
     procs_dropped: u64,
     create_site: Option<Arc<CallSite>>,
+    /// How many members have operations, once counted ([`Story::ops_count`]): a story with
+    /// [`MAX_PROCS`] members or more, most of them only named (a segment 5,000 processes
+    /// attached), would count them all at every new process otherwise.
+    ops_count: Option<usize>,
 }
 
 /// One slot of a story's head: an entry, or (always the last slot, once the story has one) its
@@ -814,11 +818,12 @@ impl Story {
 
     /// The operations of process `key` (created on first use; bounded).
     pub fn ops(&mut self, key: ProcessKey, p: Option<&Process>, now: u64) -> &mut ProcOps {
-        if self.members.len() >= MAX_PROCS
-            && self.operations_of(key).is_none()
-            && self.operations().count() >= MAX_PROCS
-        {
+        let new = self.operations_of(key).is_none();
+        if new && self.members.len() >= MAX_PROCS && self.ops_count() >= MAX_PROCS {
             self.drop_quietest();
+        }
+        if new {
+            self.count_ops(1, 0);
         }
         if p.is_some() {
             self.remember(key, p);
@@ -827,6 +832,26 @@ impl Story {
         let o = m.ops.get_or_insert_with(|| ProcOps::new(now));
         o.touch(now);
         o
+    }
+
+    /// How many members have operations: counted once the story has [`MAX_PROCS`] members
+    /// (the count is kept in its tail from then on).
+    fn ops_count(&mut self) -> usize {
+        if let Some(n) = self.parts().1.and_then(|t| t.ops_count) {
+            return n;
+        }
+        let n = self.operations().count();
+        self.with_tail(|t| t.ops_count = Some(n));
+        n
+    }
+
+    /// Keeps the count of members with operations (once counted) up to date.
+    fn count_ops(&mut self, add: usize, sub: usize) {
+        if let Some(Slot::Tail(t)) = self.head.last_mut()
+            && let Some(n) = t.ops_count.as_mut()
+        {
+            *n = n.saturating_add(add).saturating_sub(sub);
+        }
     }
 
     /// Forgets the operations of the process that has been quiet the longest.
@@ -843,6 +868,7 @@ impl Story {
             if m.names.is_none() {
                 self.members.remove(&old);
             }
+            self.count_ops(0, 1);
         }
         self.with_tail(|t| t.procs_dropped = t.procs_dropped.saturating_add(1));
     }
