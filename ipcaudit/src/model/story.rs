@@ -603,10 +603,10 @@ struct Tail {
     /// Processes whose operations were dropped (more than [`MAX_PROCS`]).
     procs_dropped: u64,
     create_site: Option<Arc<CallSite>>,
-    /// How many members have operations, once counted ([`Story::ops_count`]): a story with
-    /// [`MAX_PROCS`] members or more, most of them only named (a segment 5,000 processes
-    /// attached), would count them all at every new process otherwise.
-    ops_count: Option<usize>,
+    /// The operations, once the story names [`MAX_PROCS`] processes (moved here from its
+    /// members, which keep the names): a segment 5,000 processes attached would otherwise
+    /// look for the quietest of at most [`MAX_PROCS`] among all 5,000 at every new process.
+    ops: Option<SmallMap<ProcOps>>,
 }
 
 /// One slot of a story's head: an entry, or (always the last slot, once the story has one) its
@@ -802,56 +802,73 @@ impl Story {
 
     /// The processes whose operations are summed, with them, in key order.
     pub fn operations(&self) -> impl Iterator<Item = (&ProcessKey, &ProcOps)> {
-        self.members
-            .iter()
-            .filter_map(|(k, m)| m.ops.as_ref().map(|o| (k, o)))
+        let moved = self.moved_ops();
+        let members = if moved.is_some() {
+            None
+        } else {
+            Some(&self.members)
+        };
+        members
+            .into_iter()
+            .flat_map(|m| m.iter().filter_map(|(k, m)| m.ops.as_ref().map(|o| (k, o))))
+            .chain(moved.into_iter().flat_map(SmallMap::iter))
     }
 
     /// The operations of process `key`, if they are summed.
     pub fn operations_of(&self, key: ProcessKey) -> Option<&ProcOps> {
-        self.members.get(&key).and_then(|m| m.ops.as_ref())
+        match self.moved_ops() {
+            Some(ops) => ops.get(&key),
+            None => self.members.get(&key).and_then(|m| m.ops.as_ref()),
+        }
     }
 
     pub fn operations_of_mut(&mut self, key: ProcessKey) -> Option<&mut ProcOps> {
-        self.members.get_mut(&key).and_then(|m| m.ops.as_mut())
+        match self.head.last_mut() {
+            Some(Slot::Tail(t)) if t.ops.is_some() => t.ops.as_mut().and_then(|o| o.get_mut(&key)),
+            _ => self.members.get_mut(&key).and_then(|m| m.ops.as_mut()),
+        }
+    }
+
+    /// The operations, when moved to the tail.
+    fn moved_ops(&self) -> Option<&SmallMap<ProcOps>> {
+        self.parts().1.and_then(|t| t.ops.as_ref())
+    }
+
+    /// Moves the members' operations to the tail (for good).
+    fn move_ops(&mut self) {
+        let mut ops = SmallMap::default();
+        for (k, m) in self.members.iter_mut() {
+            if let Some(o) = m.ops.take() {
+                ops.insert(*k, o);
+            }
+        }
+        self.with_tail(|t| t.ops = Some(ops));
     }
 
     /// The operations of process `key` (created on first use; bounded).
     pub fn ops(&mut self, key: ProcessKey, p: Option<&Process>, now: u64) -> &mut ProcOps {
-        let new = self.operations_of(key).is_none();
-        if new && self.members.len() >= MAX_PROCS && self.ops_count() >= MAX_PROCS {
-            self.drop_quietest();
+        if self.members.len() >= MAX_PROCS && self.moved_ops().is_none() {
+            self.move_ops();
         }
-        if new {
-            self.count_ops(1, 0);
+        if self.members.len() >= MAX_PROCS
+            && self.operations_of(key).is_none()
+            && self.moved_ops().is_some_and(|o| o.len() >= MAX_PROCS)
+        {
+            self.drop_quietest();
         }
         if p.is_some() {
             self.remember(key, p);
         }
         let m = self.members.get_or_insert_with(key, Member::default);
-        let o = m.ops.get_or_insert_with(|| ProcOps::new(now));
+        let o = match self.head.last_mut() {
+            Some(Slot::Tail(t)) if t.ops.is_some() => t
+                .ops
+                .get_or_insert_default()
+                .get_or_insert_with(key, || ProcOps::new(now)),
+            _ => m.ops.get_or_insert_with(|| ProcOps::new(now)),
+        };
         o.touch(now);
         o
-    }
-
-    /// How many members have operations: counted once the story has [`MAX_PROCS`] members
-    /// (the count is kept in its tail from then on).
-    fn ops_count(&mut self) -> usize {
-        if let Some(n) = self.parts().1.and_then(|t| t.ops_count) {
-            return n;
-        }
-        let n = self.operations().count();
-        self.with_tail(|t| t.ops_count = Some(n));
-        n
-    }
-
-    /// Keeps the count of members with operations (once counted) up to date.
-    fn count_ops(&mut self, add: usize, sub: usize) {
-        if let Some(Slot::Tail(t)) = self.head.last_mut()
-            && let Some(n) = t.ops_count.as_mut()
-        {
-            *n = n.saturating_add(add).saturating_sub(sub);
-        }
     }
 
     /// Forgets the operations of the process that has been quiet the longest.
@@ -863,12 +880,16 @@ impl Story {
         else {
             return;
         };
+        if let Some(Slot::Tail(t)) = self.head.last_mut()
+            && let Some(ops) = t.ops.as_mut()
+        {
+            ops.remove(&old);
+        }
         if let Some(m) = self.members.get_mut(&old) {
             m.ops = None;
             if m.names.is_none() {
                 self.members.remove(&old);
             }
-            self.count_ops(0, 1);
         }
         self.with_tail(|t| t.procs_dropped = t.procs_dropped.saturating_add(1));
     }
@@ -1062,6 +1083,26 @@ mod tests {
         }
         assert_eq!(s.operations().count(), MAX_PROCS);
         assert!(s.operations_of(key(0)).is_none() && s.character(key(0)).is_some());
+        // Past MAX_PROCS named processes the operations live in the tail: same answers.
+        let kept: Vec<u32> = s.operations().map(|(k, _)| k.pid).collect();
+        assert_eq!(
+            kept,
+            (136..200).collect::<Vec<_>>(),
+            "the latest, in key order"
+        );
+        assert_eq!(s.procs_dropped(), 200 - MAX_PROCS as u64);
+        assert_eq!(s.members.len(), 200, "every process stays named");
+        s.ops(key(150), None, 500).update(|o| o.sem_ops += 1);
+        assert_eq!(
+            s.operations_of(key(150)).map(|o| o.summary().sem_ops),
+            Some(2)
+        );
+        s.ops(key(7), None, 501);
+        assert!(
+            s.operations_of(key(136)).is_none(),
+            "the quietest made room"
+        );
+        assert_eq!(s.operations().count(), MAX_PROCS);
         assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 48);
         assert_eq!(std::mem::size_of::<Slot>(), 32);
         assert_eq!(std::mem::size_of::<Story>(), 32);
