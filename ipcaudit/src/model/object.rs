@@ -224,10 +224,10 @@ impl Default for Attached {
 impl Attached {
     /// The count of `key`, made with `make` when missing.
     pub fn get_or_insert_with(&mut self, key: ProcessKey, make: impl FnOnce() -> u32) -> &mut u32 {
-        let mut make = Some(make);
-        let mut made = || make.take().map_or(0, |f| f());
+        let mut once = Some(make);
+        let mut value = || once.take().map_or(0, |f| f());
         match self {
-            Self::Many(m) if m.is_empty() => *self = Self::One(key, made()),
+            Self::Many(m) if m.is_empty() => *self = Self::One(key, value()),
             Self::One(k, v) if *k != key => {
                 let mut m = SmallMap::default();
                 m.insert(*k, *v);
@@ -237,7 +237,7 @@ impl Attached {
         }
         match self {
             Self::One(_, v) => v,
-            Self::Many(m) => m.get_or_insert_with(key, made),
+            Self::Many(m) => m.get_or_insert_with(key, value),
         }
     }
 
