@@ -218,13 +218,7 @@ impl Program {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(pid: u32) -> ProcessKey {
-        ProcessKey {
-            pid,
-            start_ticks: 1,
-        }
-    }
+    use crate::model::test_key as key;
 
     fn seq(v: u32) -> NonZeroU32 {
         NonZeroU32::new(v).unwrap()

@@ -163,6 +163,15 @@ impl Default for ModelConfig {
 
 pub(crate) const NS_PER_SEC: u64 = 1_000_000_000;
 
+/// A process for the model's unit tests: pid `pid`, started at tick 1.
+#[cfg(test)]
+pub(crate) fn test_key(pid: u32) -> ProcessKey {
+    ProcessKey {
+        pid,
+        start_ticks: 1,
+    }
+}
+
 /// What [`Model::apply`] returns: what the sinks need about one event.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Applied {

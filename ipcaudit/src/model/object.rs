@@ -394,9 +394,7 @@ impl SemState {
             return None;
         }
         if self.slots.len() <= i {
-            let mut grown = std::mem::take(&mut self.slots).into_vec();
-            grown.resize(i + 1, SemSlot::default());
-            self.slots = grown.into_boxed_slice();
+            super::small_map::resize_exact(&mut self.slots, i + 1, SemSlot::default());
         }
         self.slots.get_mut(i)
     }
@@ -839,16 +837,21 @@ impl Object {
     }
 
     pub fn set_nsems(&mut self, nsems: Option<u32>) {
-        self.nsems = nsems.unwrap_or(0);
-        if nsems.is_some() {
-            self.known |= Self::KNOWN_NSEMS;
-        } else {
-            self.known &= !Self::KNOWN_NSEMS;
-        }
+        self.nsems = self.set_known(Self::KNOWN_NSEMS, nsems);
     }
 
     fn known(&self, bit: u8, v: u32) -> Option<u32> {
         (self.known & bit != 0).then_some(v)
+    }
+
+    /// Marks the field of `bit` known or not; returns the value to store (0 when unknown).
+    fn set_known(&mut self, bit: u8, v: Option<u32>) -> u32 {
+        if v.is_some() {
+            self.known |= bit;
+        } else {
+            self.known &= !bit;
+        }
+        v.unwrap_or(0)
     }
 
     /// The IPC key, if known.
@@ -867,23 +870,18 @@ impl Object {
     }
 
     pub fn set_ipc_key(&mut self, key: i32) {
-        self.ipc_key = key;
-        self.known |= Self::KNOWN_IPC_KEY;
+        self.ipc_key = self
+            .set_known(Self::KNOWN_IPC_KEY, Some(key.cast_unsigned()))
+            .cast_signed();
     }
 
     pub fn set_owner_uid(&mut self, uid: u32) {
-        self.owner_uid = uid;
-        self.known |= Self::KNOWN_OWNER_UID;
+        self.owner_uid = self.set_known(Self::KNOWN_OWNER_UID, Some(uid));
     }
 
     /// Sets the mode (`None`: unknown).
     pub fn set_mode(&mut self, mode: Option<u32>) {
-        self.mode = mode.unwrap_or(0);
-        if mode.is_some() {
-            self.known |= Self::KNOWN_MODE;
-        } else {
-            self.known &= !Self::KNOWN_MODE;
-        }
+        self.mode = self.set_known(Self::KNOWN_MODE, mode);
     }
 
     /// Changes the mode through `f`, when it is known.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::event::{IpcType, ProcessKey};
 use crate::snapshot::{Blocked, ProcessInfo, SHM_DEST, Snapshot};
 
-use super::object::{Body, Object, ObjectKey, ObjectRef, ObjectStatus};
+use super::object::{Body, Object, ObjectKey, ObjectRef, ObjectStatus, SemSlot};
 use super::process::Process;
 use super::shm::{Delta, Vma};
 use super::{Cx, FindingChange, Model, NS_PER_SEC};
@@ -423,13 +423,11 @@ impl Model {
                 && o.key.ty == IpcType::Sem
             {
                 o.set_nsems(Some(set.nsems));
-            }
-            if let Some(Body::Sem(s)) = self.objects.get_mut(&k).and_then(Object::body_made) {
                 let n = usize::try_from(set.nsems).unwrap_or(usize::MAX);
-                if s.slots.len() > n {
-                    let mut kept = std::mem::take(&mut s.slots).into_vec();
-                    kept.truncate(n);
-                    s.slots = kept.into_boxed_slice();
+                if let Some(Body::Sem(s)) = o.body_made()
+                    && s.slots.len() > n
+                {
+                    super::small_map::resize_exact(&mut s.slots, n, SemSlot::default());
                 }
             }
             self.sync_perm(k, set.perm.mode, set.perm.uid, d);

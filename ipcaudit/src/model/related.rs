@@ -4,7 +4,7 @@ use crate::event::IpcType;
 
 use super::HashSet;
 use super::object::ObjectKey;
-use super::small_map::insert_exact;
+use super::small_map::{insert_exact, remove_exact};
 
 /// The objects that refer to a process (creator, attacher, user, sender, reader, waiter): the
 /// ones to re-evaluate when it dies. Grouped by (namespace, type), of which a process has one
@@ -49,9 +49,7 @@ impl Related {
         };
         let objects = &mut self.0[i].objects;
         if objects.remove(&(key.id, key.generation)) && objects.is_empty() {
-            let mut groups = std::mem::take(&mut self.0).into_vec();
-            groups.remove(i);
-            self.0 = groups.into_boxed_slice();
+            remove_exact(&mut self.0, i);
         }
     }
 

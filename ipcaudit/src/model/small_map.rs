@@ -75,11 +75,7 @@ impl<V> SmallMap<V> {
 
     pub fn remove(&mut self, key: &ProcessKey) -> Option<V> {
         let i = self.find(key).ok()?;
-        let mut v = std::mem::take(&mut self.0).into_vec();
-        let (_, value) = v.remove(i);
-        // Shrunk to exactly the rest (freed when none is left).
-        self.0 = v.into_boxed_slice();
-        Some(value)
+        Some(remove_exact(&mut self.0, i).1)
     }
 
     /// In key order.
@@ -103,6 +99,22 @@ pub(crate) fn insert_exact<T>(slice: &mut Box<[T]>, index: usize, value: T) {
     let mut v = std::mem::take(slice).into_vec();
     v.reserve_exact(1);
     v.insert(index, value);
+    *slice = v.into_boxed_slice();
+}
+
+/// Removes the element at `index` of a boxed slice, which shrinks to exactly the rest (freed
+/// when none is left).
+pub(crate) fn remove_exact<T>(slice: &mut Box<[T]>, index: usize) -> T {
+    let mut v = std::mem::take(slice).into_vec();
+    let value = v.remove(index);
+    *slice = v.into_boxed_slice();
+    value
+}
+
+/// Makes a boxed slice exactly `len` long: cut, or grown with copies of `value`.
+pub(crate) fn resize_exact<T: Clone>(slice: &mut Box<[T]>, len: usize, value: T) {
+    let mut v = std::mem::take(slice).into_vec();
+    v.resize(len, value);
     *slice = v.into_boxed_slice();
 }
 

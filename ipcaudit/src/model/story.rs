@@ -991,13 +991,7 @@ impl Story {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(pid: u32) -> ProcessKey {
-        ProcessKey {
-            pid,
-            start_ticks: 1,
-        }
-    }
+    use crate::model::test_key as key;
 
     #[test]
     fn keeps_the_head_and_the_tail() {

@@ -23,10 +23,23 @@ pub(crate) struct ObjectTable {
     next_generation: u32,
 }
 
+/// The hash of an object key without its generation.
+fn id_hash(state: &foldhash::fast::RandomState, key: &ObjectKey) -> u64 {
+    state.hash_one((key.ns, key.ty, key.id))
+}
+
 impl ObjectTable {
     /// The hash of every generation of (ns, ty, id).
     fn hash(&self, ns: u32, ty: IpcType, id: i32) -> u64 {
-        self.state.hash_one((ns, ty, id))
+        id_hash(
+            &self.state,
+            &ObjectKey {
+                ns,
+                ty,
+                id,
+                generation: 0,
+            },
+        )
     }
 
     fn hash_key(&self, key: &ObjectKey) -> u64 {
@@ -77,9 +90,9 @@ impl ObjectTable {
         let state = &self.state;
         let object = Box::new(Object::new(key));
         match self.table.entry(
-            state.hash_one((ns, ty, id)),
+            id_hash(state, &key),
             |o| o.key == key,
-            |o| state.hash_one((o.key.ns, o.key.ty, o.key.id)),
+            |o| id_hash(state, &o.key),
         ) {
             // A generation still remembered after the counter wrapped: the old object goes.
             Entry::Occupied(mut e) => *e.get_mut() = object,
