@@ -657,6 +657,112 @@ impl Config {
     }
 }
 
+/// Kernel scan (`scan.rs`): the BPF iterators that read every process and its System V
+/// mappings at start-up, where /proc takes a few file reads per process.
+///
+/// Struct offsets the scan programs read (from the kernel's BTF, like [`Config`]'s); a
+/// separate global, so that a kernel missing one of them only loses the scan.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanOffsets {
+    /// `task_struct.pid`
+    pub task_pid: u32,
+    /// `task_struct.real_parent`
+    pub task_real_parent: u32,
+    /// `task_struct.real_cred`
+    pub task_real_cred: u32,
+    /// `cred.uid`
+    pub cred_uid: u32,
+    /// `task_struct.comm`
+    pub task_comm: u32,
+    /// `task_struct.__state` (`state` before 5.14)
+    pub task_state: u32,
+    /// `task_struct.exit_state`
+    pub task_exit_state: u32,
+    /// `task_struct.flags`
+    pub task_flags: u32,
+    /// `vm_area_struct.vm_start`
+    pub vma_start: u32,
+    /// `vm_area_struct.vm_end`
+    pub vma_end: u32,
+    /// `vm_area_struct.vm_flags`
+    pub vma_flags: u32,
+    /// `vm_area_struct.vm_pgoff`
+    pub vma_pgoff: u32,
+    /// `vm_area_struct.vm_file`
+    pub vma_file: u32,
+    /// `file.f_path.dentry`
+    pub file_dentry: u32,
+    /// `dentry.d_parent`
+    pub dentry_parent: u32,
+    /// `dentry.d_name.name`
+    pub dentry_name: u32,
+}
+
+impl ScanOffsets {
+    pub const fn unresolved() -> Self {
+        Self {
+            task_pid: NO_OFFSET,
+            task_real_parent: NO_OFFSET,
+            task_real_cred: NO_OFFSET,
+            cred_uid: NO_OFFSET,
+            task_comm: NO_OFFSET,
+            task_state: NO_OFFSET,
+            task_exit_state: NO_OFFSET,
+            task_flags: NO_OFFSET,
+            vma_start: NO_OFFSET,
+            vma_end: NO_OFFSET,
+            vma_flags: NO_OFFSET,
+            vma_pgoff: NO_OFFSET,
+            vma_file: NO_OFFSET,
+            file_dentry: NO_OFFSET,
+            dentry_parent: NO_OFFSET,
+            dentry_name: NO_OFFSET,
+        }
+    }
+}
+
+/// One task, as the task iterator writes it: every thread-group leader, and the other threads
+/// of a group whose leader has exited (their state and namespace stand for the group's, as
+/// /proc's scan takes them from a live thread). 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanTask {
+    pub tid: u32,
+    pub tgid: u32,
+    /// `real_parent->tgid`
+    pub ppid: u32,
+    /// `real_cred->uid`
+    pub uid: u32,
+    /// `nsproxy->ipc_ns->ns.inum`, 0 when the task has no namespaces left.
+    pub ipc_ns: u32,
+    /// `__state`, `exit_state`: /proc's state letter is made of both.
+    pub state: u32,
+    pub exit_state: u32,
+    /// `task->flags` (`PF_*`).
+    pub flags: u32,
+    /// `group_leader->start_boottime` in ns.
+    pub start_ns: u64,
+    pub pad0: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// One System V shared-memory mapping, as the vma iterator writes it. 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanVma {
+    pub tgid: u32,
+    pub pad0: u32,
+    /// `vm_file`'s inode number: the segment's id.
+    pub ino: u64,
+    pub start: u64,
+    pub end: u64,
+    pub pgoff: u64,
+    pub vm_flags: u64,
+    /// The file's name (`SYSV%08x`, the key in hex), NUL-padded.
+    pub name: [u8; 16],
+}
+
 /// Index into the per-CPU `STATS` array.
 pub mod stat {
     /// Records dropped because the ring buffer was full.
@@ -681,6 +787,11 @@ const _: () = {
     assert!(core::mem::size_of::<ExecRecord>() == 320);
     assert!(core::mem::size_of::<ExitRecord>() == 64);
     assert!(core::mem::size_of::<Config>() == 112);
+    assert!(core::mem::size_of::<ScanOffsets>() == 64);
+    assert!(core::mem::size_of::<ScanTask>() == 64);
+    assert!(core::mem::size_of::<ScanVma>() == 64);
+    assert!(core::mem::offset_of!(ScanTask, start_ns) == 32);
+    assert!(core::mem::offset_of!(ScanVma, name) == 48);
     assert!(core::mem::size_of::<MqNameRecord>() == 392);
     assert!(core::mem::size_of::<MqRecord>() == 136);
     assert!(core::mem::size_of::<MqKey>() == 16);
@@ -715,6 +826,10 @@ const _: () = {
 #[cfg(feature = "user")]
 // SAFETY: `Config` is `repr(C)`, made only of `u32`s, with no padding bytes left implicit.
 unsafe impl aya::Pod for Config {}
+
+#[cfg(feature = "user")]
+// SAFETY: `repr(C)`, only `u32`s, no padding.
+unsafe impl aya::Pod for ScanOffsets {}
 
 #[cfg(feature = "user")]
 // SAFETY: `repr(C)`, two `u32`-sized fields, no padding.

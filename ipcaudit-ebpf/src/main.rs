@@ -1,5 +1,5 @@
 //! ipcaudit's kernel programs. One module per IPC family (`mqueue.rs`: POSIX message queues)
-//! plus process lifecycle; each program
+//! plus process lifecycle, and the start-up scan's iterators (`scan.rs`); each program
 //! is a thin entry point calling a `try_` function. The records they emit are defined in the
 //! lib target (`ipcaudit_ebpf::*`), the ABI shared with userspace.
 //!
@@ -51,6 +51,8 @@ mod mqueue;
 mod msg;
 #[cfg(target_arch = "bpf")]
 mod process;
+#[cfg(target_arch = "bpf")]
+mod scan;
 #[cfg(target_arch = "bpf")]
 mod sem;
 #[cfg(target_arch = "bpf")]

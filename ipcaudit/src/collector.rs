@@ -479,7 +479,7 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let phase = |what: &str| {
         log::debug!("bootstrap: {what} at {:?}", bootstrap_started.elapsed());
     };
-    let snap = snapshot::read::take_snapshot(clock::now_wall_ns())?;
+    let snap = snapshot::read::take_snapshot_with(clock::now_wall_ns(), probe.kernel_scan())?;
     phase("snapshot taken");
     probe.seed_attachers(snap.mappings.iter().map(|m| m.pid))?;
     probe.set_waiting(snap.waiters.iter().map(|w| w.pid))?;

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use ipcaudit_tests::{Held, Watch, eventually, ipcrm, kill_pid, require_root, semctl0, sysvipc};
+use ipcaudit_tests::{
+    Held, Watch, eventually, ipcrm, kernel_at_least, kill_pid, require_root, semctl0, sysvipc,
+};
 use serde_json::Value;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_ipc-workload");
@@ -362,4 +364,184 @@ fn a_removed_segment_pinned_by_a_child_is_reported_until_it_goes() {
             .iter()
             .any(|r| r["event"]["action"] == "shm-destroy" && r["ipc"]["id"] == shmid)
     );
+}
+
+/// `/proc/PID/stat` (or a thread's): state, ppid, start time in ticks, comm.
+fn proc_stat(path: &str) -> (String, u64, u64, String) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let (head, rest) = text.rsplit_once(") ").expect("stat's comm");
+    let comm = head.split_once(" (").expect("stat's pid").1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); ppid is field 4, starttime field 22.
+    (
+        fields[0].to_owned(),
+        fields[1].parse().expect("ppid"),
+        fields[19].parse().expect("starttime"),
+        comm,
+    )
+}
+
+/// The System V lines of a maps file: (start, end, offset, inode, writable).
+fn proc_sysv_maps(path: &str) -> Vec<(u64, u64, u64, u64, bool)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter(|l| l.contains(" /SYSV"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (start, end) = f[0].split_once('-').expect("range");
+            let hex = |s: &str| u64::from_str_radix(s, 16).expect("hex");
+            (
+                hex(start),
+                hex(end),
+                hex(f[2]),
+                f[4].parse().expect("inode"),
+                f[1].as_bytes()[1] == b'w',
+            )
+        })
+        .collect()
+}
+
+/// Whether `v` holds, at any depth, an object whose `field` is `value`.
+fn mentions(v: &Value, field: &str, value: &Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            m.get(field) == Some(value) || m.values().any(|x| mentions(x, field, value))
+        }
+        Value::Array(a) => a.iter().any(|x| mentions(x, field, value)),
+        _ => false,
+    }
+}
+
+/// The start-up snapshot that the kernel's iterators read (Linux 5.12+) is the one /proc
+/// shows: read-write,
+/// read-only and partly unmapped attachments, a process whose main thread exited while another
+/// thread holds its attachment (its live thread's state stands for it, as /proc's scan takes
+/// it), a zombie; and the resyncs, which read /proc, find nothing of them to correct.
+#[test]
+fn the_start_up_scan_reads_what_proc_shows() {
+    if !require_root() {
+        return;
+    }
+    let holder = Held::start(WORKLOAD, "scan-shapes", None);
+    let info = holder.info.clone();
+    let pid = u64::from(holder.pid());
+    let leader_exited = info["leader_exited"].as_u64().expect("leader_exited");
+    let zombie = info["zombie"].as_u64().expect("zombie");
+    let watch = Watch::start_with("1", "1", &["-v"]);
+    // A few resyncs.
+    std::thread::sleep(Duration::from_millis(2500));
+    let thread = std::fs::read_dir(format!("/proc/{leader_exited}/task"))
+        .expect("task dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .find(|&tid| tid != leader_exited)
+        .expect("the live thread");
+    let stat_paths = [
+        (
+            pid,
+            format!("/proc/{pid}/stat"),
+            format!("/proc/{pid}/stat"),
+        ),
+        (
+            leader_exited,
+            format!("/proc/{leader_exited}/stat"),
+            format!("/proc/{leader_exited}/task/{thread}/stat"),
+        ),
+        (
+            zombie,
+            format!("/proc/{zombie}/stat"),
+            format!("/proc/{zombie}/stat"),
+        ),
+    ];
+    let truth: Vec<_> = stat_paths
+        .iter()
+        .map(|(p, leader, live)| {
+            let (_, ppid, start, comm) = proc_stat(leader);
+            (*p, proc_stat(live).0, ppid, start, comm)
+        })
+        .collect();
+    let maps = [
+        (pid, proc_sysv_maps(&format!("/proc/{pid}/maps"))),
+        (
+            leader_exited,
+            proc_sysv_maps(&format!("/proc/{leader_exited}/task/{thread}/maps")),
+        ),
+    ];
+    kill_pid(leader_exited);
+    let stderr = watch.ipcaudit.stderr_text();
+    let records = watch.ipcaudit.stop();
+    // The vma iterator is Linux 5.12+; before, /proc is read (and must give the same).
+    assert_eq!(
+        stderr.contains("read by the kernel's iterators"),
+        kernel_at_least(5, 12),
+        "which scan read the snapshot: {stderr}"
+    );
+    let snapshot = &records
+        .iter()
+        .find(|r| r["event"]["kind"] == "state" && r["event"]["action"] == "snapshot")
+        .expect("a snapshot record")["ipcaudit"]["snapshot"];
+    let processes = snapshot["processes"].as_array().expect("processes");
+    for (p, state, ppid, start, comm) in &truth {
+        let got = processes
+            .iter()
+            .find(|x| x["key"]["pid"] == *p)
+            .unwrap_or_else(|| panic!("process {p} is not in the snapshot"));
+        assert_eq!(
+            (
+                &got["state"],
+                &got["key"]["start_ticks"],
+                &got["ppid"],
+                &got["comm"]
+            ),
+            (
+                &Value::from(state.as_str()),
+                &Value::from(*start),
+                &Value::from(*ppid),
+                &Value::from(comm.as_str())
+            ),
+            "process {p}"
+        );
+    }
+    assert_eq!(truth[1].1, "S", "the exited leader's live thread sleeps");
+    assert_eq!(truth[2].1, "Z");
+    for (p, want) in &maps {
+        let got: Vec<_> = snapshot["mappings"]
+            .as_array()
+            .expect("mappings")
+            .iter()
+            .filter(|m| m["pid"] == *p)
+            .map(|m| {
+                (
+                    m["start"].as_u64().unwrap_or(0),
+                    m["end"].as_u64().unwrap_or(0),
+                    m["offset"].as_u64().unwrap_or(0),
+                    m["shmid"].as_u64().unwrap_or(0),
+                    m["writable"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        assert_eq!(&got, want, "mappings of {p}");
+    }
+    // The shapes: read-write, read-only, one page in; the child's (inherited at fork, and its own).
+    let shapes: Vec<(u64, bool)> = maps[0].1.iter().map(|m| (m.2, m.4)).collect();
+    assert_eq!(shapes.len(), 3, "{maps:?}");
+    assert!(
+        shapes.contains(&(0, false)) && shapes.contains(&(4096, true)),
+        "{maps:?}"
+    );
+    assert_eq!(maps[1].1.len(), 4, "{maps:?}");
+    for r in records
+        .iter()
+        .filter(|r| r["event"]["action"] == "model-resync")
+    {
+        for p in [pid, leader_exited, zombie] {
+            assert!(
+                !mentions(&r["ipcaudit"], "pid", &Value::from(p)),
+                "a resync corrected process {p}: {r:#}"
+            );
+        }
+        assert!(
+            !mentions(&r["ipcaudit"], "id", &info["shmid"]),
+            "a resync corrected the segment: {r:#}"
+        );
+    }
 }

@@ -243,11 +243,17 @@ impl Model {
                     p.exit_ns = Some(now);
                 }
                 self.add_process(p, cx);
-                d.push(|| Difference::ProcessAppeared {
-                    process: pi.key,
-                    comm: pi.comm.clone(),
-                    alive,
-                });
+                // A dead process the model does not know is one it forgot (dead processes
+                // nothing refers to are swept) or never saw alive: it claimed nothing about it,
+                // so there is nothing to correct (a zombie left unreaped would otherwise
+                // "appear" again at every resync after each sweep).
+                if alive {
+                    d.push(|| Difference::ProcessAppeared {
+                        process: pi.key,
+                        comm: pi.comm.clone(),
+                        alive,
+                    });
+                }
             }
         }
         let ns = snap.ipc_ns;

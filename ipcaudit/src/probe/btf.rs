@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use ipcaudit_ebpf::Config;
+use ipcaudit_ebpf::{Config, ScanOffsets};
 
 use super::ProbeError;
 
@@ -224,8 +224,14 @@ pub fn read_vmlinux(path: &Path) -> Result<Vec<u8>, ProbeError> {
     })
 }
 
-/// Fills the struct offsets of `config` from the kernel's BTF (`read_vmlinux`).
-pub fn resolve_offsets(path: &Path, vmlinux: &[u8], config: &mut Config) -> Result<(), ProbeError> {
+/// Fills the struct offsets of `config` from the kernel's BTF (`read_vmlinux`); returns the
+/// start-up scan's offsets when the kernel has every field it reads (`None`: /proc is read
+/// instead).
+pub fn resolve_offsets(
+    path: &Path,
+    vmlinux: &[u8],
+    config: &mut Config,
+) -> Result<Option<ScanOffsets>, ProbeError> {
     let btf = Btf::parse(vmlinux).ok_or_else(|| ProbeError::Btf {
         path: path.to_owned(),
         reason: "not well-formed BTF (bad magic, header or type section)".to_owned(),
@@ -247,7 +253,36 @@ pub fn resolve_offsets(path: &Path, vmlinux: &[u8], config: &mut Config) -> Resu
     config.inode_sb = btf.offset_of("inode", &["i_sb"])?;
     config.sb_magic = btf.offset_of("super_block", &["s_magic"])?;
     config.sb_fs_info = btf.offset_of("super_block", &["s_fs_info"])?;
-    Ok(())
+    let scan = scan_offsets(&btf);
+    if let Err(e) = &scan {
+        log::debug!("no kernel scan: {e}");
+    }
+    Ok(scan.ok())
+}
+
+/// The offsets of the start-up scan's iterators (`scan.rs` of the kernel programs).
+fn scan_offsets(btf: &Btf<'_>) -> Result<ScanOffsets, ProbeError> {
+    let task = |path: &[&str]| btf.offset_of("task_struct", path);
+    let vma = |field: &str| btf.offset_of("vm_area_struct", &[field]);
+    Ok(ScanOffsets {
+        task_pid: task(&["pid"])?,
+        task_real_parent: task(&["real_parent"])?,
+        task_real_cred: task(&["real_cred"])?,
+        cred_uid: btf.offset_of("cred", &["uid"])?,
+        task_comm: task(&["comm"])?,
+        // `__state` since 5.14 (a `long state` before: its low half on little-endian).
+        task_state: task(&["__state"]).or_else(|_| task(&["state"]))?,
+        task_exit_state: task(&["exit_state"])?,
+        task_flags: task(&["flags"])?,
+        vma_start: vma("vm_start")?,
+        vma_end: vma("vm_end")?,
+        vma_flags: vma("vm_flags")?,
+        vma_pgoff: vma("vm_pgoff")?,
+        vma_file: vma("vm_file")?,
+        file_dentry: btf.offset_of("file", &["f_path", "dentry"])?,
+        dentry_parent: btf.offset_of("dentry", &["d_parent"])?,
+        dentry_name: btf.offset_of("dentry", &["d_name", "name"])?,
+    })
 }
 
 /// A BTF blob holding an `int` and the given enums (name, enumerators), for tests.
@@ -292,7 +327,15 @@ mod tests {
         let mut config = Config::unresolved();
         let path = Path::new(VMLINUX_BTF);
         let vmlinux = read_vmlinux(path).unwrap();
-        resolve_offsets(path, &vmlinux, &mut config).unwrap();
+        let scan = resolve_offsets(path, &vmlinux, &mut config)
+            .unwrap()
+            .expect("this kernel has the scan's fields");
+        assert_ne!(scan.task_pid, config.task_tgid);
+        assert_ne!(scan.vma_start, scan.vma_end);
+        assert!(
+            scan.task_comm < 16 * 1024 && scan.dentry_name < 1024,
+            "{scan:?}"
+        );
         // Sanity: fields are inside a task_struct (a few KiB) and distinct.
         let offs = [
             config.task_group_leader,

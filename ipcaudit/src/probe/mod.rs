@@ -18,10 +18,12 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FExit, TracePoint},
+    programs::{BtfTracePoint, FExit, Iter, TracePoint},
 };
-use ipcaudit_ebpf::{Config, MqKey, NO_OFFSET, ObjectId, doorbell, flags_index, stat};
+use ipcaudit_ebpf::{Config, MqKey, NO_OFFSET, ObjectId, ScanOffsets, doorbell, flags_index, stat};
 use thiserror::Error;
+
+use crate::snapshot::kscan::KernelScan;
 use tokio::io::unix::AsyncFd;
 
 /// The eBPF object built by `build.rs` (aya-build) from the `ipcaudit-ebpf` crate.
@@ -195,7 +197,23 @@ pub struct Probe {
     pub tracefs: PathBuf,
     /// Which programs run and how, on this kernel (`kernel::Kernel::describe`).
     pub programs: String,
+    /// Whether the start-up scan's iterators are loaded (`Self::iterate`).
+    scan: bool,
 }
+
+impl KernelScan for Probe {
+    fn tasks(&mut self) -> io::Result<Vec<u8>> {
+        self.iterate("scan_tasks")
+    }
+
+    fn vmas(&mut self) -> io::Result<Vec<u8>> {
+        self.iterate("scan_vmas")
+    }
+}
+
+/// The start-up scan's iterators (`scan.rs` of the kernel programs): the program's name and
+/// its iterator target.
+const SCAN_ITERATORS: [(&str, &str); 2] = [("scan_tasks", "task"), ("scan_vmas", "task_vma")];
 
 /// Counter totals across CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -271,6 +289,7 @@ impl Probe {
             tracepoints,
             aggregate,
             ring_bytes,
+            scan_offsets,
         } = configured?;
         let kernel_btf = kernel_btf?;
 
@@ -287,6 +306,11 @@ impl Probe {
         let mut ebpf = loader
             .btf(Some(&kernel_btf))
             .override_global("CONFIG", &config, true)
+            .override_global(
+                "SCAN",
+                &scan_offsets.unwrap_or(ScanOffsets::unresolved()),
+                true,
+            )
             .map_max_entries("EVENTS", ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
@@ -319,6 +343,14 @@ impl Probe {
                 .attach()
                 .map_err(|e| program_error(name, "attach", e))?;
         }
+        // The scan is never needed to run: /proc is read when it does not load.
+        let scan = scan_offsets.is_some()
+            && SCAN_ITERATORS.iter().all(|&(name, target)| {
+                load_iterator(&mut ebpf, name, target, &kernel_btf)
+                    .inspect_err(|e| log::debug!("no kernel scan: {e}"))
+                    .is_ok()
+            });
+        phase("scan iterators loaded");
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS"))?)
             .map_err(|e| ProbeError::MapOp {
@@ -356,7 +388,22 @@ impl Probe {
             attach_mode,
             tracefs,
             programs,
+            scan,
         })
+    }
+
+    /// The start-up scan's iterators, when they loaded on this kernel.
+    pub fn kernel_scan(&mut self) -> Option<&mut dyn KernelScan> {
+        (self.scan && self.ebpf.is_some()).then_some(self as &mut dyn KernelScan)
+    }
+
+    /// One run of the scan's iterator `name`.
+    fn iterate(&mut self, name: &str) -> io::Result<Vec<u8>> {
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the programs are detached"))?;
+        run_iterator(ebpf, name).map_err(io::Error::other)
     }
 
     /// Tells the kernel side that these processes hold SysV attachments (found at bootstrap),
@@ -566,6 +613,8 @@ struct Configured {
     /// Hot operations aggregated in-kernel.
     aggregate: bool,
     ring_bytes: u32,
+    /// The start-up scan's offsets, when the kernel has all its fields.
+    scan_offsets: Option<ScanOffsets>,
 }
 
 /// Detects the kernel and fills the programs' configuration: offsets from the kernel's BTF,
@@ -579,7 +628,7 @@ fn configure(
 ) -> Result<Configured, ProbeError> {
     let kernel = kernel::Kernel::detect(btf_path, vmlinux)?;
     config.compat = kernel.compat();
-    btf::resolve_offsets(btf_path, vmlinux, config)?;
+    let scan_offsets = btf::resolve_offsets(btf_path, vmlinux, config)?;
     config.exit_group_dead =
         tracefs::field_offset(tracefs, "sched", "sched_process_exit", "group_dead")
             .unwrap_or(NO_OFFSET);
@@ -622,6 +671,7 @@ fn configure(
         tracepoints,
         aggregate,
         ring_bytes,
+        scan_offsets,
     })
 }
 
@@ -752,6 +802,45 @@ fn attach_fexit(
     p.attach()
         .map_err(|e| format!("attaching {program} to {function}: {e}"))?;
     Ok(())
+}
+
+/// Loads the iterator program `name` for the kernel's iterator `target` (`bpf_iter_{target}`).
+fn load_iterator(
+    ebpf: &mut Ebpf,
+    name: &str,
+    target: &str,
+    btf: &aya::Btf,
+) -> Result<(), ProbeError> {
+    let program: &mut Iter = ebpf
+        .program_mut(name)
+        .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(|e| program_error(name, "type", e))?;
+    program
+        .load(target, btf)
+        .map_err(|e| program_error(name, "load", e))
+}
+
+/// One run of the loaded iterator `name`: a link, an iterator descriptor, read to its end.
+fn run_iterator(ebpf: &mut Ebpf, name: &str) -> Result<Vec<u8>, ProbeError> {
+    use std::io::Read as _;
+    let program: &mut Iter = ebpf
+        .program_mut(name)
+        .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(|e| program_error(name, "type", e))?;
+    let id = program
+        .attach()
+        .map_err(|e| program_error(name, "attach", e))?;
+    let link = program
+        .take_link(id)
+        .map_err(|e| program_error(name, "link", e))?;
+    let mut file = link
+        .into_file()
+        .map_err(|e| ProbeError::Io(io::Error::other(format!("{name}: {e}"))))?;
+    let mut out = Vec::with_capacity(64 * 1024);
+    file.read_to_end(&mut out).map_err(ProbeError::Io)?;
+    Ok(out)
 }
 
 fn program_error(name: &str, what: &str, e: aya::programs::ProgramError) -> ProbeError {

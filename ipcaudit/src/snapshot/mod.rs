@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{PosixType, ProcessKey};
 
+pub mod kscan;
 pub mod parse;
 pub mod posix;
 pub mod read;

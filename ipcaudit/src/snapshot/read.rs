@@ -28,6 +28,7 @@ use std::collections::HashSet;
 
 use nix::fcntl::AtFlags;
 
+use super::kscan::{self, KernelScan};
 use super::parse::{
     self, ParseError, access_mode, parse_fdinfo_flags, parse_maps_files, parse_maps_sysv,
     parse_ns_link, parse_stat, parse_stat_num_threads, parse_status_uid, parse_syscall,
@@ -303,6 +304,18 @@ pub fn read_waiters(pids: &[u32]) -> Vec<Waiter> {
 /// segment is attached (every attachment counts in some `nattch`), the waiters when there is
 /// no message queue and no semaphore has a waiter (`ncnt`, `zcnt`).
 pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
+    take_snapshot_with(now_ns, None)
+}
+
+/// [`take_snapshot`], with the processes and their System V mappings from the kernel's
+/// iterators (`kernel`) when they can give all that is wanted: no POSIX object to find the
+/// holders of, no waiter to find (both need each process's files), and ipcaudit in the
+/// initial PID and user namespaces (the iterators see global pids and uids, /proc ours). Falls
+/// back to /proc when the iterators fail.
+pub fn take_snapshot_with(
+    now_ns: u64,
+    kernel: Option<&mut dyn KernelScan>,
+) -> Result<Snapshot, ReadError> {
     let ipc_ns = own_ipc_ns()?;
     let (shm, sem, msg) = read_sysvipc()?;
     let mut sem_values = Vec::with_capacity(sem.len());
@@ -334,30 +347,13 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         posix_holders,
         posix_hidden,
         posix_protected,
-    } = in_parallel(&proc_pids(), |scan, dir, found: &mut Found| {
-        let Some((p, extra)) = scan.process(dir, Some(ipc_ns)) else {
-            // A process of another IPC namespace may still map a /dev/shm object, or hold a
-            // queue's descriptor it was passed.
-            if !targets.is_empty() {
-                scan.posix_holders_outside(dir, &targets, &mut found.posix_holders);
-                found.take_denied(scan);
-            }
-            return;
-        };
-        if p.ipc_ns == ipc_ns {
-            if want_mappings {
-                scan.mappings_of(dir, extra.live_tid, &mut found.mappings);
-            }
-            if want_waiters {
-                scan.waiters(dir, extra.threads, &mut found.waiters);
-            }
+    } = match kernel {
+        Some(k) if targets.is_empty() && !want_waiters && in_initial_namespaces() => {
+            kernel_scan(k, ipc_ns, want_mappings)
         }
-        if !targets.is_empty() && p.is_alive() {
-            scan.posix_holders_of(dir, extra.live_tid, &p, &targets, &mut found.posix_holders);
-            found.take_denied(scan);
-        }
-        found.processes.push(p);
-    });
+        _ => None,
+    }
+    .unwrap_or_else(|| scan_proc(&proc_pids(), ipc_ns, &targets, want_mappings, want_waiters));
     let mut posix_notes = posix.notes;
     if !posix_protected.is_empty() {
         log::info!(
@@ -392,6 +388,107 @@ pub fn take_snapshot(now_ns: u64) -> Result<Snapshot, ReadError> {
         posix_listed: posix.listed,
         posix_notes,
     })
+}
+
+/// The processes, mappings, waiters and POSIX holders of a /proc scan of `pids` (see
+/// [`take_snapshot`]).
+fn scan_proc(
+    pids: &[u32],
+    ipc_ns: u32,
+    targets: &PosixTargets,
+    want_mappings: bool,
+    want_waiters: bool,
+) -> Found {
+    in_parallel(pids, |scan, dir, found: &mut Found| {
+        let Some((p, extra)) = scan.process(dir, Some(ipc_ns)) else {
+            // A process of another IPC namespace may still map a /dev/shm object, or hold a
+            // queue's descriptor it was passed.
+            if !targets.is_empty() {
+                scan.posix_holders_outside(dir, targets, &mut found.posix_holders);
+                found.take_denied(scan);
+            }
+            return;
+        };
+        if p.ipc_ns == ipc_ns {
+            if want_mappings {
+                scan.mappings_of(dir, extra.live_tid, &mut found.mappings);
+            }
+            if want_waiters {
+                scan.waiters(dir, extra.threads, &mut found.waiters);
+            }
+        }
+        if !targets.is_empty() && p.is_alive() {
+            scan.posix_holders_of(dir, extra.live_tid, &p, targets, &mut found.posix_holders);
+            found.take_denied(scan);
+        }
+        found.processes.push(p);
+    })
+}
+
+/// The processes and mappings from the kernel's iterators; `None` (logged) when they fail. A
+/// process /proc lists that the iterators did not show (a kernel may hide some, e.g. a
+/// sandbox's init) is read from /proc.
+fn kernel_scan(kernel: &mut dyn KernelScan, ipc_ns: u32, want_mappings: bool) -> Option<Found> {
+    let ticks_per_sec = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
+        Ok(Some(t)) if t > 0 => t.unsigned_abs(),
+        _ => 100,
+    };
+    let ns_per_tick = (1_000_000_000 / ticks_per_sec).max(1);
+    let mut scanned = || -> Result<Found, Box<dyn std::error::Error>> {
+        let started = std::time::Instant::now();
+        let kscan::Tasks { processes, seen } =
+            kscan::processes(&kernel.tasks()?, ipc_ns, |ns| ns / ns_per_tick)?;
+        let mappings = if want_mappings {
+            kscan::mappings(
+                &kernel.vmas()?,
+                &processes,
+                ipc_ns,
+                page_size().trailing_zeros(),
+            )?
+        } else {
+            Vec::new()
+        };
+        let (from_kernel, mapped) = (processes.len(), mappings.len());
+        let mut found = Found {
+            processes,
+            mappings,
+            ..Found::default()
+        };
+        let unseen: Vec<u32> = proc_pids()
+            .into_iter()
+            .filter(|pid| !seen.contains(pid))
+            .collect();
+        if !unseen.is_empty() {
+            let none = PosixTargets::default();
+            found.append(scan_proc(&unseen, ipc_ns, &none, want_mappings, false));
+            found.processes.sort_by_key(|p| p.key.pid);
+            found.mappings.sort_by_key(|m| m.pid);
+        }
+        log::info!(
+            "snapshot: {from_kernel} processes and {mapped} System V mappings read by the \
+             kernel's iterators, {} processes it did not show read from /proc, in {:?}",
+            unseen.len(),
+            started.elapsed()
+        );
+        Ok(found)
+    };
+    scanned()
+        .inspect_err(|e| log::info!("{e}: reading /proc instead"))
+        .ok()
+}
+
+/// Whether ipcaudit runs in the initial PID and user namespaces, where the pids and uids the
+/// kernel's iterators see are the ones /proc shows.
+fn in_initial_namespaces() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let one_pid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .is_some_and(|pids| pids.split_whitespace().count() == 1);
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let whole_uid_range =
+        uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    one_pid && whole_uid_range
 }
 
 /// What [`take_snapshot`] finds in /proc.

@@ -262,6 +262,64 @@ fn hold_shm_munmap() {
     hold();
 }
 
+/// Attachments of every shape the start-up scan reads, held until killed: read-write,
+/// read-only, one partly unmapped (its range starts one page into the segment), a child whose
+/// main thread exited while another of its threads holds an attachment, and a zombie child
+/// (exited, never reaped).
+fn scan_shapes() {
+    const PAGE: usize = 4096;
+    let id = shmget(3 * PAGE);
+    let rw = shmat(id);
+    // SAFETY: plain syscall wrappers on this process's own attachments.
+    let ro = unsafe { libc::shmat(id, ptr::null(), libc::SHM_RDONLY) };
+    if ro as isize == -1 {
+        fail("shmat SHM_RDONLY");
+    }
+    let cut = shmat(id);
+    // SAFETY: as above.
+    if unsafe { libc::munmap(cut as *mut libc::c_void, PAGE) } != 0 {
+        fail("munmap");
+    }
+    let leader_exited = fork();
+    if leader_exited == 0 {
+        let _ = shmat(id);
+        std::thread::spawn(|| hold());
+        // SAFETY: `exit` (not `exit_group`) ends this thread only; the other one holds on.
+        unsafe { libc::syscall(libc::SYS_exit, 0) };
+        fail("exit");
+    }
+    let zombie = fork();
+    if zombie == 0 {
+        // SAFETY: leaving at once, never reaped.
+        unsafe { libc::_exit(0) };
+    }
+    // Until the zombie has exited and the other child's main thread is gone.
+    let state = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.chars().next()))
+            .flatten()
+    };
+    let threads =
+        |pid: i32| std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+    while state(zombie) != Some('Z')
+        || state(leader_exited) != Some('Z')
+        || threads(leader_exited) != 2
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    say(&json!({
+        "pid": pid(),
+        "shmid": id,
+        "rw": format!("0x{rw:x}"),
+        "ro": format!("0x{:x}", ro as usize),
+        "cut": format!("0x{:x}", cut + PAGE),
+        "leader_exited": leader_exited,
+        "zombie": zombie,
+    }));
+    hold();
+}
+
 /// A child creates a segment (no attach) and exits; the parent never reaps it: a zombie creator.
 fn zombie_creator() {
     let mut fds = [0; 2];
@@ -905,6 +963,7 @@ fn main() {
         ),
         "renamed" => renamed(&std::env::args().nth(2).unwrap_or_default()),
         "zombie-creator" => zombie_creator(),
+        "scan-shapes" => scan_shapes(),
         "fork-three" => fork_three(),
         "sem-hold" => sem_hold(false),
         "sem-hold-undo" => sem_hold(true),
