@@ -17,7 +17,7 @@ use crate::{
     model::{Applied, Model, ModelConfig},
     probe::{FlushScope, Probe, ProbeError, ProbeOptions},
     sink::{Encoder, Format, LineWriter, Printer, Session, Summary},
-    snapshot,
+    snapshot::{self, kscan::KernelScan},
 };
 
 #[derive(Debug, Error)]
@@ -479,7 +479,14 @@ pub async fn run(options: Options) -> Result<Summary, RunError> {
     let phase = |what: &str| {
         log::debug!("bootstrap: {what} at {:?}", bootstrap_started.elapsed());
     };
-    let snap = snapshot::read::take_snapshot_with(clock::now_wall_ns(), probe.kernel_scan())?;
+    let mut scan = probe.scan_files();
+    let snap = snapshot::read::take_snapshot_with(
+        clock::now_wall_ns(),
+        scan.as_mut().map(|s| s as &mut dyn KernelScan),
+    )?;
+    if scan.is_some_and(|s| s.read) {
+        log::info!("bootstrap: processes and mappings read by the kernel's iterators");
+    }
     phase("snapshot taken");
     probe.seed_attachers(snap.mappings.iter().map(|m| m.pid))?;
     probe.set_waiting(snap.waiters.iter().map(|w| w.pid))?;
@@ -724,9 +731,16 @@ async fn resync(
 ) -> Result<(), RunError> {
     probe.flush_aggregates(FlushScope::All);
     drain(probe, clocks, model, out);
-    let snap = tokio::task::spawn_blocking(|| snapshot::read::take_snapshot(clock::now_wall_ns()))
-        .await
-        .map_err(|e| RunError::Signal(std::io::Error::other(e)))??;
+    // The iterators are started here (they need the programs) and read on that thread.
+    let mut scan = probe.scan_files();
+    let snap = tokio::task::spawn_blocking(move || {
+        snapshot::read::take_snapshot_with(
+            clock::now_wall_ns(),
+            scan.as_mut().map(|s| s as &mut dyn KernelScan),
+        )
+    })
+    .await
+    .map_err(|e| RunError::Signal(std::io::Error::other(e)))??;
     if let Err(e) = probe.set_waiting(snap.waiters.iter().map(|w| w.pid)) {
         log::warn!("{e}");
     }

@@ -416,7 +416,7 @@ fn mentions(v: &Value, field: &str, value: &Value) -> bool {
 /// shows: read-write,
 /// read-only and partly unmapped attachments, a process whose main thread exited while another
 /// thread holds its attachment (its live thread's state stands for it, as /proc's scan takes
-/// it), a zombie; and the resyncs, which read /proc, find nothing of them to correct.
+/// it), a zombie; and the resyncs find nothing of them to correct.
 #[test]
 fn the_start_up_scan_reads_what_proc_shows() {
     if !require_root() {
@@ -471,7 +471,7 @@ fn the_start_up_scan_reads_what_proc_shows() {
     let records = watch.ipcaudit.stop();
     // The vma iterator is Linux 5.12+; before, /proc is read (and must give the same).
     assert_eq!(
-        stderr.contains("read by the kernel's iterators"),
+        stderr.contains("bootstrap: processes and mappings read by the kernel's iterators"),
         kernel_at_least(5, 12),
         "which scan read the snapshot: {stderr}"
     );

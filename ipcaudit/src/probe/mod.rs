@@ -197,18 +197,36 @@ pub struct Probe {
     pub tracefs: PathBuf,
     /// Which programs run and how, on this kernel (`kernel::Kernel::describe`).
     pub programs: String,
-    /// Whether the start-up scan's iterators are loaded (`Self::iterate`).
+    /// Whether the scan's iterators are loaded (`Self::scan_files`).
     scan: bool,
 }
 
-impl KernelScan for Probe {
+/// One run of each of the scan's iterators (`Probe::scan_files`): what they write is made as
+/// it is read.
+#[derive(Debug)]
+pub struct ScanFiles {
+    tasks: std::fs::File,
+    vmas: std::fs::File,
+    /// Whether the snapshot read them (it reads /proc when it needs what only /proc has).
+    pub read: bool,
+}
+
+impl KernelScan for ScanFiles {
     fn tasks(&mut self) -> io::Result<Vec<u8>> {
-        self.iterate("scan_tasks")
+        self.read = true;
+        read_all(&mut self.tasks)
     }
 
     fn vmas(&mut self) -> io::Result<Vec<u8>> {
-        self.iterate("scan_vmas")
+        read_all(&mut self.vmas)
     }
+}
+
+fn read_all(file: &mut std::fs::File) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut out = Vec::with_capacity(64 * 1024);
+    file.read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// The start-up scan's iterators (`scan.rs` of the kernel programs): the program's name and
@@ -392,18 +410,26 @@ impl Probe {
         })
     }
 
-    /// The start-up scan's iterators, when they loaded on this kernel.
-    pub fn kernel_scan(&mut self) -> Option<&mut dyn KernelScan> {
-        (self.scan && self.ebpf.is_some()).then_some(self as &mut dyn KernelScan)
-    }
-
-    /// One run of the scan's iterator `name`.
-    fn iterate(&mut self, name: &str) -> io::Result<Vec<u8>> {
-        let ebpf = self
-            .ebpf
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the programs are detached"))?;
-        run_iterator(ebpf, name).map_err(io::Error::other)
+    /// One run of each of the scan's iterators, to read on any thread (`None` when they did not
+    /// load on this kernel, or could not be started: logged).
+    pub fn scan_files(&mut self) -> Option<ScanFiles> {
+        if !self.scan {
+            return None;
+        }
+        let ebpf = self.ebpf.as_mut()?;
+        let opened = open_iterator(ebpf, "scan_tasks")
+            .and_then(|tasks| Ok((tasks, open_iterator(ebpf, "scan_vmas")?)));
+        match opened {
+            Ok((tasks, vmas)) => Some(ScanFiles {
+                tasks,
+                vmas,
+                read: false,
+            }),
+            Err(e) => {
+                log::debug!("no kernel scan: {e}");
+                None
+            }
+        }
     }
 
     /// Tells the kernel side that these processes hold SysV attachments (found at bootstrap),
@@ -821,9 +847,8 @@ fn load_iterator(
         .map_err(|e| program_error(name, "load", e))
 }
 
-/// One run of the loaded iterator `name`: a link, an iterator descriptor, read to its end.
-fn run_iterator(ebpf: &mut Ebpf, name: &str) -> Result<Vec<u8>, ProbeError> {
-    use std::io::Read as _;
+/// A run of the loaded iterator `name`: a link and its iterator descriptor.
+fn open_iterator(ebpf: &mut Ebpf, name: &str) -> Result<std::fs::File, ProbeError> {
     let program: &mut Iter = ebpf
         .program_mut(name)
         .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
@@ -835,12 +860,8 @@ fn run_iterator(ebpf: &mut Ebpf, name: &str) -> Result<Vec<u8>, ProbeError> {
     let link = program
         .take_link(id)
         .map_err(|e| program_error(name, "link", e))?;
-    let mut file = link
-        .into_file()
-        .map_err(|e| ProbeError::Io(io::Error::other(format!("{name}: {e}"))))?;
-    let mut out = Vec::with_capacity(64 * 1024);
-    file.read_to_end(&mut out).map_err(ProbeError::Io)?;
-    Ok(out)
+    link.into_file()
+        .map_err(|e| ProbeError::Io(io::Error::other(format!("{name}: {e}"))))
 }
 
 fn program_error(name: &str, what: &str, e: aya::programs::ProgramError) -> ProbeError {

@@ -14,7 +14,7 @@ use thiserror::Error;
 use super::{ProcessInfo, ShmMapping, parse::parse_sysv_name};
 use crate::event::ProcessKey;
 
-/// Where the scan's records come from (the loaded iterators, `probe::Probe::iterate`).
+/// Where the scan's records come from (one run of each loaded iterator, `probe::ScanFiles`).
 pub trait KernelScan {
     /// Everything the task iterator writes in one run.
     fn tasks(&mut self) -> std::io::Result<Vec<u8>>;

@@ -464,7 +464,7 @@ fn kernel_scan(kernel: &mut dyn KernelScan, ipc_ns: u32, want_mappings: bool) ->
             found.processes.sort_by_key(|p| p.key.pid);
             found.mappings.sort_by_key(|m| m.pid);
         }
-        log::info!(
+        log::debug!(
             "snapshot: {from_kernel} processes and {mapped} System V mappings read by the \
              kernel's iterators, {} processes it did not show read from /proc, in {:?}",
             unseen.len(),
