@@ -1,8 +1,12 @@
 //! One System V IPC object (a segment, a semaphore set or a queue) and what the model knows
 //! about the processes around it.
 
+use super::process::{Character, Process};
+use super::story::{Implied, ProcOps, Story};
 use super::{HashMap, small_map::SmallMap};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -733,31 +737,6 @@ impl Times {
     }
 }
 
-/// A program name shared by the objects its processes created: one pointer where an
-/// `Arc<str>` takes two (read only when an object is removed or explained).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct ProgramName(std::sync::Arc<Box<str>>);
-
-impl ProgramName {
-    pub fn new(name: &str) -> Self {
-        Self(std::sync::Arc::new(name.into()))
-    }
-}
-
-impl std::ops::Deref for ProgramName {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for ProgramName {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 /// One object (one generation of an id).
 #[derive(Clone, Debug)]
 pub(crate) struct Object {
@@ -777,15 +756,17 @@ pub(crate) struct Object {
     known: u8,
     pub times: Times,
     pub status: ObjectStatus,
-    /// While `created_by_program` is still charged with creating it (`leaky-process`), until
-    /// its removal: its creation's sequence number in the program's window.
+    /// While [`Self::creator_program`] is still charged with creating it (`leaky-process`),
+    /// until its removal: its creation's sequence number in the program's window.
     pub leak_seq: Option<std::num::NonZeroU32>,
-    /// The program (exe or comm) that created it (for created-vs-removed counts per program).
-    pub created_by_program: Option<ProgramName>,
+    /// The creating process's names as they were at creation, when the model knew it (shared
+    /// copy-on-write with the process): the program charged with creating it, and the names of
+    /// its story's implied creator member ([`Self::implied`]).
+    creator_names: Option<Arc<Character>>,
     /// [`Self::body`].
     body: Option<Box<Body>>,
-    /// What happened to it (`explain`, `report`).
-    pub story: super::story::Story,
+    /// What happened to it (`explain`, `report`): [`Self::story`], [`Self::story_mut`].
+    story: Story,
 }
 
 impl Object {
@@ -801,9 +782,9 @@ impl Object {
             times: Times::default(),
             status: ObjectStatus::Live,
             leak_seq: None,
-            created_by_program: None,
+            creator_names: None,
             body: None,
-            story: super::story::Story::default(),
+            story: Story::default(),
         }
     }
 
@@ -811,6 +792,8 @@ impl Object {
     const KNOWN_OWNER_UID: u8 = 2;
     const KNOWN_MODE: u8 = 4;
     const KNOWN_NSEMS: u8 = 8;
+    /// Not a field: the story's creator member is implied ([`Self::implied`]).
+    const IMPLIED_CREATOR: u8 = 16;
 
     /// The type's state (its empty one when never written).
     pub fn body(&self) -> &Body {
@@ -968,6 +951,110 @@ impl Object {
         }
     }
 
+    /// `key` created it at `now`, named `names` then (`None`: a process the model does not
+    /// know). Returns whether its story implies the creator's member; if not (a created time
+    /// the object cannot keep exactly), the caller tells the story as for any process.
+    pub fn set_created(
+        &mut self,
+        key: ProcessKey,
+        now: u64,
+        names: Option<Arc<Character>>,
+    ) -> bool {
+        self.creator = Creator::process(key);
+        self.times.set_created(now);
+        self.creator_names = names;
+        let implied = self.times.created() == Some(now) && self.story.is_empty();
+        if implied {
+            self.known |= Self::IMPLIED_CREATOR;
+        }
+        implied
+    }
+
+    /// The program charged with creating it: the creator's executable, else its `comm`, at
+    /// creation ([`super::process::Process::program`]), when the model knew the creator.
+    pub fn creator_program(&self) -> Option<&str> {
+        self.creator_names.as_deref().map(Character::program)
+    }
+
+    /// The creator's names at creation, when the model knew the creator.
+    pub fn creator_names(&self) -> Option<&Arc<Character>> {
+        self.creator_names.as_ref()
+    }
+
+    /// Its story's creator member, while implied.
+    pub fn implied(&self) -> Option<Implied<'_>> {
+        Self::implied_of(
+            self.known,
+            self.creator,
+            self.times,
+            self.creator_names.as_ref(),
+        )
+    }
+
+    /// [`Self::implied`] from the fields it reads (borrowed apart from the story).
+    fn implied_of(
+        known: u8,
+        creator: Creator,
+        times: Times,
+        names: Option<&Arc<Character>>,
+    ) -> Option<Implied<'_>> {
+        if known & Self::IMPLIED_CREATOR == 0 {
+            return None;
+        }
+        Some(Implied {
+            key: creator.key()?,
+            created_ns: times.created()?,
+            names,
+        })
+    }
+
+    /// Its story, to read (the readers of its processes take [`Self::implied`]).
+    pub fn story(&self) -> &Story {
+        &self.story
+    }
+
+    /// Its story, for a change made by process `by` (`None`: by none): the implied creator
+    /// member is stored first when the change could see it.
+    pub fn story_mut(&mut self, by: Option<ProcessKey>) -> &mut Story {
+        let implied = Self::implied_of(
+            self.known,
+            self.creator,
+            self.times,
+            self.creator_names.as_ref(),
+        );
+        if let (Some(by), Some(i)) = (by, implied)
+            && self.story.materialize(i, by)
+        {
+            self.known &= !Self::IMPLIED_CREATOR;
+        }
+        &mut self.story
+    }
+
+    /// What its story remembers of process `key`, if it names it.
+    pub fn character(&self, key: ProcessKey) -> Option<Arc<Character>> {
+        self.story.character(key, self.implied())
+    }
+
+    /// The processes whose operations its story sums, with them, in key order.
+    pub fn operations(&self) -> impl Iterator<Item = (ProcessKey, Cow<'_, ProcOps>)> {
+        self.story.operations(self.implied())
+    }
+
+    /// The operations of process `key` its story sums, if any.
+    pub fn operations_of(&self, key: ProcessKey) -> Option<Cow<'_, ProcOps>> {
+        self.story.operations_of(key, self.implied())
+    }
+
+    /// Refreshes what its story remembers of its processes (before the model forgets them).
+    pub fn refresh_cast<'a>(&mut self, lookup: impl Fn(ProcessKey) -> Option<&'a Process>) {
+        if let Some(i) = self.implied()
+            && lookup(i.key).is_some_and(|p| i.names.is_none_or(|n| !Arc::ptr_eq(n, p.names())))
+        {
+            self.story_mut(Some(i.key));
+        }
+        self.story.refresh_cast(lookup);
+    }
+
     /// Whether the kernel still has the object (live or removed-but-attached).
     pub fn exists(&self) -> bool {
         self.status != ObjectStatus::Destroyed
@@ -1109,6 +1196,138 @@ mod tests {
             "u64::MAX means unknown: a time that far off is kept 1 ns earlier"
         );
         assert_eq!(std::mem::size_of::<Object>(), 128, "a story is 32 bytes");
+    }
+
+    /// An object whose story stores its creator's member, as before the member was implied.
+    fn stored_creator(
+        key: ObjectKey,
+        creator: ProcessKey,
+        now: u64,
+        p: Option<&Process>,
+    ) -> Object {
+        let mut o = Object::new(key);
+        o.creator = Creator::process(creator);
+        o.times.set_created(now);
+        o.creator_names = p.map(|p| p.names().clone());
+        let story = o.story_mut(Some(creator));
+        story.push(now, Some((creator, p)), super::super::story::What::Create);
+        story.ops(creator, p, now).update(|s| s.created += 1);
+        o
+    }
+
+    /// Whether `a` and `b` read the same to every reader of their stories' processes.
+    fn read_alike(a: &Object, b: &Object, keys: &[ProcessKey]) {
+        for k in keys {
+            assert_eq!(a.character(*k), b.character(*k), "{k:?}");
+            assert_eq!(a.operations_of(*k), b.operations_of(*k), "{k:?}");
+        }
+        let ops =
+            |o: &Object| -> Vec<_> { o.operations().map(|(k, o)| (k, o.into_owned())).collect() };
+        assert_eq!(ops(a), ops(b));
+        let created = a.times.created().map(|t| (t, a.creator.key()));
+        assert_eq!(a.story().entries(created), b.story().entries(created));
+        assert_eq!(a.story().procs_dropped(), b.story().procs_dropped());
+        assert_eq!(a.creator_program(), b.creator_program());
+    }
+
+    #[test]
+    fn the_implied_creator_reads_as_a_stored_one() {
+        use super::super::story::{MAX_PROCS, What};
+        let okey = ObjectKey {
+            ns: 1,
+            ty: IpcType::Sem,
+            id: 0,
+            generation: 0,
+        };
+        let k = |pid| ProcessKey {
+            pid,
+            start_ticks: 7,
+        };
+        let creator = k(50);
+        let mut proc = Process::new(creator, "maker", 0, 0);
+        let others: Vec<Process> = (1..=u32::try_from(MAX_PROCS).unwrap() + 8)
+            .map(|pid| Process::new(k(if pid >= 50 { pid + 1 } else { pid }), "other", 0, 0))
+            .collect();
+        let mut keys: Vec<ProcessKey> = others.iter().map(|p| p.key).collect();
+        keys.push(creator);
+        // After each step, the implied object reads as the stored one; the creator's member
+        // is stored only when the creator comes back or the story nears its bound.
+        let mut a = Object::new(okey);
+        assert!(a.set_created(creator, 100, Some(proc.names().clone())));
+        let mut b = stored_creator(okey, creator, 100, Some(&proc));
+        read_alike(&a, &b, &keys);
+        assert_eq!(a.creator_program(), Some("maker"));
+        assert!(a.story().is_empty() && a.implied().is_some());
+        // Names changed since creation: the program charged stays the one at creation.
+        proc.names_mut().exe = Some("/usr/bin/maker".into());
+        assert_eq!(a.creator_program(), Some("maker"));
+        for (i, p) in others.iter().enumerate() {
+            let now = 200 + i as u64;
+            for o in [&mut a, &mut b] {
+                if i % 2 == 0 {
+                    o.story_mut(Some(p.key))
+                        .push(now, Some((p.key, Some(p))), What::Open);
+                }
+                o.story_mut(Some(p.key))
+                    .ops(p.key, Some(p), now)
+                    .update(|s| s.opened += 1);
+            }
+            read_alike(&a, &b, &keys);
+            assert_eq!(a.implied().is_some(), i + 2 < MAX_PROCS, "{i}");
+        }
+        // Stored at the bound: the quietest (the creator, created only) was dropped as before.
+        assert!(a.operations_of(creator).is_none() && a.character(creator).is_some());
+        // The creator comes back.
+        let mut a = Object::new(okey);
+        a.set_created(creator, 100, Some(proc.names().clone()));
+        let mut b = stored_creator(okey, creator, 100, Some(&proc));
+        for o in [&mut a, &mut b] {
+            o.story_mut(Some(creator))
+                .ops(creator, Some(&proc), 300)
+                .update(|s| s.sem_ops += 1);
+        }
+        assert!(a.implied().is_none());
+        read_alike(&a, &b, &keys);
+        // Refreshed before it is archived: the creator's names as they are now.
+        let mut a = Object::new(okey);
+        a.set_created(
+            creator,
+            100,
+            Some(Process::new(creator, "maker", 0, 0).names().clone()),
+        );
+        let mut b = stored_creator(
+            okey,
+            creator,
+            100,
+            Some(&Process::new(creator, "maker", 0, 0)),
+        );
+        for o in [&mut a, &mut b] {
+            o.refresh_cast(|key| (key == creator).then_some(&proc));
+        }
+        read_alike(&a, &b, &keys);
+        assert_eq!(
+            a.character(creator).and_then(|c| c.exe.clone()).as_deref(),
+            Some("/usr/bin/maker")
+        );
+        // A creator the model did not know: named as unknown, no program.
+        let mut a = Object::new(okey);
+        assert!(a.set_created(creator, 100, None));
+        let mut b = stored_creator(okey, creator, 100, None);
+        read_alike(&a, &b, &keys);
+        assert_eq!(a.character(creator).as_deref(), Some(&Character::default()));
+        assert_eq!(a.creator_program(), None);
+        for o in [&mut a, &mut b] {
+            o.refresh_cast(|key| (key == creator).then_some(&proc));
+        }
+        read_alike(&a, &b, &keys);
+        assert_eq!(
+            a.character(creator).map(|c| c.comm.clone()).as_deref(),
+            Some("maker")
+        );
+        // A created time the object cannot keep exactly: the caller stores the member.
+        let mut a = Object::new(okey);
+        assert!(!a.set_created(creator, u64::MAX, None));
+        assert!(a.implied().is_none());
     }
 
     #[test]
