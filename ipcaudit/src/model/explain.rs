@@ -318,7 +318,11 @@ impl Model {
         if distinct(&existing) > 1 {
             let candidates = existing
                 .iter()
-                .map(|o| format!("{} {} in namespace {}", o.key.ty, o.key.id, o.key.ns))
+                .map(|o| {
+                    format!("{} {} in namespace {}", { o.key.ty }, { o.key.id }, {
+                        o.key.ns
+                    })
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(ExplainError::Ambiguous {

@@ -14,7 +14,10 @@ use crate::event::{IpcType, ProcessKey};
 
 /// Identity of an object across id reuse: the kernel reuses ids, so each object the model
 /// creates gets a fresh `generation` (unique within one model).
+///
+/// Packed (13 bytes, not 16): every object, relation and index carries one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[repr(C, packed)]
 pub struct ObjectKey {
     /// Inode of the IPC namespace.
     pub ns: u32,
@@ -681,12 +684,19 @@ impl Creator {
     }
 }
 
-/// When an object was created, removed and destroyed, as far as the model knows: 24 bytes
-/// where three `Option<u64>` took 48. An unknown time is `u64::MAX` (a time that far off,
-/// year 2554, is kept one nanosecond earlier).
-#[derive(Clone, Copy, Debug)]
+/// When an object was created, removed and destroyed, as far as the model knows: 16 bytes where
+/// three `Option<u64>` took 48. An unknown time is `u64::MAX` (a time that far off, year 2554,
+/// is kept one nanosecond earlier). The removal and destruction times are boxed, made at the
+/// first of them: most live objects have neither, and every object carries the field.
+#[derive(Clone, Debug)]
 pub(crate) struct Times {
     created: u64,
+    ends: Option<Box<Ends>>,
+}
+
+/// [`Times`] of the end of an object's life.
+#[derive(Clone, Copy, Debug)]
+struct Ends {
     removed: u64,
     destroyed: u64,
 }
@@ -695,8 +705,7 @@ impl Default for Times {
     fn default() -> Self {
         Self {
             created: Self::UNKNOWN,
-            removed: Self::UNKNOWN,
-            destroyed: Self::UNKNOWN,
+            ends: None,
         }
     }
 }
@@ -712,16 +721,16 @@ impl Times {
         ns.min(Self::UNKNOWN - 1)
     }
 
-    pub fn created(self) -> Option<u64> {
+    pub fn created(&self) -> Option<u64> {
         Self::get(self.created)
     }
 
-    pub fn removed(self) -> Option<u64> {
-        Self::get(self.removed)
+    pub fn removed(&self) -> Option<u64> {
+        self.ends.as_ref().and_then(|e| Self::get(e.removed))
     }
 
-    pub fn destroyed(self) -> Option<u64> {
-        Self::get(self.destroyed)
+    pub fn destroyed(&self) -> Option<u64> {
+        self.ends.as_ref().and_then(|e| Self::get(e.destroyed))
     }
 
     pub fn set_created(&mut self, ns: u64) {
@@ -729,11 +738,20 @@ impl Times {
     }
 
     pub fn set_removed(&mut self, ns: u64) {
-        self.removed = Self::known(ns);
+        self.ends_mut().removed = Self::known(ns);
     }
 
     pub fn set_destroyed(&mut self, ns: u64) {
-        self.destroyed = Self::known(ns);
+        self.ends_mut().destroyed = Self::known(ns);
+    }
+
+    fn ends_mut(&mut self) -> &mut Ends {
+        self.ends.get_or_insert_with(|| {
+            Box::new(Ends {
+                removed: Self::UNKNOWN,
+                destroyed: Self::UNKNOWN,
+            })
+        })
     }
 }
 
@@ -971,7 +989,7 @@ impl Object {
     }
 
     /// The program charged with creating it: the creator's executable, else its `comm`, at
-    /// creation ([`super::process::Process::program`]), when the model knew the creator.
+    /// creation ([`Character::program`]), when the model knew the creator.
     pub fn creator_program(&self) -> Option<&str> {
         self.creator_names.as_deref().map(Character::program)
     }
@@ -986,7 +1004,7 @@ impl Object {
         Self::implied_of(
             self.known,
             self.creator,
-            self.times,
+            self.times.created(),
             self.creator_names.as_ref(),
         )
     }
@@ -995,7 +1013,7 @@ impl Object {
     fn implied_of(
         known: u8,
         creator: Creator,
-        times: Times,
+        created: Option<u64>,
         names: Option<&Arc<Character>>,
     ) -> Option<Implied<'_>> {
         if known & Self::IMPLIED_CREATOR == 0 {
@@ -1003,7 +1021,7 @@ impl Object {
         }
         Some(Implied {
             key: creator.key()?,
-            created_ns: times.created()?,
+            created_ns: created?,
             names,
         })
     }
@@ -1019,7 +1037,7 @@ impl Object {
         let implied = Self::implied_of(
             self.known,
             self.creator,
-            self.times,
+            self.times.created(),
             self.creator_names.as_ref(),
         );
         if let (Some(by), Some(i)) = (by, implied)
@@ -1195,7 +1213,7 @@ mod tests {
             (None, Some(0), Some(u64::MAX - 1)),
             "u64::MAX means unknown: a time that far off is kept 1 ns earlier"
         );
-        assert_eq!(std::mem::size_of::<Object>(), 128, "a story is 32 bytes");
+        assert_eq!(std::mem::size_of::<Object>(), 112, "a story is 32 bytes");
     }
 
     /// An object whose story stores its creator's member, as before the member was implied.
