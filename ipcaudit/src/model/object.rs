@@ -1297,11 +1297,21 @@ mod tests {
             .collect();
         let mut keys: Vec<ProcessKey> = others.iter().map(|p| p.key).collect();
         keys.push(creator);
+        // The same creation by `p`, with the creator's member implied and stored.
+        let pair = |p: Option<&Process>| {
+            let mut a = Object::new(okey);
+            assert!(a.set_created(creator, 100, p.map(|p| p.names().clone())));
+            (a, stored_creator(okey, creator, 100, p))
+        };
+        // Both refreshed with the creator as `proc` is now, before they are archived.
+        let refresh = |a: &mut Object, b: &mut Object, proc: &Process| {
+            for o in [a, b] {
+                o.refresh_cast(|key| (key == creator).then_some(proc));
+            }
+        };
         // After each step, the implied object reads as the stored one; the creator's member
         // is stored only when the creator comes back or the story nears its bound.
-        let mut a = Object::new(okey);
-        assert!(a.set_created(creator, 100, Some(proc.names().clone())));
-        let mut b = stored_creator(okey, creator, 100, Some(&proc));
+        let (mut a, mut b) = pair(Some(&proc));
         read_alike(&a, &b, &keys);
         assert_eq!(a.creator_program(), Some("maker"));
         assert!(a.story().is_empty() && a.implied().is_some());
@@ -1325,9 +1335,7 @@ mod tests {
         // Stored at the bound: the quietest (the creator, created only) was dropped as before.
         assert!(a.operations_of(creator).is_none() && a.character(creator).is_some());
         // The creator comes back.
-        let mut a = Object::new(okey);
-        a.set_created(creator, 100, Some(proc.names().clone()));
-        let mut b = stored_creator(okey, creator, 100, Some(&proc));
+        let (mut a, mut b) = pair(Some(&proc));
         for o in [&mut a, &mut b] {
             o.story_mut(Some(creator))
                 .ops(creator, Some(&proc), 300)
@@ -1336,36 +1344,19 @@ mod tests {
         assert!(a.implied().is_none());
         read_alike(&a, &b, &keys);
         // Refreshed before it is archived: the creator's names as they are now.
-        let mut a = Object::new(okey);
-        a.set_created(
-            creator,
-            100,
-            Some(Process::new(creator, "maker", 0, 0).names().clone()),
-        );
-        let mut b = stored_creator(
-            okey,
-            creator,
-            100,
-            Some(&Process::new(creator, "maker", 0, 0)),
-        );
-        for o in [&mut a, &mut b] {
-            o.refresh_cast(|key| (key == creator).then_some(&proc));
-        }
+        let (mut a, mut b) = pair(Some(&Process::new(creator, "maker", 0, 0)));
+        refresh(&mut a, &mut b, &proc);
         read_alike(&a, &b, &keys);
         assert_eq!(
             a.character(creator).and_then(|c| c.exe.clone()).as_deref(),
             Some("/usr/bin/maker")
         );
         // A creator the model did not know: named as unknown, no program.
-        let mut a = Object::new(okey);
-        assert!(a.set_created(creator, 100, None));
-        let mut b = stored_creator(okey, creator, 100, None);
+        let (mut a, mut b) = pair(None);
         read_alike(&a, &b, &keys);
         assert_eq!(a.character(creator).as_deref(), Some(&Character::default()));
         assert_eq!(a.creator_program(), None);
-        for o in [&mut a, &mut b] {
-            o.refresh_cast(|key| (key == creator).then_some(&proc));
-        }
+        refresh(&mut a, &mut b, &proc);
         read_alike(&a, &b, &keys);
         assert_eq!(
             a.character(creator).map(|c| c.comm.clone()).as_deref(),
