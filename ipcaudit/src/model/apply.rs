@@ -277,11 +277,12 @@ impl Model {
         let is_create = g.key == 0 || (creat && (g.flags & IPC_EXCL != 0 || existing.is_none()));
         if is_create {
             let okey = self.new_object(c.ns, g.ty, id, cx);
+            let names = self.processes.get(&c.key).map(|p| p.names().clone());
+            let mut implied = false;
             if let Some(o) = self.objects.get_mut(&okey) {
-                o.creator = super::object::Creator::process(c.key);
+                implied = o.set_created(c.key, cx.now, names);
                 o.set_owner_uid(c.uid);
                 o.set_mode(u32::try_from(g.flags & 0o777).ok());
-                o.times.set_created(cx.now);
                 if let Some(s) = o.shm_mut() {
                     s.size = g.dim;
                 } else if o.key.ty == IpcType::Sem {
@@ -291,10 +292,12 @@ impl Model {
             self.set_ipc_key(okey, g.key, cx);
             self.account(okey, true);
             self.relate(c.key, okey);
-            self.story_push(okey, cx.now, Some(c.key), What::Create);
-            self.story_ops(okey, c.key, cx.now, |o| {
-                o.created = o.created.saturating_add(1);
-            });
+            if !implied {
+                self.story_push(okey, cx.now, Some(c.key), What::Create);
+                self.story_ops(okey, c.key, cx.now, |o| {
+                    o.created = o.created.saturating_add(1);
+                });
+            }
             self.note_create(okey, c.key, cx);
             self.evaluate_limits(c.ns, g.ty, cx);
             let now = cx.now;

@@ -5,7 +5,7 @@ use super::HashSet;
 
 use crate::event::{Action, IpcType, ProcessKey};
 
-use super::object::{Body, Object, ObjectKey, ObjectStatus, ProgramName};
+use super::object::{Body, Object, ObjectKey, ObjectStatus};
 use super::process::Process;
 use super::rules::{Rule, Subject};
 use super::shm::{self, Delta};
@@ -286,7 +286,8 @@ impl Model {
         if o.times.removed().is_none() {
             o.times.set_removed(cx.now);
         }
-        o.story.push(cx.now, None, super::story::What::Destroy);
+        o.story_mut(None)
+            .push(cx.now, None, super::story::What::Destroy);
         let r = o.object_ref();
         if let Some(k) = o.ipc_key()
             && self.by_key.get(&(okey.ns, okey.ty, k)) == Some(&okey)
@@ -344,7 +345,8 @@ impl Model {
             let gone = !s.attached_any();
             if d != 0 {
                 let p = self.processes.get(&pkey);
-                o.story.mapped(pkey, p, d, left, cx.cause, cx.now);
+                o.story_mut(Some(pkey))
+                    .mapped(pkey, p, d, left, cx.cause, cx.now);
             }
             if status == ObjectStatus::RemovedPendingDestroy && gone && !cx.sync {
                 self.destroy_object(okey, cx, true);
@@ -367,7 +369,7 @@ impl Model {
     ) {
         let p = process.map(|k| (k, self.processes.get(&k)));
         if let Some(o) = self.objects.get_mut(&okey) {
-            o.story.push(now, p, what);
+            o.story_mut(process).push(now, p, what);
         }
     }
 
@@ -381,27 +383,24 @@ impl Model {
     ) {
         let p = self.processes.get(&pkey);
         if let Some(o) = self.objects.get_mut(&okey) {
-            o.story.ops(pkey, p, now).update(f);
+            o.story_mut(Some(pkey)).ops(pkey, p, now).update(f);
         }
     }
 
     // ----- leaky-process -----
 
-    /// `pkey` created `okey`.
+    /// `pkey` created `okey`: its program (from the names the object keeps, so that its
+    /// removal credits the same one) is charged.
     pub(crate) fn note_create(&mut self, okey: ObjectKey, pkey: ProcessKey, cx: &mut Cx) {
-        let Some(program) = self.processes.get(&pkey).map(|p| p.program().to_owned()) else {
+        let seq = self.next_leak_seq;
+        let Some(o) = self.objects.get_mut(&okey) else {
             return;
         };
-        let seq = self.next_leak_seq;
+        let Some(program) = o.creator_program().map(str::to_owned) else {
+            return;
+        };
+        o.leak_seq = Some(seq);
         self.next_leak_seq = seq.checked_add(1).unwrap_or(std::num::NonZeroU32::MIN);
-        if self.objects.contains_key(&okey) {
-            // One string per program, shared by its objects.
-            let shared = self.program_name(&program);
-            if let Some(o) = self.objects.get_mut(&okey) {
-                o.leak_seq = Some(seq);
-                o.created_by_program = Some(shared);
-            }
-        }
         // Looked up by `&str` first: the name is copied only for a program seen the first time.
         if let Some(totals) = self.program_totals.get_mut(program.as_str()) {
             totals.created += 1;
@@ -423,18 +422,6 @@ impl Model {
         self.evaluate_program(&program, now, cx);
     }
 
-    /// The shared copy of program name `program` (made on first use; at most 4,096 kept).
-    fn program_name(&mut self, program: &str) -> ProgramName {
-        if let Some(s) = self.program_names.get(program) {
-            return s.clone();
-        }
-        let s = ProgramName::new(program);
-        if self.program_names.len() < 4096 {
-            self.program_names.insert(s.clone());
-        }
-        s
-    }
-
     /// `okey` was removed: it no longer counts against its creator's program.
     pub(crate) fn note_removed(&mut self, okey: ObjectKey, cx: &mut Cx) {
         let Some(o) = self.objects.get_mut(&okey) else {
@@ -443,17 +430,19 @@ impl Model {
         let Some(seq) = o.leak_seq.take() else {
             return;
         };
-        let Some(program) = o.created_by_program.clone() else {
+        // The names at creation (shared, not copied): the program charged then.
+        let Some(names) = o.creator_names().cloned() else {
             return;
         };
-        if let Some(t) = self.program_totals.get_mut(&*program) {
+        let program = names.program();
+        if let Some(t) = self.program_totals.get_mut(program) {
             t.removed += 1;
         }
-        if let Some(p) = self.programs.get_mut(&*program)
+        if let Some(p) = self.programs.get_mut(program)
             && p.remove(seq)
         {
             let now = cx.now;
-            self.evaluate_program(&program, now, cx);
+            self.evaluate_program(program, now, cx);
         }
     }
 
@@ -535,7 +524,7 @@ impl Model {
                     continue;
                 };
                 let processes = &self.processes;
-                o.story.refresh_cast(|k| processes.get(&k));
+                o.refresh_cast(|k| processes.get(&k));
                 refs.clear();
                 o.referenced(&mut refs);
                 for pk in &refs {
@@ -583,7 +572,7 @@ impl Model {
                 continue;
             };
             let processes = &self.processes;
-            o.story.refresh_cast(|k| processes.get(&k));
+            o.refresh_cast(|k| processes.get(&k));
             refs.clear();
             o.referenced(&mut refs);
             for pk in &refs {

@@ -246,7 +246,7 @@ impl Model {
             return (p.names().clone(), p.alive);
         }
         // Only dead processes are forgotten.
-        (o.story.character(key).unwrap_or_default(), false)
+        (o.character(key).unwrap_or_default(), false)
     }
 
     fn person(&self, o: &Object, key: ProcessKey) -> Person {
@@ -318,7 +318,11 @@ impl Model {
         if distinct(&existing) > 1 {
             let candidates = existing
                 .iter()
-                .map(|o| format!("{} {} in namespace {}", o.key.ty, o.key.id, o.key.ns))
+                .map(|o| {
+                    format!("{} {} in namespace {}", { o.key.ty }, { o.key.id }, {
+                        o.key.ns
+                    })
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             return Err(ExplainError::Ambiguous {
@@ -378,21 +382,20 @@ impl Model {
 
     fn explanation(&self, o: &Object) -> Explanation {
         let created = o.times.created().map(|t| (t, o.creator.key()));
-        let timeline: Vec<Entry> = o.story.entries(created);
+        let timeline: Vec<Entry> = o.story().entries(created);
         let mut keys: Vec<ProcessKey> = Vec::new();
         keys.extend(o.creator.key());
         keys.extend(timeline.iter().filter_map(|e| e.process));
-        keys.extend(o.story.operations().map(|(k, _)| *k));
+        keys.extend(o.operations().map(|(k, _)| k));
         let holders = self.holders(o);
         keys.extend(holders.iter().filter_map(|h| h.process));
         let mut seen = std::collections::HashSet::new();
         keys.retain(|k| seen.insert(*k));
         let people: Vec<Person> = keys.iter().map(|k| self.person(o, *k)).collect();
         let mut operations: Vec<Operations> = o
-            .story
             .operations()
             .map(|(k, p)| Operations {
-                process: *k,
+                process: k,
                 ops: p.summary(),
                 attach_site: p.attach_site().map(Arc::as_ref).cloned(),
             })
@@ -405,7 +408,7 @@ impl Model {
         let service = creator.and_then(|p| p.service.clone());
         let program = creator
             .and_then(|p| p.details.executable.clone())
-            .or_else(|| o.created_by_program.as_deref().map(str::to_owned));
+            .or_else(|| o.creator_program().map(str::to_owned));
         Explanation {
             object: o.object_ref(),
             status: o.status,
@@ -416,14 +419,14 @@ impl Model {
             destroyed_ns: o.times.destroyed(),
             creator: o.creator.key(),
             creator_pid: o.creator.pid(),
-            call_site: o.story.create_site().map(Arc::as_ref).cloned(),
+            call_site: o.story().create_site().map(Arc::as_ref).cloned(),
             service,
             program,
             people,
             timeline,
-            omitted: o.story.omitted(created.is_some()),
+            omitted: o.story().omitted(created.is_some()),
             operations,
-            operations_omitted: o.story.procs_dropped(),
+            operations_omitted: o.story().procs_dropped(),
             holders,
             verdict: self.verdict(o),
             now_ns: self.now_ns,
@@ -717,8 +720,8 @@ impl Model {
             return false;
         };
         match attach {
-            None => o.creator.key() == Some(process) && o.story.create_site().is_none(),
-            Some(addr) => o.story.awaits_attach_site(process, addr),
+            None => o.creator.key() == Some(process) && o.story().create_site().is_none(),
+            Some(addr) => o.story().awaits_attach_site(process, addr),
         }
     }
 
@@ -738,16 +741,19 @@ impl Model {
         let site = Arc::new(site);
         match attach {
             None => {
-                if o.creator.key() != Some(process) || o.story.create_site().is_some() {
+                if o.creator.key() != Some(process) || o.story().create_site().is_some() {
                     return None;
                 }
-                o.story.set_create_site(site);
+                o.story_mut(None).set_create_site(site);
             }
             Some(addr) => {
-                if !o.story.set_attach_site(process, addr, site.clone()) {
+                if !o
+                    .story_mut(None)
+                    .set_attach_site(process, addr, site.clone())
+                {
                     return None;
                 }
-                if let Some(p) = o.story.operations_of_mut(process) {
+                if let Some(p) = o.story_mut(Some(process)).operations_of_mut(process) {
                     p.set_attach_site(site);
                 }
             }

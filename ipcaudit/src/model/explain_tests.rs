@@ -433,3 +433,60 @@ fn processes_are_described_and_call_sites_reach_findings_and_status() {
         explained
     );
 }
+
+#[test]
+fn a_created_only_object_keeps_its_creator_as_at_creation() {
+    let mut s = Sim::new();
+    s.msgget(10, 0x30, IPC_CREAT | 0o600, 3);
+    s.semget(10, 0x40, 1, IPC_CREAT | 0o600, 4);
+    let created = s.now;
+    s.exec(10, "/usr/bin/after");
+    // The program charged at creation is the one credited at removal (the creator came back
+    // to the queue's story; not to the set's).
+    s.msgctl(10, 3, IPC_RMID);
+    assert_eq!(
+        s.m.program_totals().get("p10"),
+        Some(&ProgramTotals {
+            created: 2,
+            removed: 1
+        })
+    );
+    assert!(!s.m.program_totals().contains_key("/usr/bin/after"));
+    s.semctl(11, 4, 0, IPC_RMID, 0);
+    assert_eq!(s.m.program_totals()["p10"].removed, 2);
+    // The creator exits and is forgotten; the set's story, archived, still names it (as it
+    // was when the set was archived) and counts its creation.
+    s.exit(10);
+    s.advance(61);
+    s.advance(61);
+    assert!(s.m.process(pk(10)).is_none());
+    let sem = Target {
+        ty: Some(IpcType::Sem),
+        id: Some(4),
+        ..Target::default()
+    };
+    let e = s.m.explain(&sem).unwrap();
+    assert_eq!(e.creator, Some(pk(10)));
+    let creator = e.person(pk(10)).unwrap();
+    assert!(!creator.alive);
+    assert_eq!(
+        creator.details.executable.as_deref(),
+        Some("/usr/bin/after")
+    );
+    assert_eq!(e.program.as_deref(), Some("/usr/bin/after"));
+    let ops: Vec<_> = e.operations.iter().map(|o| (o.process, o.ops)).collect();
+    assert_eq!(
+        ops[0],
+        (
+            pk(10),
+            OpSummary {
+                first_ns: created,
+                last_ns: created,
+                created: 1,
+                ..OpSummary::default()
+            }
+        )
+    );
+    assert_eq!(ops.len(), 2, "the creator and the remover");
+    assert_eq!(whats(&e), ["create", "remove", "destroy"]);
+}

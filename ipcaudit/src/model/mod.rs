@@ -255,8 +255,6 @@ pub struct Model {
     /// never 0: an object keeps its own in 4 bytes, as an `Option<NonZeroU32>`).
     next_leak_seq: std::num::NonZeroU32,
     programs: HashMap<String, Program>,
-    /// Program names objects share (`Object::created_by_program`).
-    program_names: HashSet<object::ProgramName>,
     now_ns: u64,
     last_sweep_ns: u64,
     lost_events: u64,
@@ -294,7 +292,6 @@ impl Model {
             namespaces: HashMap::default(),
             programs: HashMap::default(),
             next_leak_seq: std::num::NonZeroU32::MIN,
-            program_names: HashSet::default(),
             now_ns: 0,
             last_sweep_ns: 0,
             lost_events: 0,

@@ -1,8 +1,12 @@
 //! One System V IPC object (a segment, a semaphore set or a queue) and what the model knows
 //! about the processes around it.
 
+use super::process::{Character, Process};
+use super::story::{Implied, ProcOps, Story};
 use super::{HashMap, small_map::SmallMap};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +14,10 @@ use crate::event::{IpcType, ProcessKey};
 
 /// Identity of an object across id reuse: the kernel reuses ids, so each object the model
 /// creates gets a fresh `generation` (unique within one model).
+///
+/// Packed (13 bytes, not 16): every object, relation and index carries one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[repr(C, packed)]
 pub struct ObjectKey {
     /// Inode of the IPC namespace.
     pub ns: u32,
@@ -582,10 +589,10 @@ impl MsgState {
     }
 }
 
-/// Per type state. An object keeps it boxed and makes it at its first write
-/// ([`Object::body_mut`]): a set or queue that is only created (or only seen in a snapshot)
-/// has nothing to keep there, and reads of a state never made see the type's empty one
-/// ([`Object::body`]).
+/// Per type state. An object keeps it boxed, with its story ([`Detail`]), and makes it at its
+/// first write ([`Object::body_mut`]): a set or queue that is only created (or only seen in a
+/// snapshot) has nothing to keep there, and reads of a state never made see the type's empty
+/// one ([`Object::body`]).
 #[derive(Clone, Debug)]
 pub(crate) enum Body {
     Shm(ShmState),
@@ -617,6 +624,31 @@ impl Body {
             IpcType::Sem => sem,
             IpcType::Msg => msg,
         }
+    }
+}
+
+/// What an object keeps out of line, made at the first write to either: its type's state and
+/// its story. A set or queue that is only created (or only seen in a snapshot) has neither
+/// (its creation is implied: [`Object::implied`]), and an object that has one mostly has the
+/// other, so they share one allocation: 80 bytes an object instead of 112 for most sets and
+/// queues, the same 192 with the state as before for the others.
+#[derive(Clone, Debug)]
+struct Detail {
+    body: Body,
+    story: Story,
+}
+
+static EMPTY_STORY: std::sync::LazyLock<Story> = std::sync::LazyLock::new(Story::default);
+
+impl Detail {
+    /// `detail`, made (for an object of type `ty`) when missing.
+    fn made(detail: &mut Option<Box<Self>>, ty: IpcType) -> &mut Self {
+        detail.get_or_insert_with(|| {
+            Box::new(Self {
+                body: Body::new(ty),
+                story: Story::default(),
+            })
+        })
     }
 }
 
@@ -677,12 +709,19 @@ impl Creator {
     }
 }
 
-/// When an object was created, removed and destroyed, as far as the model knows: 24 bytes
-/// where three `Option<u64>` took 48. An unknown time is `u64::MAX` (a time that far off,
-/// year 2554, is kept one nanosecond earlier).
-#[derive(Clone, Copy, Debug)]
+/// When an object was created, removed and destroyed, as far as the model knows: 16 bytes where
+/// three `Option<u64>` took 48. An unknown time is `u64::MAX` (a time that far off, year 2554,
+/// is kept one nanosecond earlier). The removal and destruction times are boxed, made at the
+/// first of them: most live objects have neither, and every object carries the field.
+#[derive(Clone, Debug)]
 pub(crate) struct Times {
     created: u64,
+    ends: Option<Box<Ends>>,
+}
+
+/// [`Times`] of the end of an object's life.
+#[derive(Clone, Copy, Debug)]
+struct Ends {
     removed: u64,
     destroyed: u64,
 }
@@ -691,8 +730,7 @@ impl Default for Times {
     fn default() -> Self {
         Self {
             created: Self::UNKNOWN,
-            removed: Self::UNKNOWN,
-            destroyed: Self::UNKNOWN,
+            ends: None,
         }
     }
 }
@@ -708,16 +746,16 @@ impl Times {
         ns.min(Self::UNKNOWN - 1)
     }
 
-    pub fn created(self) -> Option<u64> {
+    pub fn created(&self) -> Option<u64> {
         Self::get(self.created)
     }
 
-    pub fn removed(self) -> Option<u64> {
-        Self::get(self.removed)
+    pub fn removed(&self) -> Option<u64> {
+        self.ends.as_ref().and_then(|e| Self::get(e.removed))
     }
 
-    pub fn destroyed(self) -> Option<u64> {
-        Self::get(self.destroyed)
+    pub fn destroyed(&self) -> Option<u64> {
+        self.ends.as_ref().and_then(|e| Self::get(e.destroyed))
     }
 
     pub fn set_created(&mut self, ns: u64) {
@@ -725,36 +763,20 @@ impl Times {
     }
 
     pub fn set_removed(&mut self, ns: u64) {
-        self.removed = Self::known(ns);
+        self.ends_mut().removed = Self::known(ns);
     }
 
     pub fn set_destroyed(&mut self, ns: u64) {
-        self.destroyed = Self::known(ns);
+        self.ends_mut().destroyed = Self::known(ns);
     }
-}
 
-/// A program name shared by the objects its processes created: one pointer where an
-/// `Arc<str>` takes two (read only when an object is removed or explained).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct ProgramName(std::sync::Arc<Box<str>>);
-
-impl ProgramName {
-    pub fn new(name: &str) -> Self {
-        Self(std::sync::Arc::new(name.into()))
-    }
-}
-
-impl std::ops::Deref for ProgramName {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for ProgramName {
-    fn borrow(&self) -> &str {
-        &self.0
+    fn ends_mut(&mut self) -> &mut Ends {
+        self.ends.get_or_insert_with(|| {
+            Box::new(Ends {
+                removed: Self::UNKNOWN,
+                destroyed: Self::UNKNOWN,
+            })
+        })
     }
 }
 
@@ -777,15 +799,16 @@ pub(crate) struct Object {
     known: u8,
     pub times: Times,
     pub status: ObjectStatus,
-    /// While `created_by_program` is still charged with creating it (`leaky-process`), until
-    /// its removal: its creation's sequence number in the program's window.
+    /// While [`Self::creator_program`] is still charged with creating it (`leaky-process`),
+    /// until its removal: its creation's sequence number in the program's window.
     pub leak_seq: Option<std::num::NonZeroU32>,
-    /// The program (exe or comm) that created it (for created-vs-removed counts per program).
-    pub created_by_program: Option<ProgramName>,
-    /// [`Self::body`].
-    body: Option<Box<Body>>,
-    /// What happened to it (`explain`, `report`).
-    pub story: super::story::Story,
+    /// The creating process's names as they were at creation, when the model knew it (shared
+    /// copy-on-write with the process): the program charged with creating it, and the names of
+    /// its story's implied creator member ([`Self::implied`]).
+    creator_names: Option<Arc<Character>>,
+    /// Its type's state ([`Self::body`]) and what happened to it (`explain`, `report`:
+    /// [`Self::story`], [`Self::story_mut`]).
+    detail: Option<Box<Detail>>,
 }
 
 impl Object {
@@ -801,9 +824,8 @@ impl Object {
             times: Times::default(),
             status: ObjectStatus::Live,
             leak_seq: None,
-            created_by_program: None,
-            body: None,
-            story: super::story::Story::default(),
+            creator_names: None,
+            detail: None,
         }
     }
 
@@ -811,24 +833,25 @@ impl Object {
     const KNOWN_OWNER_UID: u8 = 2;
     const KNOWN_MODE: u8 = 4;
     const KNOWN_NSEMS: u8 = 8;
+    /// Not a field: the story's creator member is implied ([`Self::implied`]).
+    const IMPLIED_CREATOR: u8 = 16;
 
     /// The type's state (its empty one when never written).
     pub fn body(&self) -> &Body {
-        match &self.body {
-            Some(b) => b,
+        match &self.detail {
+            Some(d) => &d.body,
             None => Body::empty(self.key.ty),
         }
     }
 
     /// The type's state for a write: made on first use.
     pub fn body_mut(&mut self) -> &mut Body {
-        let ty = self.key.ty;
-        self.body.get_or_insert_with(|| Box::new(Body::new(ty)))
+        &mut Detail::made(&mut self.detail, self.key.ty).body
     }
 
     /// The type's state for a change that only takes away: none when never written.
     pub fn body_made(&mut self) -> Option<&mut Body> {
-        self.body.as_deref_mut()
+        self.detail.as_deref_mut().map(|d| &mut d.body)
     }
 
     /// Number of semaphores (sets), if known.
@@ -965,6 +988,116 @@ impl Object {
         match self.body_mut() {
             Body::Msg(s) => Some(s),
             _ => None,
+        }
+    }
+
+    /// `key` created it at `now`, named `names` then (`None`: a process the model does not
+    /// know). Returns whether its story implies the creator's member; if not (a created time
+    /// the object cannot keep exactly), the caller tells the story as for any process.
+    pub fn set_created(
+        &mut self,
+        key: ProcessKey,
+        now: u64,
+        names: Option<Arc<Character>>,
+    ) -> bool {
+        self.creator = Creator::process(key);
+        self.times.set_created(now);
+        self.creator_names = names;
+        let implied = self.times.created() == Some(now) && self.story().is_empty();
+        if implied {
+            self.known |= Self::IMPLIED_CREATOR;
+        }
+        implied
+    }
+
+    /// The program charged with creating it: the creator's executable, else its `comm`, at
+    /// creation ([`Character::program`]), when the model knew the creator.
+    pub fn creator_program(&self) -> Option<&str> {
+        self.creator_names.as_deref().map(Character::program)
+    }
+
+    /// The creator's names at creation, when the model knew the creator.
+    pub fn creator_names(&self) -> Option<&Arc<Character>> {
+        self.creator_names.as_ref()
+    }
+
+    /// Its story's creator member, while implied.
+    pub fn implied(&self) -> Option<Implied<'_>> {
+        Self::implied_of(
+            self.known,
+            self.creator,
+            self.times.created(),
+            self.creator_names.as_ref(),
+        )
+    }
+
+    /// [`Self::implied`] from the fields it reads (borrowed apart from the story).
+    fn implied_of(
+        known: u8,
+        creator: Creator,
+        created: Option<u64>,
+        names: Option<&Arc<Character>>,
+    ) -> Option<Implied<'_>> {
+        if known & Self::IMPLIED_CREATOR == 0 {
+            return None;
+        }
+        Some(Implied {
+            key: creator.key()?,
+            created_ns: created?,
+            names,
+        })
+    }
+
+    /// Its story, to read (the readers of its processes take [`Self::implied`]).
+    pub fn story(&self) -> &Story {
+        match &self.detail {
+            Some(d) => &d.story,
+            None => &EMPTY_STORY,
+        }
+    }
+
+    /// Its story, for a change made by process `by` (`None`: by none): the implied creator
+    /// member is stored first when the change could see it.
+    pub fn story_mut(&mut self, by: Option<ProcessKey>) -> &mut Story {
+        let implied = Self::implied_of(
+            self.known,
+            self.creator,
+            self.times.created(),
+            self.creator_names.as_ref(),
+        );
+        let story = &mut Detail::made(&mut self.detail, self.key.ty).story;
+        if let (Some(by), Some(i)) = (by, implied)
+            && story.materialize(i, by)
+        {
+            self.known &= !Self::IMPLIED_CREATOR;
+        }
+        story
+    }
+
+    /// What its story remembers of process `key`, if it names it.
+    pub fn character(&self, key: ProcessKey) -> Option<Arc<Character>> {
+        self.story().character(key, self.implied())
+    }
+
+    /// The processes whose operations its story sums, with them, in key order.
+    pub fn operations(&self) -> impl Iterator<Item = (ProcessKey, Cow<'_, ProcOps>)> {
+        self.story().operations(self.implied())
+    }
+
+    /// The operations of process `key` its story sums, if any.
+    pub fn operations_of(&self, key: ProcessKey) -> Option<Cow<'_, ProcOps>> {
+        self.story().operations_of(key, self.implied())
+    }
+
+    /// Refreshes what its story remembers of its processes (before the model forgets them).
+    pub fn refresh_cast<'a>(&mut self, lookup: impl Fn(ProcessKey) -> Option<&'a Process>) {
+        if let Some(i) = self.implied()
+            && lookup(i.key).is_some_and(|p| i.names.is_none_or(|n| !Arc::ptr_eq(n, p.names())))
+        {
+            self.story_mut(Some(i.key));
+        }
+        if let Some(d) = self.detail.as_deref_mut() {
+            d.story.refresh_cast(lookup);
         }
     }
 
@@ -1108,7 +1241,131 @@ mod tests {
             (None, Some(0), Some(u64::MAX - 1)),
             "u64::MAX means unknown: a time that far off is kept 1 ns earlier"
         );
-        assert_eq!(std::mem::size_of::<Object>(), 128, "a story is 32 bytes");
+        assert_eq!(std::mem::size_of::<Object>(), 80);
+        assert_eq!(std::mem::size_of::<Detail>(), 112, "a story is 32 bytes");
+    }
+
+    /// An object whose story stores its creator's member, as before the member was implied.
+    fn stored_creator(
+        key: ObjectKey,
+        creator: ProcessKey,
+        now: u64,
+        p: Option<&Process>,
+    ) -> Object {
+        let mut o = Object::new(key);
+        o.creator = Creator::process(creator);
+        o.times.set_created(now);
+        o.creator_names = p.map(|p| p.names().clone());
+        let story = o.story_mut(Some(creator));
+        story.push(now, Some((creator, p)), super::super::story::What::Create);
+        story.ops(creator, p, now).update(|s| s.created += 1);
+        o
+    }
+
+    /// Whether `a` and `b` read the same to every reader of their stories' processes.
+    fn read_alike(a: &Object, b: &Object, keys: &[ProcessKey]) {
+        for k in keys {
+            assert_eq!(a.character(*k), b.character(*k), "{k:?}");
+            assert_eq!(a.operations_of(*k), b.operations_of(*k), "{k:?}");
+        }
+        let ops =
+            |o: &Object| -> Vec<_> { o.operations().map(|(k, o)| (k, o.into_owned())).collect() };
+        assert_eq!(ops(a), ops(b));
+        let created = a.times.created().map(|t| (t, a.creator.key()));
+        assert_eq!(a.story().entries(created), b.story().entries(created));
+        assert_eq!(a.story().procs_dropped(), b.story().procs_dropped());
+        assert_eq!(a.creator_program(), b.creator_program());
+    }
+
+    #[test]
+    fn the_implied_creator_reads_as_a_stored_one() {
+        use super::super::story::{MAX_PROCS, What};
+        let okey = ObjectKey {
+            ns: 1,
+            ty: IpcType::Sem,
+            id: 0,
+            generation: 0,
+        };
+        let k = |pid| ProcessKey {
+            pid,
+            start_ticks: 7,
+        };
+        let creator = k(50);
+        let mut proc = Process::new(creator, "maker", 0, 0);
+        let others: Vec<Process> = (1..=u32::try_from(MAX_PROCS).unwrap() + 8)
+            .map(|pid| Process::new(k(if pid >= 50 { pid + 1 } else { pid }), "other", 0, 0))
+            .collect();
+        let mut keys: Vec<ProcessKey> = others.iter().map(|p| p.key).collect();
+        keys.push(creator);
+        // The same creation by `p`, with the creator's member implied and stored.
+        let pair = |p: Option<&Process>| {
+            let mut a = Object::new(okey);
+            assert!(a.set_created(creator, 100, p.map(|p| p.names().clone())));
+            (a, stored_creator(okey, creator, 100, p))
+        };
+        // Both refreshed with the creator as `proc` is now, before they are archived.
+        let refresh = |a: &mut Object, b: &mut Object, proc: &Process| {
+            for o in [a, b] {
+                o.refresh_cast(|key| (key == creator).then_some(proc));
+            }
+        };
+        // After each step, the implied object reads as the stored one; the creator's member
+        // is stored only when the creator comes back or the story nears its bound.
+        let (mut a, mut b) = pair(Some(&proc));
+        read_alike(&a, &b, &keys);
+        assert_eq!(a.creator_program(), Some("maker"));
+        assert!(a.story().is_empty() && a.implied().is_some());
+        // Names changed since creation: the program charged stays the one at creation.
+        proc.names_mut().exe = Some("/usr/bin/maker".into());
+        assert_eq!(a.creator_program(), Some("maker"));
+        for (i, p) in others.iter().enumerate() {
+            let now = 200 + i as u64;
+            for o in [&mut a, &mut b] {
+                if i % 2 == 0 {
+                    o.story_mut(Some(p.key))
+                        .push(now, Some((p.key, Some(p))), What::Open);
+                }
+                o.story_mut(Some(p.key))
+                    .ops(p.key, Some(p), now)
+                    .update(|s| s.opened += 1);
+            }
+            read_alike(&a, &b, &keys);
+            assert_eq!(a.implied().is_some(), i + 2 < MAX_PROCS, "{i}");
+        }
+        // Stored at the bound: the quietest (the creator, created only) was dropped as before.
+        assert!(a.operations_of(creator).is_none() && a.character(creator).is_some());
+        // The creator comes back.
+        let (mut a, mut b) = pair(Some(&proc));
+        for o in [&mut a, &mut b] {
+            o.story_mut(Some(creator))
+                .ops(creator, Some(&proc), 300)
+                .update(|s| s.sem_ops += 1);
+        }
+        assert!(a.implied().is_none());
+        read_alike(&a, &b, &keys);
+        // Refreshed before it is archived: the creator's names as they are now.
+        let (mut a, mut b) = pair(Some(&Process::new(creator, "maker", 0, 0)));
+        refresh(&mut a, &mut b, &proc);
+        read_alike(&a, &b, &keys);
+        assert_eq!(
+            a.character(creator).and_then(|c| c.exe.clone()).as_deref(),
+            Some("/usr/bin/maker")
+        );
+        // A creator the model did not know: named as unknown, no program.
+        let (mut a, mut b) = pair(None);
+        read_alike(&a, &b, &keys);
+        assert_eq!(a.character(creator).as_deref(), Some(&Character::default()));
+        assert_eq!(a.creator_program(), None);
+        refresh(&mut a, &mut b, &proc);
+        read_alike(&a, &b, &keys);
+        assert_eq!(
+            a.character(creator).map(|c| c.comm.clone()).as_deref(),
+            Some("maker")
+        );
+        // A created time the object cannot keep exactly: the caller stores the member.
+        let mut a = Object::new(okey);
+        assert!(!a.set_created(creator, u64::MAX, None));
+        assert!(a.implied().is_none());
     }
 
     #[test]

@@ -22,6 +22,13 @@ pub(crate) struct Character {
     pub exit_code: Option<u32>,
 }
 
+impl Character {
+    /// What `leaky-process` charges: the executable, or `comm` when no exec was seen.
+    pub fn program(&self) -> &str {
+        self.exe.as_deref().unwrap_or(&self.comm)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct Process {
     pub key: ProcessKey,
@@ -96,10 +103,5 @@ impl Process {
             n.exe = details.executable.as_deref().map(Arc::from);
         }
         n.details = Some(details);
-    }
-
-    /// What `leaky-process` charges: the executable, or `comm` when no exec was seen.
-    pub fn program(&self) -> &str {
-        self.names.exe.as_deref().unwrap_or(&self.names.comm)
     }
 }

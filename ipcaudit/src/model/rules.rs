@@ -596,11 +596,11 @@ impl Model {
         for e in &mut f.evidence {
             e.call_site = match e.role {
                 Role::Creator if e.entity.is_some() && e.entity == o.creator.key() => {
-                    o.story.create_site().cloned()
+                    o.story().create_site().cloned()
                 }
                 Role::Attacher | Role::Holder => e
                     .entity
-                    .and_then(|k| o.story.operations_of(k))
+                    .and_then(|k| o.operations_of(k))
                     .and_then(|p| p.attach_site().cloned()),
                 _ => None,
             };

@@ -7,6 +7,7 @@
 //! [`MAX_PROCS`] processes, and destroyed objects are archived (at most
 //! [`super::ModelConfig::archive`]) once the model forgets them.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -652,6 +653,33 @@ struct Member {
 /// What a story remembers of a process the model did not know: nothing, shared.
 static UNKNOWN: std::sync::LazyLock<Arc<Character>> = std::sync::LazyLock::new(Arc::default);
 
+/// The member for an object's creator while it holds only what the object knows anyway: the
+/// creator, the created time and the creator's names at creation (one `created` operation).
+/// Most sets and queues are only created, and that member took 48 bytes in each of them; the
+/// object keeps it implied until the creator appears in the story again (or the story's bound
+/// on processes could see it), then [`Story::materialize`] stores it as it would have been.
+/// Every reader of the members takes it, so that it reads the same either way.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Implied<'a> {
+    pub key: ProcessKey,
+    pub created_ns: u64,
+    /// `None`: the model did not know the creator at creation ([`UNKNOWN`]).
+    pub names: Option<&'a Arc<Character>>,
+}
+
+impl Implied<'_> {
+    fn names(self) -> Arc<Character> {
+        self.names.unwrap_or(&UNKNOWN).clone()
+    }
+
+    /// Its operations: the creation.
+    fn ops(self) -> ProcOps {
+        let mut o = ProcOps::new(self.created_ns);
+        o.update(|s| s.created = 1);
+        o
+    }
+}
+
 /// The story of one object.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Story {
@@ -700,6 +728,11 @@ impl Story {
                 tail.omitted = tail.omitted.saturating_add(1);
             }
         });
+    }
+
+    /// Whether it has neither entries nor processes.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty() && self.members.is_empty()
     }
 
     /// The head's entries and the tail, if any.
@@ -795,13 +828,38 @@ impl Story {
         }
     }
 
-    /// What the story remembers of process `key`, if it names it.
-    pub fn character(&self, key: ProcessKey) -> Option<Arc<Character>> {
-        self.members.get(&key).and_then(|m| m.names.clone())
+    /// What the story remembers of process `key`, if it names it (`implied`: the object's
+    /// implied creator member, if any).
+    pub fn character(&self, key: ProcessKey, implied: Option<Implied>) -> Option<Arc<Character>> {
+        match implied {
+            Some(i) if i.key == key => Some(i.names()),
+            _ => self.members.get(&key).and_then(|m| m.names.clone()),
+        }
     }
 
-    /// The processes whose operations are summed, with them, in key order.
-    pub fn operations(&self) -> impl Iterator<Item = (&ProcessKey, &ProcOps)> {
+    /// The processes whose operations are summed, with them, in key order (`implied`: the
+    /// object's implied creator member, if any).
+    pub fn operations<'a>(
+        &'a self,
+        implied: Option<Implied>,
+    ) -> impl Iterator<Item = (ProcessKey, Cow<'a, ProcOps>)> {
+        let implied = implied.map(|i| (i.key, i.ops()));
+        let at = implied.as_ref().map(|(k, _)| *k);
+        let kept = |(k, o): (&ProcessKey, &'a ProcOps)| (*k, Cow::Borrowed(o));
+        let before = self
+            .stored_operations()
+            .filter(move |(k, _)| at.is_none_or(|i| **k < i));
+        let after = self
+            .stored_operations()
+            .filter(move |(k, _)| at.is_some_and(|i| **k > i));
+        before
+            .map(kept)
+            .chain(implied.map(|(k, o)| (k, Cow::Owned(o))))
+            .chain(after.map(kept))
+    }
+
+    /// The operations the story stores, in key order.
+    fn stored_operations(&self) -> impl Iterator<Item = (&ProcessKey, &ProcOps)> {
         let moved = self.moved_ops();
         let members = if moved.is_some() {
             None
@@ -814,8 +872,20 @@ impl Story {
             .chain(moved.into_iter().flat_map(SmallMap::iter))
     }
 
-    /// The operations of process `key`, if they are summed.
-    pub fn operations_of(&self, key: ProcessKey) -> Option<&ProcOps> {
+    /// The operations of process `key`, if they are summed (`implied`: the object's implied
+    /// creator member, if any).
+    pub fn operations_of(
+        &self,
+        key: ProcessKey,
+        implied: Option<Implied>,
+    ) -> Option<Cow<'_, ProcOps>> {
+        match implied {
+            Some(i) if i.key == key => Some(Cow::Owned(i.ops())),
+            _ => self.stored_operations_of(key).map(Cow::Borrowed),
+        }
+    }
+
+    fn stored_operations_of(&self, key: ProcessKey) -> Option<&ProcOps> {
         match self.moved_ops() {
             Some(ops) => ops.get(&key),
             None => self.members.get(&key).and_then(|m| m.ops.as_ref()),
@@ -832,6 +902,20 @@ impl Story {
     /// The operations, when moved to the tail.
     fn moved_ops(&self) -> Option<&SmallMap<ProcOps>> {
         self.parts().1.and_then(|t| t.ops.as_ref())
+    }
+
+    /// Stores the object's implied creator member, if a change by process `by` could see it:
+    /// `by` is the creator, or the story is about to reach its bound on processes (which
+    /// counts the creator). Returns whether it did (the object then no longer implies it).
+    pub fn materialize(&mut self, implied: Implied, by: ProcessKey) -> bool {
+        if by != implied.key && self.members.len() + 1 < MAX_PROCS {
+            return false;
+        }
+        self.members.get_or_insert_with(implied.key, || Member {
+            names: Some(implied.names()),
+            ops: Some(implied.ops()),
+        });
+        true
     }
 
     /// Moves the members' operations to the tail (for good).
@@ -851,7 +935,7 @@ impl Story {
             self.move_ops();
         }
         if self.members.len() >= MAX_PROCS
-            && self.operations_of(key).is_none()
+            && self.stored_operations_of(key).is_none()
             && self.moved_ops().is_some_and(|o| o.len() >= MAX_PROCS)
         {
             self.drop_quietest();
@@ -874,7 +958,7 @@ impl Story {
     /// Forgets the operations of the process that has been quiet the longest.
     fn drop_quietest(&mut self) {
         let Some(old) = self
-            .operations()
+            .stored_operations()
             .min_by_key(|(_, o)| o.last_ns())
             .map(|(k, _)| *k)
         else {
@@ -1028,7 +1112,7 @@ mod tests {
             assert_eq!(e[0].what, What::Create);
             assert_eq!(e[0].process, Some(key(1)));
             assert_eq!(s.omitted(true), (rest.len() - tail.len()) as u64, "{n}");
-            assert!(Arc::ptr_eq(&s.character(key(1)).unwrap(), &UNKNOWN));
+            assert!(Arc::ptr_eq(&s.character(key(1), None).unwrap(), &UNKNOWN));
         }
     }
 
@@ -1060,10 +1144,10 @@ mod tests {
             s.ops(key(pid), None, u64::from(pid))
                 .update(|o| o.sem_ops += 1);
         }
-        assert_eq!(s.operations().count(), MAX_PROCS);
+        assert_eq!(s.operations(None).count(), MAX_PROCS);
         assert_eq!(s.procs_dropped(), 200 - MAX_PROCS as u64);
         // The quietest were dropped.
-        assert!(s.operations_of(key(199)).is_some());
+        assert!(s.operations_of(key(199), None).is_some());
         assert!(
             s.members.get(&key(0)).is_none(),
             "neither named nor counted"
@@ -1075,10 +1159,10 @@ mod tests {
             s.ops(key(pid), None, u64::from(pid))
                 .update(|o| o.sem_ops += 1);
         }
-        assert_eq!(s.operations().count(), MAX_PROCS);
-        assert!(s.operations_of(key(0)).is_none() && s.character(key(0)).is_some());
+        assert_eq!(s.operations(None).count(), MAX_PROCS);
+        assert!(s.operations_of(key(0), None).is_none() && s.character(key(0), None).is_some());
         // Past MAX_PROCS named processes the operations live in the tail: same answers.
-        let kept: Vec<u32> = s.operations().map(|(k, _)| k.pid).collect();
+        let kept: Vec<u32> = s.operations(None).map(|(k, _)| k.pid).collect();
         assert_eq!(
             kept,
             (136..200).collect::<Vec<_>>(),
@@ -1088,15 +1172,15 @@ mod tests {
         assert_eq!(s.members.len(), 200, "every process stays named");
         s.ops(key(150), None, 500).update(|o| o.sem_ops += 1);
         assert_eq!(
-            s.operations_of(key(150)).map(|o| o.summary().sem_ops),
+            s.operations_of(key(150), None).map(|o| o.summary().sem_ops),
             Some(2)
         );
         s.ops(key(7), None, 501);
         assert!(
-            s.operations_of(key(136)).is_none(),
+            s.operations_of(key(136), None).is_none(),
             "the quietest made room"
         );
-        assert_eq!(s.operations().count(), MAX_PROCS);
+        assert_eq!(s.operations(None).count(), MAX_PROCS);
         assert_eq!(std::mem::size_of::<(ProcessKey, Member)>(), 48);
         assert_eq!(std::mem::size_of::<Slot>(), 32);
         assert_eq!(std::mem::size_of::<Story>(), 32);
@@ -1311,27 +1395,30 @@ mod tests {
         first.push(1, Some((key(1), Some(&proc1))), What::Open);
         second.push(1, Some((key(1), Some(&proc1))), What::Open);
         assert!(
-            Arc::ptr_eq(&first.character(key(1)).unwrap(), proc1.names()),
+            Arc::ptr_eq(&first.character(key(1), None).unwrap(), proc1.names()),
             "shared"
         );
         proc1.names_mut().comm = "after".into();
         proc1.names_mut().exit_code = Some(9);
         second.push(2, Some((key(1), Some(&proc1))), What::Open);
-        assert_eq!(&*first.character(key(1)).unwrap().comm, "before");
-        assert_eq!(first.character(key(1)).unwrap().exit_code, None);
-        assert_eq!(&*second.character(key(1)).unwrap().comm, "after");
+        assert_eq!(&*first.character(key(1), None).unwrap().comm, "before");
+        assert_eq!(first.character(key(1), None).unwrap().exit_code, None);
+        assert_eq!(&*second.character(key(1), None).unwrap().comm, "after");
         // Unknown to the model: named, not described, until the story is refreshed.
         first.push(3, Some((key(2), None)), What::Open);
-        assert_eq!(*first.character(key(2)).unwrap(), Character::default());
+        assert_eq!(
+            *first.character(key(2), None).unwrap(),
+            Character::default()
+        );
         // Only counted while unknown: neither named nor refreshed.
         first.ops(key(3), None, 4);
-        assert!(first.character(key(3)).is_none());
+        assert!(first.character(key(3), None).is_none());
         let late = Process::new(key(2), "late", 0, 0);
         let counted = Process::new(key(3), "counted", 0, 0);
         first.refresh_cast(|k| [&late, &counted].into_iter().find(|p| p.key == k));
-        assert!(first.character(key(3)).is_none());
-        assert_eq!(&*first.character(key(2)).unwrap().comm, "late");
-        assert_eq!(&*first.character(key(1)).unwrap().comm, "before");
+        assert!(first.character(key(3), None).is_none());
+        assert_eq!(&*first.character(key(2), None).unwrap().comm, "late");
+        assert_eq!(&*first.character(key(1), None).unwrap().comm, "before");
     }
 
     #[test]

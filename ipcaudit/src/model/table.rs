@@ -62,10 +62,6 @@ impl ObjectTable {
             .map(Box::as_mut)
     }
 
-    pub fn contains_key(&self, key: &ObjectKey) -> bool {
-        self.get(key).is_some()
-    }
-
     /// The latest object with this id (destroyed or not): the newest generation among those
     /// remembered, newest counted back from the next generation (so a wrapped counter does
     /// not make an old object look new).

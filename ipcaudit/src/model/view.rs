@@ -229,7 +229,7 @@ impl Model {
             created_ns: o.times.created(),
             removed_ns: o.times.removed(),
             destroyed_ns: o.times.destroyed(),
-            call_site: o.story.create_site().map(std::sync::Arc::as_ref),
+            call_site: o.story().create_site().map(std::sync::Arc::as_ref),
             shm,
             sem,
             msg,
