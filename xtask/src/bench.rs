@@ -1012,8 +1012,9 @@ fn collector(
     let (warm_up, _) = spawn_holder(bins, &["objects", "--count", "300"])?;
     settled_rss(pid);
     release_holder(warm_up);
-    std::thread::sleep(Duration::from_secs(1));
-    let before = rss(pid);
+    // Settled as well: the collector gives back what the warm-up freed at its once-a-second
+    // collections; a reading taken between two of them moved the figure by ±25 B per item.
+    let before = settled_rss(pid);
     let (holder, counts) = spawn_holder(bins, &["objects", "--count", "30000"])?;
     let after = settled_rss(pid);
     release_holder(holder);
