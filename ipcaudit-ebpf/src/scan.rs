@@ -66,7 +66,7 @@ struct IterTaskVma {
 /// leader exited).
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task")]
-pub fn scan_tasks(ctx: *mut c_void) -> i32 {
+pub extern "C" fn scan_tasks(ctx: *mut c_void) -> i32 {
     try_scan_tasks(ctx.cast::<IterTask>().cast_const());
     0
 }
@@ -77,17 +77,17 @@ fn try_scan_tasks(ctx: *const IterTask) {
     if task.is_null() {
         return; // The end of the iteration.
     }
-    let tid: u32 = probe_load(task, scan!(task_pid));
+    let thread: u32 = probe_load(task, scan!(task_pid));
     let tgid: u32 = probe_load(task, config!(task_tgid));
     let leader: *const u8 = probe_load(task, config!(task_group_leader));
-    if tid != tgid && probe_load::<u32>(leader, scan!(task_exit_state)) == 0 {
+    if thread != tgid && probe_load::<u32>(leader, scan!(task_exit_state)) == 0 {
         return; // A thread of a group whose leader is alive: the leader stands for it.
     }
     let parent: *const u8 = probe_load(task, scan!(task_real_parent));
     let cred: *const u8 = probe_load(task, scan!(task_real_cred));
     let nsproxy: *const u8 = probe_load(task, config!(task_nsproxy));
     let record = ScanTask {
-        tid,
+        tid: thread,
         tgid,
         ppid: if parent.is_null() {
             0
@@ -127,7 +127,7 @@ fn ipc_ns(nsproxy: *const u8) -> u32 {
 /// mount: /proc shows them as `/SYSV%08x (deleted)`; userspace checks the name's form).
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/task_vma")]
-pub fn scan_vmas(ctx: *mut c_void) -> i32 {
+pub extern "C" fn scan_vmas(ctx: *mut c_void) -> i32 {
     try_scan_vmas(ctx.cast::<IterTaskVma>().cast_const());
     0
 }

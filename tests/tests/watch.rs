@@ -455,8 +455,8 @@ fn the_start_up_scan_reads_what_proc_shows() {
     let truth: Vec<_> = stat_paths
         .iter()
         .map(|(p, leader, live)| {
-            let (_, ppid, start, comm) = proc_stat(leader);
-            (*p, proc_stat(live).0, ppid, start, comm)
+            let (_, parent, start, comm) = proc_stat(leader);
+            (*p, proc_stat(live).0, parent, start, comm)
         })
         .collect();
     let maps = [

@@ -221,14 +221,14 @@ pub fn mappings(
 mod tests {
     use super::*;
 
-    fn task(tid: u32, tgid: u32, ns: u32, state: u32, exit_state: u32, comm: &str) -> Vec<u8> {
+    fn task(thread: u32, group: u32, ns: u32, state: u32, exit_state: u32, comm: &str) -> Vec<u8> {
         let mut b = vec![0u8; RECORD];
-        for (off, v) in [(0, tid), (4, tgid), (8, 1), (12, 1000), (16, ns)] {
+        for (off, v) in [(0, thread), (4, group), (8, 1), (12, 1000), (16, ns)] {
             b[off..off + 4].copy_from_slice(&v.to_ne_bytes());
         }
         b[20..24].copy_from_slice(&state.to_ne_bytes());
         b[24..28].copy_from_slice(&exit_state.to_ne_bytes());
-        b[32..40].copy_from_slice(&(u64::from(tgid) * 10_000_000).to_ne_bytes());
+        b[32..40].copy_from_slice(&(u64::from(group) * 10_000_000).to_ne_bytes());
         b[48..48 + comm.len()].copy_from_slice(comm.as_bytes());
         b
     }
