@@ -25,7 +25,10 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_probe_read_kernel_str_bytes, generated::bpf_seq_write};
 use ipcaudit_ebpf::{COMM_LEN, ScanOffsets, ScanTask, ScanVma};
 
-use crate::{common::config, compat::probe_load};
+use crate::{
+    common::{config, nsproxy_ipc_ns, task_nsproxy},
+    compat::probe_load,
+};
 
 /// Written by the loader with the scan's offsets (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
@@ -85,7 +88,6 @@ fn try_scan_tasks(ctx: *const IterTask) {
     }
     let parent: *const u8 = probe_load(task, scan!(task_real_parent));
     let cred: *const u8 = probe_load(task, scan!(task_real_cred));
-    let nsproxy: *const u8 = probe_load(task, config!(task_nsproxy));
     let record = ScanTask {
         tid: thread,
         tgid,
@@ -99,7 +101,8 @@ fn try_scan_tasks(ctx: *const IterTask) {
         } else {
             probe_load(cred, scan!(cred_uid))
         },
-        ipc_ns: ipc_ns(nsproxy),
+        // The iterator's task is BTF-typed, as the events' tasks: their walk.
+        ipc_ns: nsproxy_ipc_ns(task_nsproxy(task)),
         state: probe_load(task, scan!(task_state)),
         exit_state: probe_load(task, scan!(task_exit_state)),
         flags: probe_load(task, scan!(task_flags)),
@@ -108,18 +111,6 @@ fn try_scan_tasks(ctx: *const IterTask) {
         comm: probe_load::<[u8; COMM_LEN]>(task, scan!(task_comm)),
     };
     write(seq, &record);
-}
-
-/// `nsproxy->ipc_ns->ns.inum`, 0 without namespaces (late in exit).
-fn ipc_ns(nsproxy: *const u8) -> u32 {
-    if nsproxy.is_null() {
-        return 0;
-    }
-    let ns: *const u8 = probe_load(nsproxy, config!(nsproxy_ipc_ns));
-    if ns.is_null() {
-        return 0;
-    }
-    probe_load(ns, config!(ipc_ns_inum))
 }
 
 /// `iter/task_vma`: one [`ScanVma`] per System V mapping: a shared file mapping whose file is

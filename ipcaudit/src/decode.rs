@@ -159,10 +159,10 @@ fn u16_at(b: &[u8], off: usize) -> u16 {
 fn i16_at(b: &[u8], off: usize) -> i16 {
     i16::from_ne_bytes(array(b, off))
 }
-fn u32_at(b: &[u8], off: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_ne_bytes(array(b, off))
 }
-fn u64_at(b: &[u8], off: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_ne_bytes(array(b, off))
 }
 fn i64_at(b: &[u8], off: usize) -> i64 {

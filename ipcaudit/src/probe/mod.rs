@@ -349,11 +349,7 @@ impl Probe {
             attach_tracepoint(&mut ebpf, attachment)?;
         }
         for &name in BTF_TRACEPOINTS {
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
-                .try_into()
-                .map_err(|e| program_error(name, "type", e))?;
+            let program: &mut BtfTracePoint = typed_program(&mut ebpf, name)?;
             program
                 .load(name, &kernel_btf)
                 .map_err(|e| program_error(name, "load", e))?;
@@ -837,11 +833,7 @@ fn load_iterator(
     target: &str,
     btf: &aya::Btf,
 ) -> Result<(), ProbeError> {
-    let program: &mut Iter = ebpf
-        .program_mut(name)
-        .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
-        .try_into()
-        .map_err(|e| program_error(name, "type", e))?;
+    let program: &mut Iter = typed_program(ebpf, name)?;
     program
         .load(target, btf)
         .map_err(|e| program_error(name, "load", e))
@@ -849,11 +841,7 @@ fn load_iterator(
 
 /// A run of the loaded iterator `name`: a link and its iterator descriptor.
 fn open_iterator(ebpf: &mut Ebpf, name: &str) -> Result<std::fs::File, ProbeError> {
-    let program: &mut Iter = ebpf
-        .program_mut(name)
-        .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
-        .try_into()
-        .map_err(|e| program_error(name, "type", e))?;
+    let program: &mut Iter = typed_program(ebpf, name)?;
     let id = program
         .attach()
         .map_err(|e| program_error(name, "attach", e))?;
@@ -862,6 +850,17 @@ fn open_iterator(ebpf: &mut Ebpf, name: &str) -> Result<std::fs::File, ProbeErro
         .map_err(|e| program_error(name, "link", e))?;
     link.into_file()
         .map_err(|e| ProbeError::Io(io::Error::other(format!("{name}: {e}"))))
+}
+
+/// Program `name` of the object, as the type `P` it must be.
+fn typed_program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, ProbeError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
+        .try_into()
+        .map_err(|e| program_error(name, "type", e))
 }
 
 fn program_error(name: &str, what: &str, e: aya::programs::ProgramError) -> ProbeError {
@@ -923,11 +922,7 @@ fn preload_tracepoints(ebpf: &mut Ebpf, names: &[String]) {
 }
 
 fn attach_tracepoint_named(ebpf: &mut Ebpf, name: &str, category: &str) -> Result<(), ProbeError> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| ProbeError::MissingProgram(name.to_owned()))?
-        .try_into()
-        .map_err(|e| program_error(name, "type", e))?;
+    let program: &mut TracePoint = typed_program(ebpf, name)?;
     if program.fd().is_err() {
         program.load().map_err(|e| program_error(name, "load", e))?;
     }

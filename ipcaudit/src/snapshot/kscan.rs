@@ -11,7 +11,12 @@ use std::collections::{HashMap, HashSet};
 
 use thiserror::Error;
 
+use std::mem::{offset_of, size_of};
+
+use ipcaudit_ebpf::{ScanTask, ScanVma};
+
 use super::{ProcessInfo, ShmMapping, parse::parse_sysv_name};
+use crate::decode::{cstr_lossy, u32_at, u64_at};
 use crate::event::ProcessKey;
 
 /// Where the scan's records come from (one run of each loaded iterator, `probe::ScanFiles`).
@@ -32,29 +37,12 @@ pub struct ScanError {
     pub len: usize,
 }
 
-/// Both iterators write 64-byte records (`ipcaudit_ebpf::ScanTask`, `ScanVma`).
+/// Both iterators write 64-byte records ([`ScanTask`], [`ScanVma`]).
 const RECORD: usize = 64;
+const _: () = assert!(size_of::<ScanTask>() == RECORD && size_of::<ScanVma>() == RECORD);
 
 /// `VM_WRITE`.
 const VM_WRITE: u64 = 0x2;
-
-fn u32_at(b: &[u8; RECORD], off: usize) -> u32 {
-    let mut v = [0; 4];
-    v.copy_from_slice(&b[off..off + 4]);
-    u32::from_ne_bytes(v)
-}
-
-fn u64_at(b: &[u8; RECORD], off: usize) -> u64 {
-    let mut v = [0; 8];
-    v.copy_from_slice(&b[off..off + 8]);
-    u64::from_ne_bytes(v)
-}
-
-/// The bytes of a NUL-padded name, up to its first NUL.
-fn name_at(b: &[u8; RECORD], off: usize) -> &[u8] {
-    let field = &b[off..off + 16];
-    field.split(|&c| c == 0).next().unwrap_or_default()
-}
 
 /// The records of `bytes`, or an error when they are not whole.
 fn records<'a>(
@@ -87,15 +75,19 @@ struct Task {
 
 impl From<&[u8; RECORD]> for Task {
     fn from(b: &[u8; RECORD]) -> Self {
+        let u32_of = |off| u32_at(b, off);
         Self {
-            tid: u32_at(b, 0),
-            tgid: u32_at(b, 4),
-            ppid: u32_at(b, 8),
-            uid: u32_at(b, 12),
-            ipc_ns: u32_at(b, 16),
-            state: state_letter(u32_at(b, 20), u32_at(b, 24)),
-            start_ns: u64_at(b, 32),
-            comm: String::from_utf8_lossy(name_at(b, 48)).into_owned(),
+            tid: u32_of(offset_of!(ScanTask, tid)),
+            tgid: u32_of(offset_of!(ScanTask, tgid)),
+            ppid: u32_of(offset_of!(ScanTask, ppid)),
+            uid: u32_of(offset_of!(ScanTask, uid)),
+            ipc_ns: u32_of(offset_of!(ScanTask, ipc_ns)),
+            state: state_letter(
+                u32_of(offset_of!(ScanTask, state)),
+                u32_of(offset_of!(ScanTask, exit_state)),
+            ),
+            start_ns: u64_at(b, offset_of!(ScanTask, start_ns)),
+            comm: cstr_lossy(&b[offset_of!(ScanTask, comm)..]),
         }
     }
 }
@@ -195,10 +187,11 @@ pub fn mappings(
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for b in records(vmas, "vma")? {
-        let pid = u32_at(b, 0);
-        let start = u64_at(b, 16);
-        let name = format!("/{}", String::from_utf8_lossy(name_at(b, 48)));
-        let (Some(key), Ok(shmid)) = (parse_sysv_name(&name), i32::try_from(u64_at(b, 8))) else {
+        let pid = u32_at(b, offset_of!(ScanVma, tgid));
+        let start = u64_at(b, offset_of!(ScanVma, start));
+        let name = format!("/{}", cstr_lossy(&b[offset_of!(ScanVma, name)..]));
+        let ino = u64_at(b, offset_of!(ScanVma, ino));
+        let (Some(key), Ok(shmid)) = (parse_sysv_name(&name), i32::try_from(ino)) else {
             continue;
         };
         if !in_ns.contains(&pid) || !seen.insert((pid, start)) {
@@ -209,9 +202,11 @@ pub fn mappings(
             shmid,
             key,
             start,
-            end: u64_at(b, 24),
-            offset: u64_at(b, 32).checked_shl(page_shift).unwrap_or(u64::MAX),
-            writable: u64_at(b, 40) & VM_WRITE != 0,
+            end: u64_at(b, offset_of!(ScanVma, end)),
+            offset: u64_at(b, offset_of!(ScanVma, pgoff))
+                .checked_shl(page_shift)
+                .unwrap_or(u64::MAX),
+            writable: u64_at(b, offset_of!(ScanVma, vm_flags)) & VM_WRITE != 0,
         });
     }
     Ok(out)

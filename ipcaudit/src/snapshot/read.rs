@@ -429,15 +429,12 @@ fn scan_proc(
 /// process /proc lists that the iterators did not show (a kernel may hide some, e.g. a
 /// sandbox's init) is read from /proc.
 fn kernel_scan(kernel: &mut dyn KernelScan, ipc_ns: u32, want_mappings: bool) -> Option<Found> {
-    let ticks_per_sec = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
-        Ok(Some(t)) if t > 0 => t.unsigned_abs(),
-        _ => 100,
-    };
-    let ns_per_tick = (1_000_000_000 / ticks_per_sec).max(1);
+    // Start times as the events' (`Clocks::start_ticks`), so that both name a process alike.
+    let clocks = crate::clock::Clocks::sample();
     let mut scanned = || -> Result<Found, Box<dyn std::error::Error>> {
         let started = std::time::Instant::now();
         let kscan::Tasks { processes, seen } =
-            kscan::processes(&kernel.tasks()?, ipc_ns, |ns| ns / ns_per_tick)?;
+            kscan::processes(&kernel.tasks()?, ipc_ns, |ns| clocks.start_ticks(ns))?;
         let mappings = if want_mappings {
             kscan::mappings(
                 &kernel.vmas()?,
